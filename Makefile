@@ -1,0 +1,62 @@
+# nodelet — see README.md. Targets run as root on Debian 12 for the
+# integration tests; `make test` installs what it needs.
+
+CARGO      ?= cargo
+PREFIX     ?= /usr/local
+BIN        := target/release/nodelet
+DEBUG_BIN  := target/debug/nodelet
+CONFIG_DIR ?= /etc/nodelet
+
+.PHONY: all build release lint fmt test unit integration deps run bench install clean clean-test
+
+all: build
+
+build:
+	$(CARGO) build --all-targets
+
+release:
+	$(CARGO) build --release
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Debian packages the tests need (registry, skopeo, busybox for test images,
+# runc/crun for comparisons). Installed only when missing.
+deps:
+	@bash scripts/install-deps.sh
+
+unit:
+	$(CARGO) test --lib --bins
+
+integration: deps
+	$(CARGO) test --tests
+
+test: lint deps
+	$(CARGO) test --all-targets
+
+# The main job. Until the daemon lands it validates the example configuration
+# and pods; then it will run `nodelet daemon --config config/nodelet.yaml`.
+run: build
+	$(DEBUG_BIN) config validate config/nodelet.yaml
+	$(DEBUG_BIN) validate config/pods
+
+bench: release
+	@bash bench/run.sh
+
+install: release
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/nodelet
+	install -D -m 0644 config/nodelet.service $(DESTDIR)/etc/systemd/system/nodelet.service
+	test -e $(DESTDIR)$(CONFIG_DIR)/config.yaml || install -D -m 0644 config/nodelet.yaml $(DESTDIR)$(CONFIG_DIR)/config.yaml
+	install -d -m 0755 $(DESTDIR)$(CONFIG_DIR)/pods
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/nodelet/README.md
+
+# Removes debris a crashed test run may leave (mounts, processes, state dirs).
+clean-test:
+	@bash scripts/clean-test.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,371 @@
+//! The command line. Every subcommand of the design is here from the start;
+//! those not built yet exit 2 with "not implemented yet: <what>".
+//! `anyhow` is allowed here and in `main.rs` only.
+
+mod logging;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, NodeletConfiguration};
+
+/// Exit code for bad usage and for "not implemented yet".
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "nodelet", version, about = "A kubelet-style single-node container agent", propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// State directory (content store, snapshots, pod state).
+    #[arg(long, global = true, value_name = "DIR", env = "NODELET_ROOT")]
+    pub root: Option<PathBuf>,
+    /// The API socket.
+    #[arg(long, global = true, value_name = "PATH", env = "NODELET_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Container log directory (kubelet layout).
+    #[arg(long = "log-dir", global = true, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Daemon configuration file (NodeletConfiguration YAML).
+    #[arg(long, global = true, value_name = "FILE", env = "NODELET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(short = 'v', long = "log-level", global = true, value_name = "LEVEL", default_value = "warn")]
+    pub log_level: String,
+    /// Log format on stderr.
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PodOutput {
+    Wide,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataOutput {
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run pods in the foreground until they finish or Ctrl-C (graceful stop).
+    Run {
+        /// Manifest files or directories, or - for stdin.
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Print the final pods as a v1 List on exit.
+        #[arg(short, long, value_enum)]
+        output: Option<DataOutput>,
+        /// Treat fields that are not supported yet as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run the node daemon (the systemd service).
+    Daemon {
+        /// Stop all pods gracefully before the daemon exits.
+        #[arg(long)]
+        stop_pods_on_exit: bool,
+    },
+    /// List pods (or other resources).
+    Get {
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// Show a pod in detail, with its events.
+    Describe {
+        #[command(subcommand)]
+        what: DescribeWhat,
+    },
+    /// Print a container's logs.
+    Logs {
+        pod: String,
+        #[arg(short, long)]
+        container: Option<String>,
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short, long)]
+        previous: bool,
+        #[arg(long)]
+        tail: Option<i64>,
+        #[arg(long)]
+        timestamps: bool,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Run a command in a container.
+    Exec {
+        pod: String,
+        #[arg(short, long)]
+        container: Option<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The command and its arguments (after --).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Create pods from manifests in the running daemon.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Delete a pod (graceful).
+    Delete {
+        #[command(subcommand)]
+        what: DeleteWhat,
+    },
+    /// Manage images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Print events.
+    Events {
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Check manifests: every error with its field path.
+    Validate {
+        /// Manifest files or directories, or - for stdin.
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Print the defaulted pods.
+        #[arg(short, long, value_enum)]
+        output: Option<DataOutput>,
+        /// Treat fields that are not supported yet as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Freeze a pod's (or one container's) processes.
+    Pause {
+        pod: String,
+        #[arg(short, long)]
+        container: Option<String>,
+    },
+    /// Thaw a paused pod or container.
+    Unpause {
+        pod: String,
+        #[arg(short, long)]
+        container: Option<String>,
+    },
+    /// Resource usage.
+    Top {
+        #[command(subcommand)]
+        what: TopWhat,
+    },
+    /// Daemon configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script.
+    Completion {
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GetWhat {
+    /// List pods.
+    #[command(alias = "pod", alias = "po")]
+    Pods {
+        name: Option<String>,
+        #[arg(short, long, value_enum)]
+        output: Option<PodOutput>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Manifest sources and their errors.
+    Sources,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DescribeWhat {
+    #[command(alias = "pods", alias = "po")]
+    Pod {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeleteWhat {
+    #[command(alias = "pods", alias = "po")]
+    Pod {
+        name: String,
+        #[arg(long = "grace-period")]
+        grace_period: Option<i64>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopWhat {
+    #[command(alias = "pod", alias = "po")]
+    Pods,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Pull an image from a registry.
+    Pull {
+        reference: String,
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long, value_name = "USER:PASS")]
+        creds: Option<String>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long, value_enum)]
+        output: Option<DataOutput>,
+    },
+    /// Show an image's manifest, config and snapshots.
+    Inspect { reference: String },
+    /// Remove an image.
+    Rm {
+        reference: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import an OCI image layout directory or archive.
+    Import {
+        path: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove unused blobs and snapshots.
+    Prune,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the full default configuration.
+    Defaults,
+    /// Check a configuration file (default: --config).
+    Validate { file: Option<PathBuf> },
+}
+
+/// Entry point for `main`: parse, run, map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.global);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_implemented(what: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("not implemented yet: {what}");
+    Ok(ExitCode::from(EXIT_USAGE))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { files, output, strict } => validate::run(&files, output, strict),
+        Command::Config { command } => config_command(&cli.global, command),
+        Command::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "nodelet", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { .. } => not_implemented("run (foreground pods; see the Pod lifecycle issue)"),
+        Command::Daemon { .. } => not_implemented("daemon"),
+        Command::Get { what: GetWhat::Pods { .. } } => not_implemented("get pods"),
+        Command::Get { what: GetWhat::Sources } => not_implemented("get sources"),
+        Command::Describe { .. } => not_implemented("describe pod"),
+        Command::Logs { .. } => not_implemented("logs"),
+        Command::Exec { .. } => not_implemented("exec"),
+        Command::Apply { .. } => not_implemented("apply"),
+        Command::Delete { .. } => not_implemented("delete pod"),
+        Command::Image { command } => not_implemented(match command {
+            ImageCommand::Pull { .. } => "image pull",
+            ImageCommand::Ls { .. } => "image ls",
+            ImageCommand::Inspect { .. } => "image inspect",
+            ImageCommand::Rm { .. } => "image rm",
+            ImageCommand::Import { .. } => "image import",
+            ImageCommand::Prune => "image prune",
+        }),
+        Command::Events { .. } => not_implemented("events"),
+        Command::Pause { .. } => not_implemented("pause"),
+        Command::Unpause { .. } => not_implemented("unpause"),
+        Command::Top { .. } => not_implemented("top pods"),
+    }
+}
+
+/// The configuration in effect: `--config` if given, else defaults; the
+/// global flags override the file.
+pub fn effective_config(global: &GlobalArgs) -> anyhow::Result<NodeletConfiguration> {
+    let mut cfg = match &global.config {
+        Some(p) => NodeletConfiguration::load(p)?,
+        None => NodeletConfiguration::default(),
+    };
+    if let Some(r) = &global.root {
+        cfg.root_dir = r.clone();
+    }
+    if let Some(s) = &global.socket {
+        cfg.socket = s.clone();
+    }
+    if let Some(l) = &global.log_dir {
+        cfg.log_dir = l.clone();
+    }
+    Ok(cfg)
+}
+
+fn config_command(global: &GlobalArgs, command: ConfigCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ConfigCommand::Defaults => {
+            print!("{}", NodeletConfiguration::defaults_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        ConfigCommand::Validate { file } => {
+            let Some(path) = file.or_else(|| global.config.clone()) else {
+                eprintln!("error: no config file given (pass FILE or --config)");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            };
+            match NodeletConfiguration::load(&path) {
+                Ok(_) => {
+                    println!("{}: valid {}", path.display(), config::KIND);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ config::ConfigError::Read { .. }) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Images: references, registry pulls, the content store and snapshots.
+//! Knows nothing of pods.
+
+pub mod reference;
