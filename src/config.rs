@@ -123,13 +123,24 @@ impl Default for NodeletConfiguration {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read config: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: config file is larger than 1 MiB", path.display())]
     TooLarge { path: PathBuf },
     #[error("{}: {field}: {message}", path.display())]
-    Parse { path: PathBuf, field: String, message: String },
+    Parse {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
     #[error("{}: {field}: {message}", path.display())]
-    Invalid { path: PathBuf, field: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// A partially specified file: every key optional, merged over the defaults.
@@ -146,9 +157,15 @@ struct ConfigFile {
     max_pods: Option<u32>,
     container_log_max_size: Option<String>,
     container_log_max_files: Option<u32>,
-    #[serde(rename = "imageGCHighThresholdPercent", alias = "imageGcHighThresholdPercent")]
+    #[serde(
+        rename = "imageGCHighThresholdPercent",
+        alias = "imageGcHighThresholdPercent"
+    )]
     image_gc_high_threshold_percent: Option<u8>,
-    #[serde(rename = "imageGCLowThresholdPercent", alias = "imageGcLowThresholdPercent")]
+    #[serde(
+        rename = "imageGCLowThresholdPercent",
+        alias = "imageGcLowThresholdPercent"
+    )]
     image_gc_low_threshold_percent: Option<u8>,
     serialize_image_pulls: Option<bool>,
     max_parallel_image_pulls: Option<u32>,
@@ -164,7 +181,10 @@ impl NodeletConfiguration {
     /// Reads, merges over the defaults and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         use std::io::Read;
-        let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut text = String::new();
         std::fs::File::open(path)
             .map_err(read_err)?
@@ -172,7 +192,9 @@ impl NodeletConfiguration {
             .read_to_string(&mut text)
             .map_err(read_err)?;
         if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge { path: path.to_path_buf() });
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
         }
         Self::parse(path, &text)
     }
@@ -185,7 +207,9 @@ impl NodeletConfiguration {
                 p => p,
             };
             let inner = e.into_inner();
-            let location = inner.location().map(|l| format!(" (line {}, column {})", l.line(), l.column()));
+            let location = inner
+                .location()
+                .map(|l| format!(" (line {}, column {})", l.line(), l.column()));
             // serde_norway prefixes the path and appends the location itself.
             let text = inner.to_string();
             let segs: Vec<&str> = field.split('.').collect();
@@ -195,14 +219,34 @@ impl NodeletConfiguration {
                 .unwrap_or(&text);
             let text = text.find(" at line ").map_or(text, |i| &text[..i]);
             let message = format!("{text}{}", location.unwrap_or_default());
-            ConfigError::Parse { path: path.to_path_buf(), field, message }
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                field,
+                message,
+            }
         })?;
-        let invalid = |field, message: String| ConfigError::Invalid { path: path.to_path_buf(), field, message };
+        let invalid = |field, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
         if file.api_version != API_VERSION {
-            return Err(invalid("apiVersion", format!("Unsupported value: {:?}: supported values: \"{API_VERSION}\"", file.api_version)));
+            return Err(invalid(
+                "apiVersion",
+                format!(
+                    "Unsupported value: {:?}: supported values: \"{API_VERSION}\"",
+                    file.api_version
+                ),
+            ));
         }
         if file.kind != KIND {
-            return Err(invalid("kind", format!("Unsupported value: {:?}: supported values: \"{KIND}\"", file.kind)));
+            return Err(invalid(
+                "kind",
+                format!(
+                    "Unsupported value: {:?}: supported values: \"{KIND}\"",
+                    file.kind
+                ),
+            ));
         }
         let d = NodeletConfiguration::default();
         let cfg = NodeletConfiguration {
@@ -214,33 +258,64 @@ impl NodeletConfiguration {
             static_pod_path: file.static_pod_path.filter(|p| !p.as_os_str().is_empty()),
             node_name: file.node_name.unwrap_or(d.node_name),
             max_pods: file.max_pods.unwrap_or(d.max_pods),
-            container_log_max_size: file.container_log_max_size.unwrap_or(d.container_log_max_size),
-            container_log_max_files: file.container_log_max_files.unwrap_or(d.container_log_max_files),
-            image_gc_high_threshold_percent: file.image_gc_high_threshold_percent.unwrap_or(d.image_gc_high_threshold_percent),
-            image_gc_low_threshold_percent: file.image_gc_low_threshold_percent.unwrap_or(d.image_gc_low_threshold_percent),
-            serialize_image_pulls: file.serialize_image_pulls.unwrap_or(d.serialize_image_pulls),
-            max_parallel_image_pulls: file.max_parallel_image_pulls.unwrap_or(d.max_parallel_image_pulls),
-            max_concurrent_downloads: file.max_concurrent_downloads.unwrap_or(d.max_concurrent_downloads),
+            container_log_max_size: file
+                .container_log_max_size
+                .unwrap_or(d.container_log_max_size),
+            container_log_max_files: file
+                .container_log_max_files
+                .unwrap_or(d.container_log_max_files),
+            image_gc_high_threshold_percent: file
+                .image_gc_high_threshold_percent
+                .unwrap_or(d.image_gc_high_threshold_percent),
+            image_gc_low_threshold_percent: file
+                .image_gc_low_threshold_percent
+                .unwrap_or(d.image_gc_low_threshold_percent),
+            serialize_image_pulls: file
+                .serialize_image_pulls
+                .unwrap_or(d.serialize_image_pulls),
+            max_parallel_image_pulls: file
+                .max_parallel_image_pulls
+                .unwrap_or(d.max_parallel_image_pulls),
+            max_concurrent_downloads: file
+                .max_concurrent_downloads
+                .unwrap_or(d.max_concurrent_downloads),
             registries: file.registries.unwrap_or(d.registries),
             runtime: file.runtime.unwrap_or(d.runtime),
             pod_pids_limit: file.pod_pids_limit.unwrap_or(d.pod_pids_limit),
             cgroup_driver: file.cgroup_driver.unwrap_or(d.cgroup_driver),
             cgroup_root: file.cgroup_root.unwrap_or(d.cgroup_root),
         };
-        cfg.validate().map_err(|(field, message)| invalid(field, message))?;
+        cfg.validate()
+            .map_err(|(field, message)| invalid(field, message))?;
         Ok(cfg)
     }
 
     /// Range checks as the kubelet's `ValidateKubeletConfiguration` does.
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        for (field, p) in [("rootDir", &self.root_dir), ("logDir", &self.log_dir), ("socket", &self.socket)] {
+        for (field, p) in [
+            ("rootDir", &self.root_dir),
+            ("logDir", &self.log_dir),
+            ("socket", &self.socket),
+        ] {
             if !p.is_absolute() {
-                return Err((field, format!("Invalid value: {:?}: must be an absolute path", p.display().to_string())));
+                return Err((
+                    field,
+                    format!(
+                        "Invalid value: {:?}: must be an absolute path",
+                        p.display().to_string()
+                    ),
+                ));
             }
         }
         if let Some(p) = &self.static_pod_path {
             if !p.is_absolute() {
-                return Err(("staticPodPath", format!("Invalid value: {:?}: must be an absolute path", p.display().to_string())));
+                return Err((
+                    "staticPodPath",
+                    format!(
+                        "Invalid value: {:?}: must be an absolute path",
+                        p.display().to_string()
+                    ),
+                ));
             }
         }
         if self.max_pods == 0 {
@@ -248,27 +323,69 @@ impl NodeletConfiguration {
         }
         match Quantity::parse(&self.container_log_max_size) {
             Ok(q) if q > 0 => {}
-            Ok(_) => return Err(("containerLogMaxSize", format!("Invalid value: {:?}: must be greater than 0", self.container_log_max_size))),
-            Err(e) => return Err(("containerLogMaxSize", format!("Invalid value: {:?}: {e}", self.container_log_max_size))),
+            Ok(_) => {
+                return Err((
+                    "containerLogMaxSize",
+                    format!(
+                        "Invalid value: {:?}: must be greater than 0",
+                        self.container_log_max_size
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Err((
+                    "containerLogMaxSize",
+                    format!("Invalid value: {:?}: {e}", self.container_log_max_size),
+                ))
+            }
         }
         if self.container_log_max_files < 2 {
-            return Err(("containerLogMaxFiles", format!("Invalid value: {}: must be at least 2", self.container_log_max_files)));
+            return Err((
+                "containerLogMaxFiles",
+                format!(
+                    "Invalid value: {}: must be at least 2",
+                    self.container_log_max_files
+                ),
+            ));
         }
-        let (hi, lo) = (self.image_gc_high_threshold_percent, self.image_gc_low_threshold_percent);
+        let (hi, lo) = (
+            self.image_gc_high_threshold_percent,
+            self.image_gc_low_threshold_percent,
+        );
         if hi > 100 {
-            return Err(("imageGCHighThresholdPercent", format!("Invalid value: {hi}: must be between 0 and 100, inclusive")));
+            return Err((
+                "imageGCHighThresholdPercent",
+                format!("Invalid value: {hi}: must be between 0 and 100, inclusive"),
+            ));
         }
         if lo >= hi {
-            return Err(("imageGCLowThresholdPercent", format!("Invalid value: {lo}: must be less than imageGCHighThresholdPercent ({hi})")));
+            return Err((
+                "imageGCLowThresholdPercent",
+                format!(
+                    "Invalid value: {lo}: must be less than imageGCHighThresholdPercent ({hi})"
+                ),
+            ));
         }
         if self.max_concurrent_downloads == 0 {
-            return Err(("maxConcurrentDownloads", "Invalid value: 0: must be greater than 0".into()));
+            return Err((
+                "maxConcurrentDownloads",
+                "Invalid value: 0: must be greater than 0".into(),
+            ));
         }
         if self.pod_pids_limit < -1 || self.pod_pids_limit == 0 {
-            return Err(("podPidsLimit", format!("Invalid value: {}: must be -1 (unlimited) or positive", self.pod_pids_limit)));
+            return Err((
+                "podPidsLimit",
+                format!(
+                    "Invalid value: {}: must be -1 (unlimited) or positive",
+                    self.pod_pids_limit
+                ),
+            ));
         }
         if !self.cgroup_root.starts_with('/') {
-            return Err(("cgroupRoot", format!("Invalid value: {:?}: must start with '/'", self.cgroup_root)));
+            return Err((
+                "cgroupRoot",
+                format!("Invalid value: {:?}: must start with '/'", self.cgroup_root),
+            ));
         }
         for host in &self.registries.insecure {
             if host.is_empty() || host.contains('/') {
@@ -308,7 +425,15 @@ mod tests {
     fn minimal_file_gets_kubelet_defaults() {
         let c = parse(HEAD).unwrap();
         assert_eq!(c, NodeletConfiguration::default());
-        assert_eq!((c.max_pods, c.container_log_max_files, c.image_gc_high_threshold_percent, c.image_gc_low_threshold_percent), (110, 5, 85, 80));
+        assert_eq!(
+            (
+                c.max_pods,
+                c.container_log_max_files,
+                c.image_gc_high_threshold_percent,
+                c.image_gc_low_threshold_percent
+            ),
+            (110, 5, 85, 80)
+        );
         assert_eq!(c.container_log_max_size, "10Mi");
         assert!(c.serialize_image_pulls);
     }
@@ -322,23 +447,33 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_with_their_path() {
-        let e = parse(&format!("{HEAD}registries:\n  insecur: [a]\n")).unwrap_err().to_string();
+        let e = parse(&format!("{HEAD}registries:\n  insecur: [a]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("nodelet.yaml: registries.insecur: unknown field `insecur`, expected `insecure` or `auths` (line 4, column 3)"), "{e}");
-        let e = parse(&format!("{HEAD}maxPod: 3\n")).unwrap_err().to_string();
+        let e = parse(&format!("{HEAD}maxPod: 3\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `maxPod`"), "{e}");
     }
 
     #[test]
     fn type_errors_name_the_field() {
-        let e = parse(&format!("{HEAD}maxPods: lots\n")).unwrap_err().to_string();
+        let e = parse(&format!("{HEAD}maxPods: lots\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("nodelet.yaml: maxPods: invalid type"), "{e}");
     }
 
     #[test]
     fn wrong_kind_and_version_are_rejected() {
-        let e = parse("apiVersion: v1\nkind: NodeletConfiguration\n").unwrap_err().to_string();
+        let e = parse("apiVersion: v1\nkind: NodeletConfiguration\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("apiVersion: Unsupported value: \"v1\""), "{e}");
-        let e = parse("apiVersion: nodelet.dev/v1alpha1\nkind: KubeletConfiguration\n").unwrap_err().to_string();
+        let e = parse("apiVersion: nodelet.dev/v1alpha1\nkind: KubeletConfiguration\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kind: Unsupported value"), "{e}");
     }
 
@@ -348,14 +483,26 @@ mod tests {
             ("maxPods: 0", "maxPods"),
             ("containerLogMaxFiles: 1", "containerLogMaxFiles"),
             ("containerLogMaxSize: 10Qi", "containerLogMaxSize"),
-            ("imageGCLowThresholdPercent: 90", "imageGCLowThresholdPercent"),
-            ("imageGCHighThresholdPercent: 101", "imageGCHighThresholdPercent"),
+            (
+                "imageGCLowThresholdPercent: 90",
+                "imageGCLowThresholdPercent",
+            ),
+            (
+                "imageGCHighThresholdPercent: 101",
+                "imageGCHighThresholdPercent",
+            ),
             ("rootDir: relative/dir", "rootDir"),
             ("podPidsLimit: 0", "podPidsLimit"),
-            ("registries: {insecure: [\"http://x\"]}", "registries.insecure"),
+            (
+                "registries: {insecure: [\"http://x\"]}",
+                "registries.insecure",
+            ),
         ] {
             let e = parse(&format!("{HEAD}{extra}\n")).unwrap_err();
-            assert!(matches!(&e, ConfigError::Invalid { field: f, .. } if *f == field), "{extra}: {e}");
+            assert!(
+                matches!(&e, ConfigError::Invalid { field: f, .. } if *f == field),
+                "{extra}: {e}"
+            );
         }
     }
 }

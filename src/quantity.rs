@@ -35,7 +35,9 @@ impl Quantity {
             Some(b'+') => (false, &s[1..]),
             _ => (false, s),
         };
-        let num_end = body.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(body.len());
+        let num_end = body
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(body.len());
         let (number, suffix) = body.split_at(num_end);
         if number.is_empty() || number.matches('.').count() > 1 || number == "." {
             return Err(QuantityError::Syntax);
@@ -44,20 +46,30 @@ impl Quantity {
         let digits = format!("{int_part}{frac_part}");
         let digits = digits.trim_start_matches('0');
         let too_large = || QuantityError::TooLarge(s.to_string());
-        let mantissa: i128 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| too_large())? };
+        let mantissa: i128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().map_err(|_| too_large())?
+        };
         let frac_digits = i32::try_from(frac_part.len()).map_err(|_| too_large())?;
         let (pow2, pow10) = parse_suffix(suffix)?;
         // value = mantissa × 2^pow2 × 10^(pow10 − frac_digits); nanos = value × 10^9.
-        let mut num = mantissa.checked_mul(1i128.checked_shl(pow2).ok_or_else(too_large)?).ok_or_else(too_large)?;
+        let mut num = mantissa
+            .checked_mul(1i128.checked_shl(pow2).ok_or_else(too_large)?)
+            .ok_or_else(too_large)?;
         let exp = pow10 - frac_digits + 9;
         let mut den: i128 = 1;
         if exp >= 0 {
-            num = num.checked_mul(pow10_i128(exp).ok_or_else(too_large)?).ok_or_else(too_large)?;
+            num = num
+                .checked_mul(pow10_i128(exp).ok_or_else(too_large)?)
+                .ok_or_else(too_large)?;
         } else {
             den = pow10_i128(-exp).ok_or_else(too_large)?;
         }
         let nanos = num / den + i128::from(num % den != 0);
-        Ok(Quantity { nanos: if neg { -nanos } else { nanos } })
+        Ok(Quantity {
+            nanos: if neg { -nanos } else { nanos },
+        })
     }
 
     pub fn from_nanos(nanos: i128) -> Self {
@@ -92,7 +104,10 @@ impl Quantity {
         if divisor.nanos <= 0 {
             return None;
         }
-        Some(self.nanos.div_euclid(divisor.nanos) + i128::from(self.nanos.rem_euclid(divisor.nanos) != 0))
+        Some(
+            self.nanos.div_euclid(divisor.nanos)
+                + i128::from(self.nanos.rem_euclid(divisor.nanos) != 0),
+        )
     }
 }
 
@@ -191,7 +206,13 @@ mod tests {
 
     #[test]
     fn absurdly_large_quantities_are_errors_not_panics() {
-        assert!(matches!(Quantity::parse("1e40"), Err(QuantityError::TooLarge(_))));
-        assert!(matches!(Quantity::parse(&"9".repeat(50)), Err(QuantityError::TooLarge(_))));
+        assert!(matches!(
+            Quantity::parse("1e40"),
+            Err(QuantityError::TooLarge(_))
+        ));
+        assert!(matches!(
+            Quantity::parse(&"9".repeat(50)),
+            Err(QuantityError::TooLarge(_))
+        ));
     }
 }

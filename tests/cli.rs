@@ -11,7 +11,9 @@ use std::process::{Command, Output, Stdio};
 fn nodelet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nodelet"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.env_remove("NODELET_CONFIG").env_remove("NODELET_ROOT").env_remove("NODELET_SOCKET");
+    c.env_remove("NODELET_CONFIG")
+        .env_remove("NODELET_ROOT")
+        .env_remove("NODELET_SOCKET");
     c
 }
 
@@ -20,7 +22,13 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn run_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = nodelet().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = nodelet()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -45,7 +53,11 @@ const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  c
 fn example_pods_and_config_are_valid() {
     let o = run(&["validate", "config/pods"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).contains("pod \"default/web\" is valid"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("pod \"default/web\" is valid"),
+        "{}",
+        stdout(&o)
+    );
     let o = run(&["config", "validate", "config/nodelet.yaml"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
@@ -55,17 +67,37 @@ fn real_world_corpus_validates_without_errors() {
     let o = run(&["validate", "tests/corpus"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // Each pod of the corpus is reported valid.
-    assert_eq!(stdout(&o).matches(" is valid").count(), 20, "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o).matches(" is valid").count(),
+        20,
+        "{}",
+        stdout(&o)
+    );
     // Scheduling fields are named once as ignored; fsGroup as not supported yet.
     assert!(stderr(&o).contains("info: ignored on a single node: spec.nodeSelector, spec.tolerations, spec.priorityClassName"), "{}", stderr(&o));
-    assert!(stderr(&o).contains("warning: not supported yet, will be ignored: spec.securityContext.fsGroup"), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("warning: not supported yet, will be ignored: spec.securityContext.fsGroup"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn strict_turns_not_yet_supported_fields_into_errors() {
-    let o = run(&["validate", "--strict", "tests/corpus/security-and-resources.yaml"]);
+    let o = run(&[
+        "validate",
+        "--strict",
+        "tests/corpus/security-and-resources.yaml",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("spec.securityContext.fsGroup: Forbidden: not supported yet by nodelet (--strict)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "spec.securityContext.fsGroup: Forbidden: not supported yet by nodelet (--strict)"
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -116,7 +148,11 @@ spec:
 fn missing_file_is_unreadable() {
     let o = run(&["validate", "/nonexistent/pod.yaml"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("/nonexistent/pod.yaml: cannot read: No such file or directory"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/pod.yaml: cannot read: No such file or directory"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -125,7 +161,11 @@ fn directory_without_manifests_is_unreadable() {
     write(dir.path(), "README.txt", "no pods here");
     let o = run(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no manifests in directory"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no manifests in directory"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -135,34 +175,62 @@ fn binary_file_is_unreadable() {
     std::fs::write(&p, b"\x7fELF\x02\x01\x01\x00\xff\xfe").unwrap();
     let o = run(&["validate", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("not a text file: invalid UTF-8 at byte 8"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a text file: invalid UTF-8 at byte 8"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn oversized_file_is_unreadable_and_names_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "big.yaml", &format!("{POD}#{}\n", "x".repeat(1 << 20)));
+    let p = write(
+        dir.path(),
+        "big.yaml",
+        &format!("{POD}#{}\n", "x".repeat(1 << 20)),
+    );
     let o = run(&["validate", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("larger than the 1048576-byte (1 MiB) limit"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("larger than the 1048576-byte (1 MiB) limit"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn yaml_syntax_error_gives_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n   bad: indent\n");
+    let p = write(
+        dir.path(),
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n   bad: indent\n",
+    );
     let o = run(&["validate", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("YAML syntax error at line 5, column "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("YAML syntax error at line 5, column "),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn wrong_api_version_or_kind_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "d.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
+    let p = write(
+        dir.path(),
+        "d.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+    );
     let o = run(&["validate", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("unsupported object apiVersion \"apps/v1\", kind \"Deployment\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unsupported object apiVersion \"apps/v1\", kind \"Deployment\""),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -171,14 +239,31 @@ fn empty_document_file_is_invalid() {
     let p = write(dir.path(), "empty.yaml", "---\n---\n");
     let o = run(&["validate", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("no Kubernetes objects in file"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no Kubernetes objects in file"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn unknown_field_is_invalid_with_its_path() {
-    let o = run_stdin(&["validate", "-"], POD.replace("image: busybox", "image: busybox\n    imagePullPolicyy: Always").as_bytes());
+    let o = run_stdin(
+        &["validate", "-"],
+        POD.replace(
+            "image: busybox",
+            "image: busybox\n    imagePullPolicyy: Always",
+        )
+        .as_bytes(),
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("<stdin>: spec.containers[0].imagePullPolicyy: unknown field \"imagePullPolicyy\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "<stdin>: spec.containers[0].imagePullPolicyy: unknown field \"imagePullPolicyy\""
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -188,7 +273,13 @@ fn duplicate_pod_names_in_one_input_are_invalid() {
     write(dir.path(), "b.yaml", POD);
     let o = run(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("metadata.name: Duplicate value: \"web\": pod default/web is already defined in "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "metadata.name: Duplicate value: \"web\": pod default/web is already defined in "
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -210,7 +301,10 @@ fn output_json_prints_defaulted_pods_as_a_list() {
     assert_eq!(pod["spec"]["restartPolicy"], "Always");
     assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
     assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
-    assert_eq!(pod["spec"]["containers"][0]["terminationMessagePath"], "/dev/termination-log");
+    assert_eq!(
+        pod["spec"]["containers"][0]["terminationMessagePath"],
+        "/dev/termination-log"
+    );
 }
 
 #[test]
@@ -235,10 +329,18 @@ fn config_defaults_print_a_file_that_validates() {
 #[test]
 fn bad_config_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "c.yaml", "apiVersion: nodelet.dev/v1alpha1\nkind: NodeletConfiguration\nmaxPodz: 3\n");
+    let p = write(
+        dir.path(),
+        "c.yaml",
+        "apiVersion: nodelet.dev/v1alpha1\nkind: NodeletConfiguration\nmaxPodz: 3\n",
+    );
     let o = run(&["--config", p.to_str().unwrap(), "config", "validate"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("maxPodz: unknown field `maxPodz`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("maxPodz: unknown field `maxPodz`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -260,7 +362,11 @@ fn not_yet_built_commands_exit_2_and_say_so() {
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(stderr(&o).starts_with("not implemented yet: "), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("not implemented yet: "),
+            "{args:?}: {}",
+            stderr(&o)
+        );
     }
 }
 
@@ -275,6 +381,19 @@ fn completions_are_generated_for_each_shell() {
 
 #[test]
 fn global_flags_are_accepted_everywhere() {
-    let o = run(&["validate", "--root", "/tmp/x", "--socket", "/tmp/x.sock", "--log-dir", "/tmp/logs", "-v", "debug", "--log-format", "json", "config/pods"]);
+    let o = run(&[
+        "validate",
+        "--root",
+        "/tmp/x",
+        "--socket",
+        "/tmp/x.sock",
+        "--log-dir",
+        "/tmp/logs",
+        "-v",
+        "debug",
+        "--log-format",
+        "json",
+        "config/pods",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }

@@ -16,7 +16,12 @@ use crate::config::{self, NodeletConfiguration};
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "nodelet", version, about = "A kubelet-style single-node container agent", propagate_version = true)]
+#[command(
+    name = "nodelet",
+    version,
+    about = "A kubelet-style single-node container agent",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -39,7 +44,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE", env = "NODELET_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log level: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(short = 'v', long = "log-level", global = true, value_name = "LEVEL", default_value = "warn")]
+    #[arg(
+        short = 'v',
+        long = "log-level",
+        global = true,
+        value_name = "LEVEL",
+        default_value = "warn"
+    )]
     pub log_level: String,
     /// Log format on stderr.
     #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -179,9 +190,7 @@ pub enum Command {
         command: ConfigCommand,
     },
     /// Print a shell completion script.
-    Completion {
-        shell: clap_complete::Shell,
-    },
+    Completion { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,17 +300,27 @@ fn not_implemented(what: &str) -> anyhow::Result<ExitCode> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Validate { files, output, strict } => validate::run(&files, output, strict),
+        Command::Validate {
+            files,
+            output,
+            strict,
+        } => validate::run(&files, output, strict),
         Command::Config { command } => config_command(&cli.global, command),
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "nodelet", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { .. } => not_implemented("run (foreground pods; see the Pod lifecycle issue)"),
+        Command::Run { .. } => {
+            not_implemented("run (foreground pods; see the Pod lifecycle issue)")
+        }
         Command::Daemon { .. } => not_implemented("daemon"),
-        Command::Get { what: GetWhat::Pods { .. } } => not_implemented("get pods"),
-        Command::Get { what: GetWhat::Sources } => not_implemented("get sources"),
+        Command::Get {
+            what: GetWhat::Pods { .. },
+        } => not_implemented("get pods"),
+        Command::Get {
+            what: GetWhat::Sources,
+        } => not_implemented("get sources"),
         Command::Describe { .. } => not_implemented("describe pod"),
         Command::Logs { .. } => not_implemented("logs"),
         Command::Exec { .. } => not_implemented("exec"),

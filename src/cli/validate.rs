@@ -24,8 +24,12 @@ pub fn run(files: &[String], output: Option<DataOutput>, strict: bool) -> anyhow
                 "items": prepared.pods.iter().map(|p| &p.pod).collect::<Vec<_>>(),
             });
             let text = match format {
-                DataOutput::Json => serde_json::to_string_pretty(&list).context("encode pods as JSON")? + "\n",
-                DataOutput::Yaml => serde_norway::to_string(&list).context("encode pods as YAML")?,
+                DataOutput::Json => {
+                    serde_json::to_string_pretty(&list).context("encode pods as JSON")? + "\n"
+                }
+                DataOutput::Yaml => {
+                    serde_norway::to_string(&list).context("encode pods as YAML")?
+                }
             };
             print!("{text}");
         }

@@ -15,7 +15,10 @@ pub enum ReferenceError {
     #[error("invalid reference format: repository name in {reference:?} must be lowercase")]
     Uppercase { reference: String },
     #[error("invalid reference format: {reference:?}: {what}")]
-    Syntax { reference: String, what: &'static str },
+    Syntax {
+        reference: String,
+        what: &'static str,
+    },
     #[error("invalid reference format: repository name in {reference:?} must not be more than {NAME_TOTAL_MAX} characters")]
     NameTooLong { reference: String },
 }
@@ -44,9 +47,14 @@ impl Reference {
 
     /// Parses without adding the default tag.
     pub fn parse_raw(s: &str) -> Result<Reference, ReferenceError> {
-        let syntax = |what| ReferenceError::Syntax { reference: s.to_string(), what };
+        let syntax = |what| ReferenceError::Syntax {
+            reference: s.to_string(),
+            what,
+        };
         if s.is_empty() {
-            return Err(ReferenceError::Empty { reference: s.to_string() });
+            return Err(ReferenceError::Empty {
+                reference: s.to_string(),
+            });
         }
         let (rest, digest) = match s.split_once('@') {
             Some((n, d)) => {
@@ -71,14 +79,18 @@ impl Reference {
             return Err(syntax("repository name is empty"));
         }
         if name.len() > NAME_TOTAL_MAX {
-            return Err(ReferenceError::NameTooLong { reference: s.to_string() });
+            return Err(ReferenceError::NameTooLong {
+                reference: s.to_string(),
+            });
         }
         let (registry, path) = split_domain(name);
         if let Some(reg) = &registry {
             check_domain(reg).map_err(syntax)?;
         }
         if path.bytes().any(|c| c.is_ascii_uppercase()) {
-            return Err(ReferenceError::Uppercase { reference: s.to_string() });
+            return Err(ReferenceError::Uppercase {
+                reference: s.to_string(),
+            });
         }
         for component in path.split('/') {
             check_path_component(component).map_err(syntax)?;
@@ -92,7 +104,12 @@ impl Reference {
         } else {
             path.to_string()
         };
-        Ok(Reference { registry, repository, tag, digest })
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// `registry/repository`, without tag or digest.
@@ -152,7 +169,9 @@ fn check_domain(d: &str) -> Result<(), &'static str> {
         }
     }
     let host_ok = if host.starts_with('[') && host.ends_with(']') {
-        host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok()
+        host[1..host.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
     } else {
         !host.is_empty()
             && host.split('.').all(|l| {
@@ -201,7 +220,11 @@ fn check_path_component(c: &str) -> Result<(), &'static str> {
 fn check_tag(t: &str) -> Result<(), &'static str> {
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
     let b = t.as_bytes();
-    if b.is_empty() || b.len() > TAG_MAX || !word(b[0]) || !b.iter().all(|&x| word(x) || x == b'.' || x == b'-') {
+    if b.is_empty()
+        || b.len() > TAG_MAX
+        || !word(b[0])
+        || !b.iter().all(|&x| word(x) || x == b'.' || x == b'-')
+    {
         return Err("tag must be 1 to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'");
     }
     Ok(())
@@ -209,8 +232,16 @@ fn check_tag(t: &str) -> Result<(), &'static str> {
 
 fn check_digest(d: &str) -> Result<(), &'static str> {
     match d.split_once(':') {
-        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) => Ok(()),
-        Some(("sha512", hex)) if hex.len() == 128 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) => Ok(()),
+        Some(("sha256", hex))
+            if hex.len() == 64 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            Ok(())
+        }
+        Some(("sha512", hex))
+            if hex.len() == 128 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            Ok(())
+        }
         _ => Err("digest must be sha256:<64 lowercase hex> or sha512:<128 lowercase hex>"),
     }
 }
@@ -223,17 +254,37 @@ mod tests {
 
     #[test]
     fn short_names_normalize_to_docker_hub_library() {
-        assert_eq!(Reference::parse("busybox").unwrap().to_string(), "docker.io/library/busybox:latest");
-        assert_eq!(Reference::parse("user/app").unwrap().to_string(), "docker.io/user/app:latest");
-        assert_eq!(Reference::parse("index.docker.io/busybox:1.36").unwrap().to_string(), "docker.io/library/busybox:1.36");
+        assert_eq!(
+            Reference::parse("busybox").unwrap().to_string(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            Reference::parse("user/app").unwrap().to_string(),
+            "docker.io/user/app:latest"
+        );
+        assert_eq!(
+            Reference::parse("index.docker.io/busybox:1.36")
+                .unwrap()
+                .to_string(),
+            "docker.io/library/busybox:1.36"
+        );
     }
 
     #[test]
     fn first_component_with_dot_colon_or_localhost_is_a_registry() {
         let r = Reference::parse("127.0.0.1:5000/busybox:1").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "busybox", Some("1")));
-        assert_eq!(Reference::parse("localhost/app").unwrap().registry, "localhost");
-        assert_eq!(Reference::parse("ghcr.io/a/b/c").unwrap().repository, "a/b/c");
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "busybox", Some("1"))
+        );
+        assert_eq!(
+            Reference::parse("localhost/app").unwrap().registry,
+            "localhost"
+        );
+        assert_eq!(
+            Reference::parse("ghcr.io/a/b/c").unwrap().repository,
+            "a/b/c"
+        );
     }
 
     #[test]
@@ -247,8 +298,20 @@ mod tests {
 
     #[test]
     fn bad_references_are_rejected() {
-        assert!(matches!(Reference::parse("BusyBox"), Err(ReferenceError::Uppercase { .. })));
-        for bad in ["", "busybox:", "busybox@sha256:abc", "a//b", "-a", "a:b:c", "busybox:-x", "host:port/x"] {
+        assert!(matches!(
+            Reference::parse("BusyBox"),
+            Err(ReferenceError::Uppercase { .. })
+        ));
+        for bad in [
+            "",
+            "busybox:",
+            "busybox@sha256:abc",
+            "a//b",
+            "-a",
+            "a:b:c",
+            "busybox:-x",
+            "host:port/x",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
     }

@@ -235,16 +235,32 @@ mod tests {
 
     #[test]
     fn paths_render_like_apimachinery() {
-        let p = Path::new("spec").child("containers").index(0).child("env").index(2);
+        let p = Path::new("spec")
+            .child("containers")
+            .index(0)
+            .child("env")
+            .index(2);
         assert_eq!(p.to_string(), "spec.containers[0].env[2]");
-        assert_eq!(Path::new("metadata").child("labels").key("a/b").to_string(), "metadata.labels[a/b]");
+        assert_eq!(
+            Path::new("metadata").child("labels").key("a/b").to_string(),
+            "metadata.labels[a/b]"
+        );
     }
 
     #[test]
     fn messages_render_like_apimachinery() {
-        let p = Path::new("spec").child("initContainers").index(1).child("name");
-        assert_eq!(duplicate(&p, "app").to_string(), "spec.initContainers[1].name: Duplicate value: \"app\"");
-        assert_eq!(required(&p, "").to_string(), "spec.initContainers[1].name: Required value");
+        let p = Path::new("spec")
+            .child("initContainers")
+            .index(1)
+            .child("name");
+        assert_eq!(
+            duplicate(&p, "app").to_string(),
+            "spec.initContainers[1].name: Duplicate value: \"app\""
+        );
+        assert_eq!(
+            required(&p, "").to_string(),
+            "spec.initContainers[1].name: Required value"
+        );
         assert_eq!(
             not_supported(&Path::new("spec.restartPolicy"), "Sometimes", &["Always", "OnFailure", "Never"]).to_string(),
             "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
@@ -254,7 +270,11 @@ mod tests {
             "spec.activeDeadlineSeconds: Invalid value: 0: must be between 1 and 2147483647, inclusive"
         );
         assert_eq!(
-            forbidden(&Path::new("spec.containers[0].livenessProbe"), "may not specify more than 1 handler type").to_string(),
+            forbidden(
+                &Path::new("spec.containers[0].livenessProbe"),
+                "may not specify more than 1 handler type"
+            )
+            .to_string(),
             "spec.containers[0].livenessProbe: Forbidden: may not specify more than 1 handler type"
         );
     }

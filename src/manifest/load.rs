@@ -34,7 +34,12 @@ pub struct Origin {
 
 impl Origin {
     fn new(file: &str, document: usize) -> Self {
-        Origin { file: file.to_string(), document, multi_document: false, item: None }
+        Origin {
+            file: file.to_string(),
+            document,
+            multi_document: false,
+            item: None,
+        }
     }
 }
 
@@ -61,7 +66,10 @@ pub enum Object {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{}: cannot read: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: file is {size} bytes, larger than the {MAX_MANIFEST_BYTES}-byte (1 MiB) limit for a manifest", path.display())]
     TooLarge { path: PathBuf, size: u64 },
     #[error("{}: not a text file: invalid UTF-8 at byte {offset}", path.display())]
@@ -71,19 +79,41 @@ pub enum LoadError {
     #[error("{file}: no Kubernetes objects in file (empty or only empty documents)")]
     Empty { file: String },
     #[error("{origin}: YAML syntax error at line {line}, column {column}: {message}")]
-    YamlSyntax { origin: Origin, line: usize, column: usize, message: String },
+    YamlSyntax {
+        origin: Origin,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{origin}: JSON syntax error at line {line}, column {column}: {message}")]
-    JsonSyntax { origin: Origin, line: usize, column: usize, message: String },
+    JsonSyntax {
+        origin: Origin,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{origin}: document is not an object (found {found}); expected a Kubernetes object with apiVersion and kind")]
     NotAnObject { origin: Origin, found: &'static str },
     #[error("{origin}: {field}: Required value: every object needs apiVersion and kind")]
     MissingTypeMeta { origin: Origin, field: &'static str },
     #[error("{origin}: unsupported object apiVersion {api_version:?}, kind {kind:?} (supported: apiVersion \"v1\" with kind Pod, List, ConfigMap or Secret)")]
-    UnsupportedKind { origin: Origin, api_version: String, kind: String },
+    UnsupportedKind {
+        origin: Origin,
+        api_version: String,
+        kind: String,
+    },
     #[error("{origin}: {field}: unknown field {name:?}")]
-    UnknownField { origin: Origin, field: String, name: String },
+    UnknownField {
+        origin: Origin,
+        field: String,
+        name: String,
+    },
     #[error("{origin}: {field}: {message}")]
-    Decode { origin: Origin, field: String, message: String },
+    Decode {
+        origin: Origin,
+        field: String,
+        message: String,
+    },
 }
 
 impl LoadError {
@@ -92,7 +122,10 @@ impl LoadError {
     pub fn is_unreadable(&self) -> bool {
         matches!(
             self,
-            LoadError::Read { .. } | LoadError::TooLarge { .. } | LoadError::NotUtf8 { .. } | LoadError::NoManifests { .. }
+            LoadError::Read { .. }
+                | LoadError::TooLarge { .. }
+                | LoadError::NotUtf8 { .. }
+                | LoadError::NoManifests { .. }
         )
     }
 }
@@ -112,10 +145,15 @@ pub fn load_inputs(inputs: &[String]) -> Loaded {
     for input in inputs {
         if input == "-" {
             let mut buf = Vec::new();
-            let res = std::io::stdin().take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut buf);
+            let res = std::io::stdin()
+                .take(MAX_MANIFEST_BYTES + 1)
+                .read_to_end(&mut buf);
             match res {
                 Ok(_) => load_bytes("<stdin>", FsPath::new("<stdin>"), &buf, &mut out),
-                Err(source) => out.errors.push(LoadError::Read { path: PathBuf::from("<stdin>"), source }),
+                Err(source) => out.errors.push(LoadError::Read {
+                    path: PathBuf::from("<stdin>"),
+                    source,
+                }),
             }
             continue;
         }
@@ -123,7 +161,10 @@ pub fn load_inputs(inputs: &[String]) -> Loaded {
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => load_dir(path, &mut out),
             Ok(_) => load_file(path, &mut out),
-            Err(source) => out.errors.push(LoadError::Read { path: path.to_path_buf(), source }),
+            Err(source) => out.errors.push(LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
     out
@@ -133,7 +174,10 @@ fn load_dir(dir: &FsPath, out: &mut Loaded) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(source) => {
-            out.errors.push(LoadError::Read { path: dir.to_path_buf(), source });
+            out.errors.push(LoadError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
             return;
         }
     };
@@ -144,7 +188,9 @@ fn load_dir(dir: &FsPath, out: &mut Loaded) {
         .collect();
     files.sort();
     if files.is_empty() {
-        out.errors.push(LoadError::NoManifests { path: dir.to_path_buf() });
+        out.errors.push(LoadError::NoManifests {
+            path: dir.to_path_buf(),
+        });
     }
     for f in files {
         load_file(&f, out);
@@ -157,20 +203,29 @@ pub fn is_manifest_name(p: &FsPath) -> bool {
         return false;
     };
     !name.starts_with('.')
-        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+        && matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        )
 }
 
 fn load_file(path: &FsPath, out: &mut Loaded) {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(source) => {
-            out.errors.push(LoadError::Read { path: path.to_path_buf(), source });
+            out.errors.push(LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
             return;
         }
     };
     let mut buf = Vec::new();
     if let Err(source) = file.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut buf) {
-        out.errors.push(LoadError::Read { path: path.to_path_buf(), source });
+        out.errors.push(LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        });
         return;
     }
     load_bytes(&path.display().to_string(), path, &buf, out);
@@ -179,13 +234,19 @@ fn load_file(path: &FsPath, out: &mut Loaded) {
 fn load_bytes(name: &str, path: &FsPath, buf: &[u8], out: &mut Loaded) {
     if buf.len() as u64 > MAX_MANIFEST_BYTES {
         let size = std::fs::metadata(path).map_or(buf.len() as u64, |m| m.len());
-        out.errors.push(LoadError::TooLarge { path: path.to_path_buf(), size });
+        out.errors.push(LoadError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+        });
         return;
     }
     let text = match std::str::from_utf8(buf) {
         Ok(t) => t,
         Err(e) => {
-            out.errors.push(LoadError::NotUtf8 { path: path.to_path_buf(), offset: e.valid_up_to() });
+            out.errors.push(LoadError::NotUtf8 {
+                path: path.to_path_buf(),
+                offset: e.valid_up_to(),
+            });
             return;
         }
     };
@@ -198,7 +259,9 @@ fn load_bytes(name: &str, path: &FsPath, buf: &[u8], out: &mut Loaded) {
         decode_object(origin, value, syntax, out);
     }
     if out.objects.len() + out.errors.len() == before {
-        out.errors.push(LoadError::Empty { file: name.to_string() });
+        out.errors.push(LoadError::Empty {
+            file: name.to_string(),
+        });
     }
 }
 
@@ -211,7 +274,11 @@ enum Syntax {
 
 /// Splits text into non-empty documents (1-based numbers). JSON input (first
 /// non-blank byte `{` or `[`) goes through serde_json for precise errors.
-fn parse_documents(name: &str, text: &str, errors: &mut Vec<LoadError>) -> (Vec<(usize, Value)>, Syntax) {
+fn parse_documents(
+    name: &str,
+    text: &str,
+    errors: &mut Vec<LoadError>,
+) -> (Vec<(usize, Value)>, Syntax) {
     let mut docs = Vec::new();
     let first = text.trim_start().as_bytes().first().copied();
     if matches!(first, Some(b'{' | b'[')) {
@@ -274,28 +341,52 @@ fn value_kind(v: &Value) -> &'static str {
 
 fn decode_object(origin: Origin, value: Value, syntax: Syntax, out: &mut Loaded) {
     let Value::Object(map) = &value else {
-        out.errors.push(LoadError::NotAnObject { origin, found: value_kind(&value) });
+        out.errors.push(LoadError::NotAnObject {
+            origin,
+            found: value_kind(&value),
+        });
         return;
     };
-    let text = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |k: &str| {
+        map.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let (api_version, kind) = (text("apiVersion"), text("kind"));
     if api_version.is_empty() {
-        out.errors.push(LoadError::MissingTypeMeta { origin, field: "apiVersion" });
+        out.errors.push(LoadError::MissingTypeMeta {
+            origin,
+            field: "apiVersion",
+        });
         return;
     }
     if kind.is_empty() {
-        out.errors.push(LoadError::MissingTypeMeta { origin, field: "kind" });
+        out.errors.push(LoadError::MissingTypeMeta {
+            origin,
+            field: "kind",
+        });
         return;
     }
     if api_version != "v1" || !SUPPORTED_KINDS.contains(&kind.as_str()) {
-        out.errors.push(LoadError::UnsupportedKind { origin, api_version, kind });
+        out.errors.push(LoadError::UnsupportedKind {
+            origin,
+            api_version,
+            kind,
+        });
         return;
     }
     match kind.as_str() {
         "List" => decode_list(origin, value, syntax, out),
-        "Pod" => push_decoded(origin, value, syntax, out, |p: Pod| Object::Pod(Box::new(p))),
-        "ConfigMap" => push_decoded(origin, value, syntax, out, |c: ConfigMap| Object::ConfigMap(Box::new(c))),
-        _ => push_decoded(origin, value, syntax, out, |s: Secret| Object::Secret(Box::new(s))),
+        "Pod" => push_decoded(origin, value, syntax, out, |p: Pod| {
+            Object::Pod(Box::new(p))
+        }),
+        "ConfigMap" => push_decoded(origin, value, syntax, out, |c: ConfigMap| {
+            Object::ConfigMap(Box::new(c))
+        }),
+        _ => push_decoded(origin, value, syntax, out, |s: Secret| {
+            Object::Secret(Box::new(s))
+        }),
     }
 }
 
@@ -313,15 +404,26 @@ fn decode_list(origin: Origin, mut value: Value, syntax: Syntax, out: &mut Loade
         }
     };
     if let Value::Object(map) = &value {
-        for key in map.keys().filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "items" | "metadata")) {
-            out.errors.push(LoadError::UnknownField { origin: origin.clone(), field: key.clone(), name: key.clone() });
+        for key in map
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "items" | "metadata"))
+        {
+            out.errors.push(LoadError::UnknownField {
+                origin: origin.clone(),
+                field: key.clone(),
+                name: key.clone(),
+            });
         }
     }
     for (i, item) in items.into_iter().enumerate() {
         let mut o = origin.clone();
         o.item = Some(i);
         if matches!(item.get("kind").and_then(Value::as_str), Some("List")) {
-            out.errors.push(LoadError::UnsupportedKind { origin: o, api_version: "v1".into(), kind: "List".into() });
+            out.errors.push(LoadError::UnsupportedKind {
+                origin: o,
+                api_version: "v1".into(),
+                kind: "List".into(),
+            });
             continue;
         }
         decode_object(o, item, syntax, out);
@@ -342,8 +444,16 @@ fn push_decoded<T: DeserializeOwned>(
     match decoded {
         Ok(obj) => out.objects.push((origin, wrap(obj))),
         Err(errs) => out.errors.extend(errs.into_iter().map(|e| match e {
-            StrictError::Unknown { field, name } => LoadError::UnknownField { origin: origin.clone(), field, name },
-            StrictError::Type { field, message } => LoadError::Decode { origin: origin.clone(), field, message },
+            StrictError::Unknown { field, name } => LoadError::UnknownField {
+                origin: origin.clone(),
+                field,
+                name,
+            },
+            StrictError::Type { field, message } => LoadError::Decode {
+                origin: origin.clone(),
+                field,
+                message,
+            },
         })),
     }
 }
@@ -362,7 +472,11 @@ fn decode_strict_yaml11<T: DeserializeOwned>(mut value: Value) -> Result<T, Vec<
     // Each round fixes one scalar; a manifest has few such literals.
     for _ in 0..256 {
         match decode_once::<T>(&value) {
-            Err(DecodeFailure::Type { path, message, unknown }) => {
+            Err(DecodeFailure::Type {
+                path,
+                message,
+                unknown,
+            }) => {
                 let fixed = value_at(&mut value, &path).and_then(|slot| {
                     let s = slot.as_str()?;
                     let new = yaml11_scalar(s, message.contains("expected a boolean"))?;
@@ -370,7 +484,12 @@ fn decode_strict_yaml11<T: DeserializeOwned>(mut value: Value) -> Result<T, Vec<
                     Some(())
                 });
                 if fixed.is_none() {
-                    return Err(DecodeFailure::Type { path, message, unknown }.into_errors());
+                    return Err(DecodeFailure::Type {
+                        path,
+                        message,
+                        unknown,
+                    }
+                    .into_errors());
                 }
             }
             other => return other.map_err(DecodeFailure::into_errors),
@@ -384,8 +503,11 @@ fn decode_strict_yaml11<T: DeserializeOwned>(mut value: Value) -> Result<T, Vec<
 fn yaml11_scalar(s: &str, want_bool: bool) -> Option<Value> {
     if want_bool {
         return match s {
-            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => Some(Value::Bool(true)),
-            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => Some(Value::Bool(false)),
+            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
+                Some(Value::Bool(true))
+            }
+            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False"
+            | "FALSE" => Some(Value::Bool(false)),
             _ => None,
         };
     }
@@ -427,17 +549,31 @@ fn value_at<'a>(root: &'a mut Value, path: &serde_path_to_error::Path) -> Option
 
 enum DecodeFailure {
     Unknown(Vec<(String, String)>),
-    Type { path: serde_path_to_error::Path, message: String, unknown: Vec<(String, String)> },
+    Type {
+        path: serde_path_to_error::Path,
+        message: String,
+        unknown: Vec<(String, String)>,
+    },
 }
 
 impl DecodeFailure {
     fn into_errors(self) -> Vec<StrictError> {
-        let unknown_errs = |u: Vec<(String, String)>| u.into_iter().map(|(field, name)| StrictError::Unknown { field, name });
+        let unknown_errs = |u: Vec<(String, String)>| {
+            u.into_iter()
+                .map(|(field, name)| StrictError::Unknown { field, name })
+        };
         match self {
             DecodeFailure::Unknown(u) => unknown_errs(u).collect(),
-            DecodeFailure::Type { path, message, unknown } => {
+            DecodeFailure::Type {
+                path,
+                message,
+                unknown,
+            } => {
                 let mut errs: Vec<StrictError> = unknown_errs(unknown).collect();
-                errs.push(StrictError::Type { field: path.to_string(), message });
+                errs.push(StrictError::Type {
+                    field: path.to_string(),
+                    message,
+                });
                 errs
             }
         }
@@ -457,7 +593,11 @@ fn decode_once<T: DeserializeOwned>(value: &Value) -> Result<T, DecodeFailure> {
         Err(e) => {
             let path = e.path().clone();
             let message = e.into_inner().to_string();
-            Err(DecodeFailure::Type { path, message, unknown })
+            Err(DecodeFailure::Type {
+                path,
+                message,
+                unknown,
+            })
         }
     }
 }
@@ -486,7 +626,9 @@ fn ignored_path(p: &serde_ignored::Path<'_>) -> (String, String) {
                 }
                 out.push_str(key);
             }
-            P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => walk(parent, out),
+            P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+                walk(parent, out)
+            }
         }
     }
     let mut s = String::new();
@@ -526,7 +668,9 @@ mod tests {
         let l = load_str("pod.yaml", POD);
         assert!(l.errors.is_empty(), "{:?}", messages(&l));
         assert_eq!(l.objects.len(), 1);
-        let Object::Pod(p) = &l.objects[0].1 else { panic!("not a pod") };
+        let Object::Pod(p) = &l.objects[0].1 else {
+            panic!("not a pod")
+        };
         assert_eq!(p.metadata.name.as_deref(), Some("web"));
     }
 
@@ -542,8 +686,12 @@ mod tests {
 
     #[test]
     fn json_and_lists_load() {
-        let pod: Value = serde_json::from_str(&serde_json::to_string(&serde_norway::from_str::<Value>(POD).unwrap()).unwrap()).unwrap();
-        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [pod.clone(), pod]});
+        let pod: Value = serde_json::from_str(
+            &serde_json::to_string(&serde_norway::from_str::<Value>(POD).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let list =
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [pod.clone(), pod]});
         let l = load_str("list.json", &list.to_string());
         assert!(l.errors.is_empty(), "{:?}", messages(&l));
         assert_eq!(l.objects.len(), 2);
@@ -554,8 +702,14 @@ mod tests {
     fn unknown_fields_are_errors_with_their_path() {
         let l = load_str("pod.yaml", &POD.replace("image: busybox", "image: busybox\n    imagee: x\n    ports:\n    - containerPort: 80\n      nmae: http"));
         let m = messages(&l);
-        assert!(m[0].ends_with("/pod.yaml: spec.containers[0].imagee: unknown field \"imagee\""), "{m:?}");
-        assert!(m[1].ends_with("/pod.yaml: spec.containers[0].ports[0].nmae: unknown field \"nmae\""), "{m:?}");
+        assert!(
+            m[0].ends_with("/pod.yaml: spec.containers[0].imagee: unknown field \"imagee\""),
+            "{m:?}"
+        );
+        assert!(
+            m[1].ends_with("/pod.yaml: spec.containers[0].ports[0].nmae: unknown field \"nmae\""),
+            "{m:?}"
+        );
         assert_eq!(m.len(), 2);
         assert!(l.objects.is_empty());
     }
@@ -565,7 +719,9 @@ mod tests {
         let text = format!("{POD}    stdin: yes\n  volumes:\n  - name: s\n    secret: {{secretName: x, defaultMode: 0400, items: [{{key: k, path: p, mode: 0x1ff}}]}}\n");
         let l = load_str("pod.yaml", &text);
         assert!(l.errors.is_empty(), "{:?}", messages(&l));
-        let Object::Pod(p) = &l.objects[0].1 else { panic!("not a pod") };
+        let Object::Pod(p) = &l.objects[0].1 else {
+            panic!("not a pod")
+        };
         let spec = p.spec.as_ref().unwrap();
         let secret = spec.volumes.as_ref().unwrap()[0].secret.as_ref().unwrap();
         assert_eq!(secret.default_mode, Some(0o400));
@@ -576,12 +732,19 @@ mod tests {
     #[test]
     fn strings_that_are_not_yaml_1_1_literals_stay_type_errors() {
         let l = load_str("pod.yaml", &format!("{POD}    stdin: maybe\n"));
-        assert!(matches!(&l.errors[..], [LoadError::Decode { field, .. }] if field == "spec.containers[0].stdin"), "{:?}", messages(&l));
+        assert!(
+            matches!(&l.errors[..], [LoadError::Decode { field, .. }] if field == "spec.containers[0].stdin"),
+            "{:?}",
+            messages(&l)
+        );
     }
 
     #[test]
     fn type_errors_name_the_field() {
-        let l = load_str("pod.yaml", &POD.replace("image: busybox", "image: busybox\n    ports: 80"));
+        let l = load_str(
+            "pod.yaml",
+            &POD.replace("image: busybox", "image: busybox\n    ports: 80"),
+        );
         let m = messages(&l);
         assert_eq!(m.len(), 1, "{m:?}");
         assert!(m[0].ends_with("/pod.yaml: spec.containers[0].ports: invalid type: integer `80`, expected a sequence"), "{m:?}");
@@ -589,33 +752,71 @@ mod tests {
 
     #[test]
     fn yaml_syntax_errors_give_line_and_column() {
-        let l = load_str("bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [web\n");
+        let l = load_str(
+            "bad.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [web\n",
+        );
         let m = messages(&l);
         assert_eq!(m.len(), 1, "{m:?}");
-        assert!(m[0].contains("/bad.yaml: YAML syntax error at line 5, column 1: "), "{m:?}");
+        assert!(
+            m[0].contains("/bad.yaml: YAML syntax error at line 5, column 1: "),
+            "{m:?}"
+        );
     }
 
     #[test]
     fn json_syntax_errors_give_line_and_column() {
         let l = load_str("bad.json", "{\"apiVersion\": \"v1\",\n \"kind\": }");
-        assert!(matches!(&l.errors[..], [LoadError::JsonSyntax { line: 2, column: 10, .. }]), "{:?}", messages(&l));
+        assert!(
+            matches!(
+                &l.errors[..],
+                [LoadError::JsonSyntax {
+                    line: 2,
+                    column: 10,
+                    ..
+                }]
+            ),
+            "{:?}",
+            messages(&l)
+        );
     }
 
     #[test]
     fn wrong_api_version_or_kind_is_rejected() {
-        let l = load_str("d.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
-        assert!(matches!(&l.errors[..], [LoadError::UnsupportedKind { kind, .. }] if kind == "Deployment"));
+        let l = load_str(
+            "d.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+        );
+        assert!(
+            matches!(&l.errors[..], [LoadError::UnsupportedKind { kind, .. }] if kind == "Deployment")
+        );
         let l = load_str("d.yaml", "kind: Pod\nmetadata: {name: x}\n");
-        assert!(matches!(&l.errors[..], [LoadError::MissingTypeMeta { field: "apiVersion", .. }]));
+        assert!(matches!(
+            &l.errors[..],
+            [LoadError::MissingTypeMeta {
+                field: "apiVersion",
+                ..
+            }]
+        ));
         let l = load_str("d.yaml", "- a\n- b\n");
-        assert!(matches!(&l.errors[..], [LoadError::NotAnObject { found: "a list", .. }]));
+        assert!(matches!(
+            &l.errors[..],
+            [LoadError::NotAnObject {
+                found: "a list",
+                ..
+            }]
+        ));
     }
 
     #[test]
     fn empty_files_are_errors() {
         for text in ["", "---\n", "# only a comment\n", "---\n---\n"] {
             let l = load_str("empty.yaml", text);
-            assert!(matches!(&l.errors[..], [LoadError::Empty { .. }]), "{text:?}: {:?}", messages(&l));
+            assert!(
+                matches!(&l.errors[..], [LoadError::Empty { .. }]),
+                "{text:?}: {:?}",
+                messages(&l)
+            );
         }
     }
 
@@ -626,10 +827,16 @@ mod tests {
         std::fs::write(&bin, [0x61, 0xff, 0xfe, 0x00]).unwrap();
         let big = dir.path().join("big.yaml");
         let mut f = std::fs::File::create(&big).unwrap();
-        f.write_all(&vec![b'#'; usize::try_from(MAX_MANIFEST_BYTES).unwrap() + 10]).unwrap();
+        f.write_all(&vec![
+            b'#';
+            usize::try_from(MAX_MANIFEST_BYTES).unwrap() + 10
+        ])
+        .unwrap();
         let l = load_inputs(&[bin.display().to_string(), big.display().to_string()]);
         assert!(matches!(&l.errors[0], LoadError::NotUtf8 { offset: 1, .. }));
-        assert!(matches!(&l.errors[1], LoadError::TooLarge { size, .. } if *size == MAX_MANIFEST_BYTES + 10));
+        assert!(
+            matches!(&l.errors[1], LoadError::TooLarge { size, .. } if *size == MAX_MANIFEST_BYTES + 10)
+        );
         assert!(l.errors.iter().all(LoadError::is_unreadable));
         assert!(l.errors[1].to_string().contains("1 MiB"));
     }
@@ -639,8 +846,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(".hidden.yaml"), POD).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
-        let l = load_inputs(&[dir.path().display().to_string(), "/nonexistent/pod.yaml".into()]);
-        assert!(matches!(&l.errors[..], [LoadError::NoManifests { .. }, LoadError::Read { .. }]));
+        let l = load_inputs(&[
+            dir.path().display().to_string(),
+            "/nonexistent/pod.yaml".into(),
+        ]);
+        assert!(matches!(
+            &l.errors[..],
+            [LoadError::NoManifests { .. }, LoadError::Read { .. }]
+        ));
         assert!(l.errors.iter().all(LoadError::is_unreadable));
     }
 
@@ -648,7 +861,14 @@ mod tests {
     fn directories_load_sorted_manifest_files_only() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("b.yaml"), POD.replace("web", "b")).unwrap();
-        std::fs::write(dir.path().join("a.json"), serde_json::to_string(&serde_norway::from_str::<Value>(&POD.replace("web", "a")).unwrap()).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("a.json"),
+            serde_json::to_string(
+                &serde_norway::from_str::<Value>(&POD.replace("web", "a")).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         std::fs::write(dir.path().join(".c.yaml"), POD).unwrap();
         let l = load_inputs(&[dir.path().display().to_string()]);
         let names: Vec<_> = l

@@ -65,7 +65,9 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 
     /// 0 valid, 1 invalid, 2 some input unreadable.
@@ -128,8 +130,15 @@ fn load_diagnostic(e: &LoadError) -> Diagnostic {
         | LoadError::UnknownField { origin, .. }
         | LoadError::Decode { origin, .. } => (origin.to_string(), text.clone()),
     };
-    let message = message.strip_prefix(&format!("{origin}: ")).map_or(message.clone(), str::to_string);
-    Diagnostic { severity: Severity::Error, origin, message, unreadable: e.is_unreadable() }
+    let message = message
+        .strip_prefix(&format!("{origin}: "))
+        .map_or(message.clone(), str::to_string);
+    Diagnostic {
+        severity: Severity::Error,
+        origin,
+        message,
+        unreadable: e.is_unreadable(),
+    }
 }
 
 fn prepare_pod(
@@ -140,7 +149,12 @@ fn prepare_pod(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<PodManifest> {
     let where_ = origin.to_string();
-    let diag = |severity, message: String| Diagnostic { severity, origin: where_.clone(), message, unreadable: false };
+    let diag = |severity, message: String| Diagnostic {
+        severity,
+        origin: where_.clone(),
+        message,
+        unreadable: false,
+    };
     let raw_json = serde_json::to_value(&raw).unwrap_or_default();
     let mut pod = raw;
     defaults::apply(&mut pod);
@@ -149,20 +163,38 @@ fn prepare_pod(
     let mut ok = errors.is_empty();
     diags.extend(errors.iter().map(|e| diag(Severity::Error, e.to_string())));
 
-    let ignored: Vec<&str> =
-        findings.iter().filter(|f| f.support == Support::IgnoredOnSingleNode).map(|f| f.path.as_str()).collect();
+    let ignored: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.support == Support::IgnoredOnSingleNode)
+        .map(|f| f.path.as_str())
+        .collect();
     if !ignored.is_empty() {
-        diags.push(diag(Severity::Info, format!("ignored on a single node: {}", ignored.join(", "))));
+        diags.push(diag(
+            Severity::Info,
+            format!("ignored on a single node: {}", ignored.join(", ")),
+        ));
     }
-    let not_yet: Vec<&Finding> = findings.iter().filter(|f| f.support == Support::NotSupportedYet).collect();
+    let not_yet: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.support == Support::NotSupportedYet)
+        .collect();
     if opts.strict {
         for f in &not_yet {
-            diags.push(diag(Severity::Error, format!("{}: Forbidden: not supported yet by nodelet (--strict)", f.path)));
+            diags.push(diag(
+                Severity::Error,
+                format!(
+                    "{}: Forbidden: not supported yet by nodelet (--strict)",
+                    f.path
+                ),
+            ));
         }
         ok &= not_yet.is_empty();
     } else if !not_yet.is_empty() {
         let paths: Vec<&str> = not_yet.iter().map(|f| f.path.as_str()).collect();
-        diags.push(diag(Severity::Warning, format!("not supported yet, will be ignored: {}", paths.join(", "))));
+        diags.push(diag(
+            Severity::Warning,
+            format!("not supported yet, will be ignored: {}", paths.join(", ")),
+        ));
     }
 
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -181,6 +213,9 @@ fn prepare_pod(
     ok.then(|| PodManifest {
         origin,
         pod,
-        unsupported: findings.into_iter().filter(|f| f.support == Support::NotSupportedYet).collect(),
+        unsupported: findings
+            .into_iter()
+            .filter(|f| f.support == Support::NotSupportedYet)
+            .collect(),
     })
 }

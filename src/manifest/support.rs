@@ -37,7 +37,12 @@ pub struct FieldSupport {
 }
 
 const fn f(path: &'static str, support: Support, note: &'static str) -> FieldSupport {
-    FieldSupport { path, support, note, trigger: Trigger::Set }
+    FieldSupport {
+        path,
+        support,
+        note,
+        trigger: Trigger::Set,
+    }
 }
 
 use Support::{IgnoredOnSingleNode as Ignored, NotSupportedYet as NotYet, Supported as Yes};
@@ -93,24 +98,48 @@ const POD_FIELDS: &[FieldSupport] = &[
     f("metadata.labels", Yes, ""),
     f("metadata.annotations", Yes, ""),
     f("metadata.uid", Yes, "generated when absent"),
-    f("metadata.ownerReferences", Ignored, "no controllers on a single node"),
+    f(
+        "metadata.ownerReferences",
+        Ignored,
+        "no controllers on a single node",
+    ),
     f("metadata.finalizers", Ignored, "no API server"),
     f("spec.containers", Yes, ""),
-    f("spec.initContainers", Yes, "one at a time, in order; restartPolicy: Always for sidecars"),
+    f(
+        "spec.initContainers",
+        Yes,
+        "one at a time, in order; restartPolicy: Always for sidecars",
+    ),
     f("spec.restartPolicy", Yes, "Always / OnFailure / Never"),
     f("spec.terminationGracePeriodSeconds", Yes, ""),
     f("spec.activeDeadlineSeconds", Yes, ""),
-    f("spec.volumes", Yes, "emptyDir (disk or Memory), hostPath, configMap, secret, downwardAPI"),
+    f(
+        "spec.volumes",
+        Yes,
+        "emptyDir (disk or Memory), hostPath, configMap, secret, downwardAPI",
+    ),
     f("spec.hostname", Yes, ""),
     f("spec.subdomain", Yes, "only shapes the FQDN in /etc/hosts"),
-    f("spec.dnsPolicy", Yes, "ClusterFirst behaves as Default: there is no cluster DNS"),
-    f("spec.readinessGates", Yes, "no controller sets the conditions, so gated pods stay not Ready"),
+    f(
+        "spec.dnsPolicy",
+        Yes,
+        "ClusterFirst behaves as Default: there is no cluster DNS",
+    ),
+    f(
+        "spec.readinessGates",
+        Yes,
+        "no controller sets the conditions, so gated pods stay not Ready",
+    ),
     f("spec.os", Yes, "linux"),
     f("spec.securityContext.runAsUser", Yes, ""),
     f("spec.securityContext.runAsGroup", Yes, ""),
     f("spec.securityContext.runAsNonRoot", Yes, ""),
     f("spec.securityContext.supplementalGroups", Yes, ""),
-    f("spec.securityContext.fsGroup", NotYet, "volume ownership changes"),
+    f(
+        "spec.securityContext.fsGroup",
+        NotYet,
+        "volume ownership changes",
+    ),
     f("spec.securityContext.fsGroupChangePolicy", NotYet, ""),
     f("spec.securityContext.supplementalGroupsPolicy", NotYet, ""),
     f("spec.securityContext.sysctls", NotYet, ""),
@@ -120,7 +149,11 @@ const POD_FIELDS: &[FieldSupport] = &[
     f("spec.securityContext.seLinuxChangePolicy", NotYet, ""),
     f("spec.securityContext.windowsOptions", Ignored, "Linux node"),
     f("spec.nodeSelector", Ignored, "scheduling"),
-    f("spec.nodeName", Ignored, "scheduling: the pod runs on this node"),
+    f(
+        "spec.nodeName",
+        Ignored,
+        "scheduling: the pod runs on this node",
+    ),
     f("spec.affinity", Ignored, "scheduling"),
     f("spec.tolerations", Ignored, "scheduling"),
     f("spec.schedulerName", Ignored, "scheduling"),
@@ -130,27 +163,60 @@ const POD_FIELDS: &[FieldSupport] = &[
     f("spec.topologySpreadConstraints", Ignored, "scheduling"),
     f("spec.schedulingGates", Ignored, "scheduling"),
     f("spec.schedulingGroup", Ignored, "scheduling"),
-    f("spec.serviceAccountName", Ignored, "no API server to mint tokens; still readable through fieldRef"),
-    f("spec.serviceAccount", Ignored, "deprecated alias of serviceAccountName"),
-    f("spec.automountServiceAccountToken", Ignored, "no API server to mint tokens"),
-    f("spec.enableServiceLinks", Ignored, "no Services on a single node"),
+    f(
+        "spec.serviceAccountName",
+        Ignored,
+        "no API server to mint tokens; still readable through fieldRef",
+    ),
+    f(
+        "spec.serviceAccount",
+        Ignored,
+        "deprecated alias of serviceAccountName",
+    ),
+    f(
+        "spec.automountServiceAccountToken",
+        Ignored,
+        "no API server to mint tokens",
+    ),
+    f(
+        "spec.enableServiceLinks",
+        Ignored,
+        "no Services on a single node",
+    ),
     f("spec.overhead", Ignored, "set by RuntimeClass admission"),
-    f("spec.evictionResponders", Ignored, "eviction needs an API server"),
+    f(
+        "spec.evictionResponders",
+        Ignored,
+        "eviction needs an API server",
+    ),
     f("spec.hostNetwork", NotYet, ""),
     f("spec.hostPID", NotYet, ""),
     f("spec.hostIPC", NotYet, ""),
-    FieldSupport { path: "spec.hostUsers", support: NotYet, note: "user namespaces (hostUsers: false)", trigger: Trigger::False },
+    FieldSupport {
+        path: "spec.hostUsers",
+        support: NotYet,
+        note: "user namespaces (hostUsers: false)",
+        trigger: Trigger::False,
+    },
     f("spec.shareProcessNamespace", NotYet, ""),
     f("spec.dnsConfig", NotYet, ""),
     f("spec.hostAliases", NotYet, ""),
     f("spec.setHostnameAsFQDN", NotYet, ""),
     f("spec.hostnameOverride", NotYet, ""),
     f("spec.runtimeClassName", NotYet, ""),
-    f("spec.imagePullSecrets", NotYet, "use the daemon's registry credentials"),
+    f(
+        "spec.imagePullSecrets",
+        NotYet,
+        "use the daemon's registry credentials",
+    ),
     f("spec.ephemeralContainers", NotYet, ""),
     f("spec.resourceClaims", NotYet, "dynamic resource allocation"),
     f("spec.resources", NotYet, "pod-level resources"),
-    f("spec.volumes[].emptyDir.medium", Yes, "\"\" (disk) or Memory (tmpfs)"),
+    f(
+        "spec.volumes[].emptyDir.medium",
+        Yes,
+        "\"\" (disk) or Memory (tmpfs)",
+    ),
     f("spec.volumes[].persistentVolumeClaim", NotYet, ""),
     f("spec.volumes[].projected", NotYet, ""),
     f("spec.volumes[].ephemeral", NotYet, ""),
@@ -181,9 +247,14 @@ const POD_FIELDS: &[FieldSupport] = &[
 /// Every entry of the table with its full path (container fields expanded
 /// under `spec.containers[]` and `spec.initContainers[]`).
 pub fn table() -> Vec<(String, &'static FieldSupport)> {
-    let mut out: Vec<(String, &'static FieldSupport)> = POD_FIELDS.iter().map(|e| (e.path.to_string(), e)).collect();
+    let mut out: Vec<(String, &'static FieldSupport)> =
+        POD_FIELDS.iter().map(|e| (e.path.to_string(), e)).collect();
     for list in ["spec.containers[]", "spec.initContainers[]"] {
-        out.extend(CONTAINER_FIELDS.iter().map(|e| (format!("{list}.{}", e.path), e)));
+        out.extend(
+            CONTAINER_FIELDS
+                .iter()
+                .map(|e| (format!("{list}.{}", e.path), e)),
+        );
     }
     out
 }
@@ -197,10 +268,20 @@ pub fn markdown_table() -> String {
         Support::NotSupportedYet => "not supported yet",
     };
     for e in POD_FIELDS {
-        out.push_str(&format!("| `{}` | {} | {} |\n", e.path, label(e.support), e.note));
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            e.path,
+            label(e.support),
+            e.note
+        ));
     }
     for e in CONTAINER_FIELDS {
-        out.push_str(&format!("| `containers[].{}` | {} | {} |\n", e.path, label(e.support), e.note));
+        out.push_str(&format!(
+            "| `containers[].{}` | {} | {} |\n",
+            e.path,
+            label(e.support),
+            e.note
+        ));
     }
     out
 }
@@ -227,7 +308,11 @@ pub fn check(raw_pod: &Value) -> Vec<Finding> {
         walk(raw_pod, &segs, String::new(), &mut hits);
         for (path, v) in hits {
             if used(v, entry.trigger) {
-                out.push(Finding { path, support: entry.support, note: entry.note });
+                out.push(Finding {
+                    path,
+                    support: entry.support,
+                    note: entry.note,
+                });
             }
         }
     }
@@ -252,7 +337,13 @@ fn walk<'a>(v: &'a Value, segs: &[&str], prefix: String, out: &mut Vec<(String, 
         out.push((prefix, v));
         return;
     };
-    let join = |p: &str, s: &str| if p.is_empty() { s.to_string() } else { format!("{p}.{s}") };
+    let join = |p: &str, s: &str| {
+        if p.is_empty() {
+            s.to_string()
+        } else {
+            format!("{p}.{s}")
+        }
+    };
     if let Some(name) = seg.strip_suffix("[]") {
         if let Some(Value::Array(items)) = v.get(name) {
             for (i, item) in items.iter().enumerate() {
@@ -273,19 +364,31 @@ mod tests {
     fn scheduling_fields_are_ignored_and_host_namespaces_not_yet() {
         let pod = json!({"spec": {"nodeSelector": {"a": "b"}, "hostNetwork": true, "hostPID": false,
             "containers": [{"name": "a"}, {"name": "b", "tty": true, "ports": [{"containerPort": 80, "hostPort": 8080}]}]}});
-        let found: Vec<(String, Support)> = check(&pod).into_iter().map(|f| (f.path, f.support)).collect();
+        let found: Vec<(String, Support)> = check(&pod)
+            .into_iter()
+            .map(|f| (f.path, f.support))
+            .collect();
         assert!(found.contains(&("spec.nodeSelector".into(), Support::IgnoredOnSingleNode)));
         assert!(found.contains(&("spec.hostNetwork".into(), Support::NotSupportedYet)));
         assert!(found.contains(&("spec.containers[1].tty".into(), Support::NotSupportedYet)));
-        assert!(found.contains(&("spec.containers[1].ports[0].hostPort".into(), Support::NotSupportedYet)));
-        assert!(!found.iter().any(|(p, _)| p == "spec.hostPID"), "false is not a use");
+        assert!(found.contains(&(
+            "spec.containers[1].ports[0].hostPort".into(),
+            Support::NotSupportedYet
+        )));
+        assert!(
+            !found.iter().any(|(p, _)| p == "spec.hostPID"),
+            "false is not a use"
+        );
         assert_eq!(found.len(), 4, "{found:?}");
     }
 
     #[test]
     fn host_users_warns_only_when_false() {
         assert!(check(&json!({"spec": {"hostUsers": true}})).is_empty());
-        assert_eq!(check(&json!({"spec": {"hostUsers": false}}))[0].path, "spec.hostUsers");
+        assert_eq!(
+            check(&json!({"spec": {"hostUsers": false}}))[0].path,
+            "spec.hostUsers"
+        );
     }
 
     #[test]
@@ -310,10 +413,17 @@ mod tests {
                 let leaf = if last { Value::Null } else { json!({}) };
                 let node = if list { json!([leaf]) } else { leaf };
                 cur[name] = node;
-                cur = if list { &mut cur[name][0] } else { &mut cur[name] };
+                cur = if list {
+                    &mut cur[name][0]
+                } else {
+                    &mut cur[name]
+                };
             }
             let res = crate::manifest::load::decode_strict::<k8s_openapi::api::core::v1::Pod>(root);
-            assert!(res.is_ok(), "support table path {pattern} is not a Pod field");
+            assert!(
+                res.is_ok(),
+                "support table path {pattern} is not a Pod field"
+            );
         }
     }
 
@@ -321,6 +431,9 @@ mod tests {
     fn readme_field_table_matches_the_code() {
         let readme = include_str!("../../README.md");
         let table = markdown_table();
-        assert!(readme.contains(&table), "README.md's field table is stale; replace it with:\n{table}");
+        assert!(
+            readme.contains(&table),
+            "README.md's field table is stale; replace it with:\n{table}"
+        );
     }
 }

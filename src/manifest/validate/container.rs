@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, ResourceRequirements, SecurityContext, VolumeMount,
+    Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, ResourceRequirements,
+    SecurityContext, VolumeMount,
 };
 
 use super::names;
@@ -44,8 +45,9 @@ const RESOURCE_FIELD_REFS: &[&str] = &[
     "requests.memory",
 ];
 const CPU_DIVISORS: &[&str] = &["1m", "1"];
-const MEMORY_DIVISORS: &[&str] =
-    &["1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei"];
+const MEMORY_DIVISORS: &[&str] = &[
+    "1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei",
+];
 
 /// What container validation needs from the pod.
 pub(super) struct Context<'a> {
@@ -67,17 +69,28 @@ pub(super) fn containers(ctrs: &[Container], ctx: &Context<'_>, path: &Path) -> 
             errs.push(duplicate(&p.child("name"), &c.name));
         }
         if c.restart_policy.is_some() {
-            errs.push(forbidden(&p.child("restartPolicy"), "may not be set for non-init containers"));
+            errs.push(forbidden(
+                &p.child("restartPolicy"),
+                "may not be set for non-init containers",
+            ));
         }
         if c.restart_policy_rules.is_some() {
-            errs.push(forbidden(&p.child("restartPolicyRules"), "may not be set for non-init containers"));
+            errs.push(forbidden(
+                &p.child("restartPolicyRules"),
+                "may not be set for non-init containers",
+            ));
         }
         errs.extend(probes_and_hooks(c, ctx, &p));
     }
     errs
 }
 
-pub(super) fn init_containers(inits: &[Container], apps: &[Container], ctx: &Context<'_>, path: &Path) -> ErrorList {
+pub(super) fn init_containers(
+    inits: &[Container],
+    apps: &[Container],
+    ctx: &Context<'_>,
+    path: &Path,
+) -> ErrorList {
     let mut errs = ErrorList::new();
     // validateInitContainers seeds the name set with the app containers, so a
     // clash is reported on the init container.
@@ -97,7 +110,10 @@ pub(super) fn init_containers(inits: &[Container], apps: &[Container], ctx: &Con
             }
         };
         if c.restart_policy_rules.is_some() {
-            errs.push(forbidden(&p.child("restartPolicyRules"), "restartPolicyRules are not supported (ContainerRestartRules is an alpha feature)"));
+            errs.push(forbidden(
+                &p.child("restartPolicyRules"),
+                "restartPolicyRules are not supported (ContainerRestartRules is an alpha feature)",
+            ));
         }
         if sidecar {
             errs.extend(probes_and_hooks(c, ctx, &p));
@@ -124,17 +140,27 @@ fn probes_and_hooks(c: &Container, ctx: &Context<'_>, p: &Path) -> ErrorList {
     let grace = ctx.grace_period;
     if let Some(pr) = &c.liveness_probe {
         errs.extend(probe::probe(pr, &p.child("livenessProbe")));
-        errs.extend(probe::success_threshold_is_one(pr, &p.child("livenessProbe")));
+        errs.extend(probe::success_threshold_is_one(
+            pr,
+            &p.child("livenessProbe"),
+        ));
     }
     if let Some(pr) = &c.startup_probe {
         errs.extend(probe::probe(pr, &p.child("startupProbe")));
-        errs.extend(probe::success_threshold_is_one(pr, &p.child("startupProbe")));
+        errs.extend(probe::success_threshold_is_one(
+            pr,
+            &p.child("startupProbe"),
+        ));
     }
     if let Some(pr) = &c.readiness_probe {
         let rp = p.child("readinessProbe");
         errs.extend(probe::probe(pr, &rp));
         if let Some(t) = pr.termination_grace_period_seconds {
-            errs.push(invalid(&rp.child("terminationGracePeriodSeconds"), t, "must not be set for readinessProbes"));
+            errs.push(invalid(
+                &rp.child("terminationGracePeriodSeconds"),
+                t,
+                "must not be set for readinessProbes",
+            ));
         }
     }
     if let Some(l) = &c.lifecycle {
@@ -149,26 +175,56 @@ fn common(c: &Container, ctx: &Context<'_>, p: &Path) -> ErrorList {
     if c.name.is_empty() {
         errs.push(required(&p.child("name"), ""));
     } else {
-        push_msgs(&mut errs, &p.child("name"), &c.name, names::dns1123_label(&c.name));
+        push_msgs(
+            &mut errs,
+            &p.child("name"),
+            &c.name,
+            names::dns1123_label(&c.name),
+        );
     }
     let image = c.image.as_deref().unwrap_or_default();
     if image.is_empty() {
         errs.push(required(&p.child("image"), ""));
     } else if image.trim() != image {
-        errs.push(invalid(&p.child("image"), image, "must not have leading or trailing whitespace"));
+        errs.push(invalid(
+            &p.child("image"),
+            image,
+            "must not have leading or trailing whitespace",
+        ));
     }
-    enum_field(&mut errs, &p.child("imagePullPolicy"), c.image_pull_policy.as_deref(), PULL_POLICIES);
+    enum_field(
+        &mut errs,
+        &p.child("imagePullPolicy"),
+        c.image_pull_policy.as_deref(),
+        PULL_POLICIES,
+    );
     enum_field(
         &mut errs,
         &p.child("terminationMessagePolicy"),
         c.termination_message_policy.as_deref(),
         TERMINATION_MESSAGE_POLICIES,
     );
-    errs.extend(ports(c.ports.as_deref().unwrap_or_default(), ctx, &p.child("ports")));
+    errs.extend(ports(
+        c.ports.as_deref().unwrap_or_default(),
+        ctx,
+        &p.child("ports"),
+    ));
     errs.extend(env(c.env.as_deref().unwrap_or_default(), &p.child("env")));
-    errs.extend(env_from(c.env_from.as_deref().unwrap_or_default(), &p.child("envFrom")));
-    let privileged = c.security_context.as_ref().and_then(|s| s.privileged).unwrap_or(false);
-    errs.extend(volume_mounts(c.volume_mounts.as_deref().unwrap_or_default(), ctx, privileged, &p.child("volumeMounts")));
+    errs.extend(env_from(
+        c.env_from.as_deref().unwrap_or_default(),
+        &p.child("envFrom"),
+    ));
+    let privileged = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false);
+    errs.extend(volume_mounts(
+        c.volume_mounts.as_deref().unwrap_or_default(),
+        ctx,
+        privileged,
+        &p.child("volumeMounts"),
+    ));
     if let Some(r) = &c.resources {
         errs.extend(resources(r, &p.child("resources")));
     }
@@ -210,10 +266,19 @@ fn ports(ports: &[ContainerPort], ctx: &Context<'_>, path: &Path) -> ErrorList {
                 errs.push(invalid(&p.child("hostPort"), hp, &m));
             }
             if ctx.host_network && hp != port.container_port {
-                errs.push(invalid(&p.child("hostPort"), hp, "must match `containerPort` when `hostNetwork` is true"));
+                errs.push(invalid(
+                    &p.child("hostPort"),
+                    hp,
+                    "must match `containerPort` when `hostNetwork` is true",
+                ));
             }
         }
-        enum_field(&mut errs, &p.child("protocol"), port.protocol.as_deref(), PROTOCOLS);
+        enum_field(
+            &mut errs,
+            &p.child("protocol"),
+            port.protocol.as_deref(),
+            PROTOCOLS,
+        );
     }
     errs
 }
@@ -225,10 +290,19 @@ fn env(vars: &[EnvVar], path: &Path) -> ErrorList {
         if ev.name.is_empty() {
             errs.push(required(&p.child("name"), ""));
         } else {
-            push_msgs(&mut errs, &p.child("name"), &ev.name, names::env_var_name(&ev.name));
+            push_msgs(
+                &mut errs,
+                &p.child("name"),
+                &ev.name,
+                names::env_var_name(&ev.name),
+            );
         }
         if let Some(from) = &ev.value_from {
-            errs.extend(env_value_from(from, ev.value.as_deref().unwrap_or_default(), &p.child("valueFrom")));
+            errs.extend(env_value_from(
+                from,
+                ev.value.as_deref().unwrap_or_default(),
+                &p.child("valueFrom"),
+            ));
         }
     }
     errs
@@ -251,15 +325,25 @@ fn env_value_from(from: &EnvVarSource, value: &str, path: &Path) -> ErrorList {
         if f.api_version.as_deref().unwrap_or_default().is_empty() {
             errs.push(required(&fp.child("apiVersion"), ""));
         } else if f.api_version.as_deref() != Some("v1") {
-            errs.push(invalid(&fp.child("apiVersion"), f.api_version.as_deref().unwrap_or_default(), "unsupported version"));
+            errs.push(invalid(
+                &fp.child("apiVersion"),
+                f.api_version.as_deref().unwrap_or_default(),
+                "unsupported version",
+            ));
         }
         if f.field_path.is_empty() {
             errs.push(required(&fp.child("fieldPath"), ""));
-        } else if !ENV_FIELD_PATHS.contains(&f.field_path.as_str()) && !is_subscripted_meta(&f.field_path) {
+        } else if !ENV_FIELD_PATHS.contains(&f.field_path.as_str())
+            && !is_subscripted_meta(&f.field_path)
+        {
             let mut allowed = ENV_FIELD_PATHS.to_vec();
             allowed.extend(["metadata.annotations['<KEY>']", "metadata.labels['<KEY>']"]);
             allowed.sort_unstable();
-            errs.push(not_supported(&fp.child("fieldPath"), &f.field_path, &allowed));
+            errs.push(not_supported(
+                &fp.child("fieldPath"),
+                &f.field_path,
+                &allowed,
+            ));
         }
     }
     if let Some(r) = &from.resource_field_ref {
@@ -267,23 +351,43 @@ fn env_value_from(from: &EnvVarSource, value: &str, path: &Path) -> ErrorList {
         if r.resource.is_empty() {
             errs.push(required(&rp.child("resource"), ""));
         } else if !RESOURCE_FIELD_REFS.contains(&r.resource.as_str()) {
-            errs.push(not_supported(&rp.child("resource"), &r.resource, RESOURCE_FIELD_REFS));
+            errs.push(not_supported(
+                &rp.child("resource"),
+                &r.resource,
+                RESOURCE_FIELD_REFS,
+            ));
         } else if let Some(d) = &r.divisor {
             let (allowed, what) = if r.resource.ends_with("cpu") {
-                (CPU_DIVISORS, "only divisor's values 1m and 1 are supported with the cpu resource")
+                (
+                    CPU_DIVISORS,
+                    "only divisor's values 1m and 1 are supported with the cpu resource",
+                )
             } else {
                 (MEMORY_DIVISORS, "only divisor's values 1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi, 1Ei are supported with the memory resource")
             };
-            let ok = Quantity::parse(&d.0)
-                .is_ok_and(|q| allowed.iter().any(|a| Quantity::parse(a).is_ok_and(|x| x == q)));
+            let ok = Quantity::parse(&d.0).is_ok_and(|q| {
+                allowed
+                    .iter()
+                    .any(|a| Quantity::parse(a).is_ok_and(|x| x == q))
+            });
             if !ok {
                 errs.push(invalid(&rp.child("divisor"), &d.0, what));
             }
         }
     }
     for (set, name, key, obj) in [
-        (from.config_map_key_ref.as_ref().map(|r| (&r.key, &r.name)), "configMapKeyRef", "key", "name"),
-        (from.secret_key_ref.as_ref().map(|r| (&r.key, &r.name)), "secretKeyRef", "key", "name"),
+        (
+            from.config_map_key_ref.as_ref().map(|r| (&r.key, &r.name)),
+            "configMapKeyRef",
+            "key",
+            "name",
+        ),
+        (
+            from.secret_key_ref.as_ref().map(|r| (&r.key, &r.name)),
+            "secretKeyRef",
+            "key",
+            "name",
+        ),
     ] {
         if let Some((k, n)) = set {
             let kp = path.child(name);
@@ -300,9 +404,17 @@ fn env_value_from(from: &EnvVarSource, value: &str, path: &Path) -> ErrorList {
     if sources == 0 {
         errs.push(invalid(path, "", "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`"));
     } else if !value.is_empty() {
-        errs.push(invalid(path, "", "may not be specified when `value` is not empty"));
+        errs.push(invalid(
+            path,
+            "",
+            "may not be specified when `value` is not empty",
+        ));
     } else if sources > 1 {
-        errs.push(invalid(path, "", "may not have more than one field specified at a time"));
+        errs.push(invalid(
+            path,
+            "",
+            "may not have more than one field specified at a time",
+        ));
     }
     errs
 }
@@ -312,20 +424,42 @@ fn env_from(sources: &[EnvFromSource], path: &Path) -> ErrorList {
     for (i, s) in sources.iter().enumerate() {
         let p = path.index(i);
         if let Some(prefix) = s.prefix.as_deref().filter(|x| !x.is_empty()) {
-            push_msgs(&mut errs, &p.child("prefix"), prefix, names::env_var_name(prefix));
+            push_msgs(
+                &mut errs,
+                &p.child("prefix"),
+                prefix,
+                names::env_var_name(prefix),
+            );
         }
         match (&s.config_map_ref, &s.secret_ref) {
-            (Some(c), None) if c.name.is_empty() => errs.push(required(&p.child("configMapRef").child("name"), "")),
-            (None, Some(r)) if r.name.is_empty() => errs.push(required(&p.child("secretRef").child("name"), "")),
+            (Some(c), None) if c.name.is_empty() => {
+                errs.push(required(&p.child("configMapRef").child("name"), ""))
+            }
+            (None, Some(r)) if r.name.is_empty() => {
+                errs.push(required(&p.child("secretRef").child("name"), ""))
+            }
             (Some(_), None) | (None, Some(_)) => {}
-            (Some(_), Some(_)) => errs.push(invalid(&p, "", "may not have more than one field specified at a time")),
-            (None, None) => errs.push(invalid(&p, "", "must specify one of: `configMapRef` or `secretRef`")),
+            (Some(_), Some(_)) => errs.push(invalid(
+                &p,
+                "",
+                "may not have more than one field specified at a time",
+            )),
+            (None, None) => errs.push(invalid(
+                &p,
+                "",
+                "must specify one of: `configMapRef` or `secretRef`",
+            )),
         }
     }
     errs
 }
 
-fn volume_mounts(mounts: &[VolumeMount], ctx: &Context<'_>, privileged: bool, path: &Path) -> ErrorList {
+fn volume_mounts(
+    mounts: &[VolumeMount],
+    ctx: &Context<'_>,
+    privileged: bool,
+    path: &Path,
+) -> ErrorList {
     let mut errs = ErrorList::new();
     let mut mount_points = HashSet::new();
     for (i, m) in mounts.iter().enumerate() {
@@ -338,26 +472,48 @@ fn volume_mounts(mounts: &[VolumeMount], ctx: &Context<'_>, privileged: bool, pa
         if m.mount_path.is_empty() {
             errs.push(required(&p.child("mountPath"), ""));
         } else if !mount_points.insert(absolute_mount_path(&m.mount_path)) {
-            errs.push(invalid(&p.child("mountPath"), &m.mount_path, "must be unique"));
+            errs.push(invalid(
+                &p.child("mountPath"),
+                &m.mount_path,
+                "must be unique",
+            ));
         }
         if let Some(sp) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             local_descending_path(&mut errs, &p.child("subPath"), sp);
             if m.sub_path_expr.as_deref().is_some_and(|e| !e.is_empty()) {
-                errs.push(invalid(&p.child("subPathExpr"), m.sub_path_expr.as_deref().unwrap_or_default(), "subPathExpr and subPath are mutually exclusive"));
+                errs.push(invalid(
+                    &p.child("subPathExpr"),
+                    m.sub_path_expr.as_deref().unwrap_or_default(),
+                    "subPathExpr and subPath are mutually exclusive",
+                ));
             }
         }
         if let Some(prop) = m.mount_propagation.as_deref() {
             if !MOUNT_PROPAGATIONS.contains(&prop) {
-                errs.push(not_supported(&p.child("mountPropagation"), prop, MOUNT_PROPAGATIONS));
+                errs.push(not_supported(
+                    &p.child("mountPropagation"),
+                    prop,
+                    MOUNT_PROPAGATIONS,
+                ));
             } else if prop == "Bidirectional" && !privileged {
-                errs.push(forbidden(&p.child("mountPropagation"), "Bidirectional mount propagation is available only to privileged containers"));
+                errs.push(forbidden(
+                    &p.child("mountPropagation"),
+                    "Bidirectional mount propagation is available only to privileged containers",
+                ));
             }
         }
         if let Some(rro) = m.recursive_read_only.as_deref() {
             if !RECURSIVE_READ_ONLY.contains(&rro) {
-                errs.push(not_supported(&p.child("recursiveReadOnly"), rro, RECURSIVE_READ_ONLY));
+                errs.push(not_supported(
+                    &p.child("recursiveReadOnly"),
+                    rro,
+                    RECURSIVE_READ_ONLY,
+                ));
             } else if rro != "Disabled" && !m.read_only.unwrap_or(false) {
-                errs.push(forbidden(&p.child("recursiveReadOnly"), "may only be specified when readOnly is true"));
+                errs.push(forbidden(
+                    &p.child("recursiveReadOnly"),
+                    "may only be specified when readOnly is true",
+                ));
             }
         }
     }
@@ -367,7 +523,11 @@ fn volume_mounts(mounts: &[VolumeMount], ctx: &Context<'_>, privileged: bool, pa
 /// The kubelet makes a relative mountPath absolute (`/` + path); the API
 /// server accepts it. Two spellings of one path are one mount point.
 pub fn absolute_mount_path(p: &str) -> String {
-    let joined = if p.starts_with('/') { p.to_string() } else { format!("/{p}") };
+    let joined = if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("/{p}")
+    };
     let trimmed = joined.trim_end_matches('/');
     if trimmed.is_empty() {
         "/".to_string()
@@ -379,16 +539,25 @@ pub fn absolute_mount_path(p: &str) -> String {
 /// `ValidateResourceRequirements` for the resources a node enforces.
 fn resources(r: &ResourceRequirements, path: &Path) -> ErrorList {
     let mut errs = ErrorList::new();
-    let mut parsed = |map: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, p: Path| {
+    let mut parsed = |map: &Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+                      p: Path| {
         let mut out = Vec::new();
         for (name, q) in map.iter().flatten() {
             let qp = p.key(name);
             if !is_resource_name(name) {
-                errs.push(invalid(&qp, name, "must be a standard resource type or fully qualified"));
+                errs.push(invalid(
+                    &qp,
+                    name,
+                    "must be a standard resource type or fully qualified",
+                ));
                 continue;
             }
             match Quantity::parse(&q.0) {
-                Ok(v) if v.is_negative() => errs.push(invalid(&qp, &q.0, "must be greater than or equal to 0")),
+                Ok(v) if v.is_negative() => {
+                    errs.push(invalid(&qp, &q.0, "must be greater than or equal to 0"))
+                }
                 Ok(v) => out.push((name.clone(), v, q.0.clone())),
                 Err(e) => errs.push(invalid(&qp, &q.0, &e.to_string())),
             }
@@ -415,7 +584,9 @@ fn resources(r: &ResourceRequirements, path: &Path) -> ErrorList {
 }
 
 fn is_resource_name(n: &str) -> bool {
-    matches!(n, "cpu" | "memory" | "ephemeral-storage") || n.starts_with("hugepages-") || (n.contains('/') && names::qualified_name(n).is_empty())
+    matches!(n, "cpu" | "memory" | "ephemeral-storage")
+        || n.starts_with("hugepages-")
+        || (n.contains('/') && names::qualified_name(n).is_empty())
 }
 
 fn security_context(sc: &SecurityContext, path: &Path) -> ErrorList {
@@ -429,13 +600,20 @@ fn security_context(sc: &SecurityContext, path: &Path) -> ErrorList {
     }
     if sc.allow_privilege_escalation == Some(false) {
         if sc.privileged == Some(true) {
-            errs.push(invalid(path, "", "cannot set `allowPrivilegeEscalation` to false and `privileged` to true"));
+            errs.push(invalid(
+                path,
+                "",
+                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+            ));
         }
         let adds_sys_admin = sc
             .capabilities
             .as_ref()
             .and_then(|c| c.add.as_ref())
-            .is_some_and(|add| add.iter().any(|c| normalize_capability(c) == "CAP_SYS_ADMIN"));
+            .is_some_and(|add| {
+                add.iter()
+                    .any(|c| normalize_capability(c) == "CAP_SYS_ADMIN")
+            });
         if adds_sys_admin {
             errs.push(invalid(path, "", "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN"));
         }

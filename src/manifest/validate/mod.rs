@@ -41,15 +41,28 @@ fn object_meta(meta: &ObjectMeta, path: &Path) -> ErrorList {
     let name = meta.name.as_deref().unwrap_or_default();
     if name.is_empty() {
         // generateName needs an API server to allocate the suffix.
-        errs.push(required(&path.child("name"), "name or generateName is required"));
+        errs.push(required(
+            &path.child("name"),
+            "name or generateName is required",
+        ));
     } else {
-        push_msgs(&mut errs, &path.child("name"), name, names::dns1123_subdomain(name));
+        push_msgs(
+            &mut errs,
+            &path.child("name"),
+            name,
+            names::dns1123_subdomain(name),
+        );
     }
     let ns = meta.namespace.as_deref().unwrap_or_default();
     if ns.is_empty() {
         errs.push(required(&path.child("namespace"), ""));
     } else {
-        push_msgs(&mut errs, &path.child("namespace"), ns, names::dns1123_label(ns));
+        push_msgs(
+            &mut errs,
+            &path.child("namespace"),
+            ns,
+            names::dns1123_label(ns),
+        );
     }
     if let Some(labels) = &meta.labels {
         errs.extend(labels_errors(labels, &path.child("labels")));
@@ -81,14 +94,21 @@ fn labels_errors(labels: &BTreeMap<String, String>, path: &Path) -> ErrorList {
 
 fn pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
     let mut errs = ErrorList::new();
-    let (volumes, vol_errs) = volume::volumes(spec.volumes.as_deref().unwrap_or_default(), &path.child("volumes"));
+    let (volumes, vol_errs) = volume::volumes(
+        spec.volumes.as_deref().unwrap_or_default(),
+        &path.child("volumes"),
+    );
     errs.extend(vol_errs);
     let ctx = container::Context {
         volumes: &volumes,
         grace_period: spec.termination_grace_period_seconds,
         host_network: spec.host_network.unwrap_or(false),
     };
-    errs.extend(container::containers(&spec.containers, &ctx, &path.child("containers")));
+    errs.extend(container::containers(
+        &spec.containers,
+        &ctx,
+        &path.child("containers"),
+    ));
     errs.extend(container::init_containers(
         spec.init_containers.as_deref().unwrap_or_default(),
         &spec.containers,
@@ -100,7 +120,11 @@ fn pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
     if restart.is_empty() {
         errs.push(required(&path.child("restartPolicy"), ""));
     } else if !RESTART_POLICIES.contains(&restart) {
-        errs.push(not_supported(&path.child("restartPolicy"), restart, RESTART_POLICIES));
+        errs.push(not_supported(
+            &path.child("restartPolicy"),
+            restart,
+            RESTART_POLICIES,
+        ));
     }
     let dns = spec.dns_policy.as_deref().unwrap_or_default();
     if dns.is_empty() {
@@ -108,11 +132,18 @@ fn pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
     } else if !DNS_POLICIES.contains(&dns) {
         errs.push(not_supported(&path.child("dnsPolicy"), dns, DNS_POLICIES));
     } else if dns == "None" && spec.dns_config.is_none() {
-        errs.push(required(&path.child("dnsConfig"), "must provide `dnsConfig` when `dnsPolicy` is None"));
+        errs.push(required(
+            &path.child("dnsConfig"),
+            "must provide `dnsConfig` when `dnsPolicy` is None",
+        ));
     }
     if let Some(a) = spec.active_deadline_seconds {
         if !(1..=MAX_INT32).contains(&a) {
-            errs.push(invalid(&path.child("activeDeadlineSeconds"), a, &range_msg(1, MAX_INT32)));
+            errs.push(invalid(
+                &path.child("activeDeadlineSeconds"),
+                a,
+                &range_msg(1, MAX_INT32),
+            ));
         }
     }
     for (key, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
@@ -125,11 +156,20 @@ fn pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
     }
     for (i, gate) in spec.readiness_gates.iter().flatten().enumerate() {
         let p = path.child("readinessGates").index(i).child("conditionType");
-        push_msgs(&mut errs, &p, &gate.condition_type, names::qualified_name(&gate.condition_type));
+        push_msgs(
+            &mut errs,
+            &p,
+            &gate.condition_type,
+            names::qualified_name(&gate.condition_type),
+        );
     }
     if let Some(os) = &spec.os {
         if !["linux", "windows"].contains(&os.name.as_str()) {
-            errs.push(not_supported(&path.child("os").child("name"), &os.name, &["linux", "windows"]));
+            errs.push(not_supported(
+                &path.child("os").child("name"),
+                &os.name,
+                &["linux", "windows"],
+            ));
         }
     }
     errs
@@ -154,18 +194,30 @@ fn pod_security_context(sc: &PodSecurityContext, path: &Path) -> ErrorList {
     id_errors(&mut errs, &path.child("runAsGroup"), sc.run_as_group);
     id_errors(&mut errs, &path.child("fsGroup"), sc.fs_group);
     for (i, g) in sc.supplemental_groups.iter().flatten().enumerate() {
-        id_errors(&mut errs, &path.child("supplementalGroups").index(i), Some(*g));
+        id_errors(
+            &mut errs,
+            &path.child("supplementalGroups").index(i),
+            Some(*g),
+        );
     }
     if let Some(p) = sc.fs_group_change_policy.as_deref() {
         let allowed = ["OnRootMismatch", "Always"];
         if !allowed.contains(&p) {
-            errs.push(not_supported(&path.child("fsGroupChangePolicy"), p, &allowed));
+            errs.push(not_supported(
+                &path.child("fsGroupChangePolicy"),
+                p,
+                &allowed,
+            ));
         }
     }
     if let Some(p) = sc.supplemental_groups_policy.as_deref() {
         let allowed = ["Merge", "Strict"];
         if !allowed.contains(&p) {
-            errs.push(not_supported(&path.child("supplementalGroupsPolicy"), p, &allowed));
+            errs.push(not_supported(
+                &path.child("supplementalGroupsPolicy"),
+                p,
+                &allowed,
+            ));
         }
     }
     let mut seen = HashSet::new();

@@ -30,7 +30,9 @@ fn matches_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(&f), Some(&l)) => {
-            is_lower_alnum(f) && is_lower_alnum(l) && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
+            is_lower_alnum(f)
+                && is_lower_alnum(l)
+                && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
         }
         _ => false,
     }
@@ -43,7 +45,8 @@ fn matches_qualified_part(s: &str) -> bool {
         (Some(&f), Some(&l)) => {
             f.is_ascii_alphanumeric()
                 && l.is_ascii_alphanumeric()
-                && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                && b.iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         }
         _ => false,
     }
@@ -81,7 +84,11 @@ pub fn qualified_name(s: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_string());
             } else {
-                errs.extend(dns1123_subdomain(prefix).into_iter().map(|m| format!("prefix part {m}")));
+                errs.extend(
+                    dns1123_subdomain(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
             }
             *name
         }
@@ -119,7 +126,9 @@ pub fn port_name(s: &str) -> Vec<String> {
         errs.push(max_len_msg(PORT_NAME_MAX));
     }
     if !s.bytes().all(|c| is_lower_alnum(c) || c == b'-') {
-        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
+        errs.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
     }
     if !s.bytes().any(|c| c.is_ascii_lowercase()) {
         errs.push("must contain at least one letter (a-z)".to_string());
@@ -157,7 +166,11 @@ pub fn config_map_key(s: &str) -> Vec<String> {
     if s.len() > CONFIG_KEY_MAX {
         errs.push(max_len_msg(CONFIG_KEY_MAX));
     }
-    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    {
         errs.push(CONFIG_KEY_MSG.to_string());
     }
     if s == "." {
@@ -192,7 +205,11 @@ mod tests {
     #[test]
     fn dns1123_label_rejects_upper_case_edges_dots_and_length() {
         for bad in ["", "My-name", "-a", "a-", "a.b", "a_b"] {
-            assert_eq!(dns1123_label(bad), vec![DNS1123_LABEL_MSG.to_string()], "{bad}");
+            assert_eq!(
+                dns1123_label(bad),
+                vec![DNS1123_LABEL_MSG.to_string()],
+                "{bad}"
+            );
         }
         assert_eq!(dns1123_label(&"a".repeat(64)), vec![max_len_msg(63)]);
     }
@@ -209,10 +226,22 @@ mod tests {
     fn qualified_names_take_an_optional_subdomain_prefix() {
         assert!(qualified_name("app.kubernetes.io/name").is_empty());
         assert!(qualified_name("MyName").is_empty());
-        assert_eq!(qualified_name("/x"), vec!["prefix part must be non-empty".to_string()]);
-        assert_eq!(qualified_name("a/b/c"), vec![QUALIFIED_NAME_MSG.to_string()]);
-        assert_eq!(qualified_name("x/"), vec!["name part must be non-empty".to_string()]);
-        assert_eq!(qualified_name("-x"), vec![QUALIFIED_NAME_PART_MSG.to_string()]);
+        assert_eq!(
+            qualified_name("/x"),
+            vec!["prefix part must be non-empty".to_string()]
+        );
+        assert_eq!(
+            qualified_name("a/b/c"),
+            vec![QUALIFIED_NAME_MSG.to_string()]
+        );
+        assert_eq!(
+            qualified_name("x/"),
+            vec!["name part must be non-empty".to_string()]
+        );
+        assert_eq!(
+            qualified_name("-x"),
+            vec![QUALIFIED_NAME_PART_MSG.to_string()]
+        );
     }
 
     #[test]
@@ -226,9 +255,18 @@ mod tests {
     fn port_names_follow_iana_svc_name() {
         assert!(port_name("http").is_empty());
         assert!(port_name("h2c-web").is_empty());
-        assert_eq!(port_name("8080"), vec!["must contain at least one letter (a-z)".to_string()]);
-        assert_eq!(port_name("a--b"), vec!["must not contain consecutive hyphens".to_string()]);
-        assert_eq!(port_name("-ab"), vec!["must not begin or end with a hyphen".to_string()]);
+        assert_eq!(
+            port_name("8080"),
+            vec!["must contain at least one letter (a-z)".to_string()]
+        );
+        assert_eq!(
+            port_name("a--b"),
+            vec!["must not contain consecutive hyphens".to_string()]
+        );
+        assert_eq!(
+            port_name("-ab"),
+            vec!["must not begin or end with a hyphen".to_string()]
+        );
         assert_eq!(port_name("abcdefghijklmnop"), vec![max_len_msg(15)]);
         assert_eq!(port_name("Http").len(), 1);
     }

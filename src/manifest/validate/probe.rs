@@ -47,7 +47,11 @@ pub(super) fn probe(p: &Probe, path: &Path) -> ErrorList {
         }
     }
     if let Some(t) = p.termination_grace_period_seconds.filter(|t| *t <= 0) {
-        errs.push(invalid(&path.child("terminationGracePeriodSeconds"), t, "must be greater than 0"));
+        errs.push(invalid(
+            &path.child("terminationGracePeriodSeconds"),
+            t,
+            "must be greater than 0",
+        ));
     }
     errs
 }
@@ -116,7 +120,10 @@ fn handlers(errs: &mut ErrorList, path: &Path, set: &[(&str, bool)]) {
         errs.push(required(path, "must specify a handler type"));
     }
     for extra in present.iter().skip(1) {
-        errs.push(forbidden(&path.child(extra), "may not specify more than 1 handler type"));
+        errs.push(forbidden(
+            &path.child(extra),
+            "may not specify more than 1 handler type",
+        ));
     }
 }
 

@@ -7,14 +7,29 @@ use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Volume};
 
 use super::names;
 use super::push_msgs;
-use crate::manifest::field::{duplicate, forbidden, invalid, not_supported, required, ErrorList, Path};
+use crate::manifest::field::{
+    duplicate, forbidden, invalid, not_supported, required, ErrorList, Path,
+};
 use crate::quantity::Quantity;
 
-pub(crate) const HOST_PATH_TYPES: &[&str] =
-    &["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice"];
+pub(crate) const HOST_PATH_TYPES: &[&str] = &[
+    "",
+    "DirectoryOrCreate",
+    "Directory",
+    "FileOrCreate",
+    "File",
+    "Socket",
+    "CharDevice",
+    "BlockDevice",
+];
 const MODE_MSG: &str = "must be a number between 0 and 0777 (octal), both inclusive";
-const DOWNWARD_VOLUME_FIELDS: &[&str] =
-    &["metadata.annotations", "metadata.labels", "metadata.name", "metadata.namespace", "metadata.uid"];
+const DOWNWARD_VOLUME_FIELDS: &[&str] = &[
+    "metadata.annotations",
+    "metadata.labels",
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+];
 
 /// Returns the set of valid volume names and the errors.
 pub(super) fn volumes(vols: &[Volume], path: &Path) -> (HashSet<String>, ErrorList) {
@@ -44,7 +59,9 @@ pub(super) fn volumes(vols: &[Volume], path: &Path) -> (HashSet<String>, ErrorLi
 /// The sources set on a volume, by JSON field name.
 pub(crate) fn source_names(v: &Volume) -> Vec<String> {
     match serde_json::to_value(v) {
-        Ok(serde_json::Value::Object(m)) => m.keys().filter(|k| k.as_str() != "name").cloned().collect(),
+        Ok(serde_json::Value::Object(m)) => {
+            m.keys().filter(|k| k.as_str() != "name").cloned().collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -58,7 +75,10 @@ fn source(v: &Volume, p: &Path) -> ErrorList {
         // validation.go reports each extra source at its own path.
         _ => {
             for s in &sources[1..] {
-                errs.push(forbidden(&p.child(s), "may not specify more than 1 volume type"));
+                errs.push(forbidden(
+                    &p.child(s),
+                    "may not specify more than 1 volume type",
+                ));
             }
         }
     }
@@ -78,7 +98,9 @@ fn source(v: &Volume, p: &Path) -> ErrorList {
         if let Some(limit) = &e.size_limit {
             let lp = p.child("emptyDir").child("sizeLimit");
             match Quantity::parse(&limit.0) {
-                Ok(q) if q.is_negative() => errs.push(invalid(&lp, &limit.0, "must be greater than or equal to 0")),
+                Ok(q) if q.is_negative() => {
+                    errs.push(invalid(&lp, &limit.0, "must be greater than or equal to 0"))
+                }
                 Ok(_) => {}
                 Err(e) => errs.push(invalid(&lp, &limit.0, &e.to_string())),
             }
@@ -90,7 +112,11 @@ fn source(v: &Volume, p: &Path) -> ErrorList {
             errs.push(required(&cp.child("name"), ""));
         }
         mode(&mut errs, &cp.child("defaultMode"), c.default_mode);
-        key_to_paths(&mut errs, &cp.child("items"), c.items.as_deref().unwrap_or_default());
+        key_to_paths(
+            &mut errs,
+            &cp.child("items"),
+            c.items.as_deref().unwrap_or_default(),
+        );
     }
     if let Some(s) = &v.secret {
         let sp = p.child("secret");
@@ -98,7 +124,11 @@ fn source(v: &Volume, p: &Path) -> ErrorList {
             errs.push(required(&sp.child("secretName"), ""));
         }
         mode(&mut errs, &sp.child("defaultMode"), s.default_mode);
-        key_to_paths(&mut errs, &sp.child("items"), s.items.as_deref().unwrap_or_default());
+        key_to_paths(
+            &mut errs,
+            &sp.child("items"),
+            s.items.as_deref().unwrap_or_default(),
+        );
     }
     if let Some(d) = &v.downward_api {
         let dp = p.child("downwardAPI");
@@ -165,13 +195,18 @@ fn downward_file(errs: &mut ErrorList, path: &Path, f: &DownwardAPIVolumeFile) {
             let fp = path.child("fieldRef").child("fieldPath");
             if r.field_path.is_empty() {
                 errs.push(required(&fp, ""));
-            } else if !DOWNWARD_VOLUME_FIELDS.contains(&r.field_path.as_str()) && !is_subscripted_meta(&r.field_path) {
+            } else if !DOWNWARD_VOLUME_FIELDS.contains(&r.field_path.as_str())
+                && !is_subscripted_meta(&r.field_path)
+            {
                 errs.push(not_supported(&fp, &r.field_path, DOWNWARD_VOLUME_FIELDS));
             }
         }
         (None, Some(r)) => {
             if r.container_name.as_deref().unwrap_or_default().is_empty() {
-                errs.push(required(&path.child("resourceFieldRef").child("containerName"), ""));
+                errs.push(required(
+                    &path.child("resourceFieldRef").child("containerName"),
+                    "",
+                ));
             }
         }
         (Some(_), Some(_)) => errs.push(invalid(
@@ -179,15 +214,20 @@ fn downward_file(errs: &mut ErrorList, path: &Path, f: &DownwardAPIVolumeFile) {
             "resource",
             "fieldRef and resourceFieldRef can not be specified simultaneously",
         )),
-        (None, None) => errs.push(required(path, "one of fieldRef and resourceFieldRef is required")),
+        (None, None) => errs.push(required(
+            path,
+            "one of fieldRef and resourceFieldRef is required",
+        )),
     }
 }
 
 /// `metadata.labels['key']` or `metadata.annotations['key']`.
 pub(crate) fn is_subscripted_meta(path: &str) -> bool {
-    ["metadata.labels['", "metadata.annotations['"].iter().any(|prefix| {
-        path.strip_prefix(prefix)
-            .and_then(|rest| rest.strip_suffix("']"))
-            .is_some_and(|key| !key.is_empty() && names::qualified_name(key).is_empty())
-    })
+    ["metadata.labels['", "metadata.annotations['"]
+        .iter()
+        .any(|prefix| {
+            path.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix("']"))
+                .is_some_and(|key| !key.is_empty() && names::qualified_name(key).is_empty())
+        })
 }
