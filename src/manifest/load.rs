@@ -438,7 +438,7 @@ fn push_decoded<T: DeserializeOwned>(
     wrap: impl FnOnce(T) -> Object,
 ) {
     let decoded = match syntax {
-        Syntax::Json => decode_strict::<T>(value),
+        Syntax::Json => decode_strict::<T>(&value),
         Syntax::Yaml => decode_strict_yaml11::<T>(value),
     };
     match decoded {
@@ -495,7 +495,7 @@ fn decode_strict_yaml11<T: DeserializeOwned>(mut value: Value) -> Result<T, Vec<
             other => return other.map_err(DecodeFailure::into_errors),
         }
     }
-    decode_strict(value)
+    decode_strict(&value)
 }
 
 /// A YAML 1.1 int (`0o`-less octal `0644`, `0x1f`, `0b101`, `1_000`) or, when
@@ -604,8 +604,8 @@ fn decode_once<T: DeserializeOwned>(value: &Value) -> Result<T, DecodeFailure> {
 
 /// Decodes `T`, failing on any field `T` does not know (k8s-openapi types
 /// skip unknown fields silently) and naming the path of a type error.
-pub(crate) fn decode_strict<T: DeserializeOwned>(value: Value) -> Result<T, Vec<StrictError>> {
-    decode_once(&value).map_err(DecodeFailure::into_errors)
+pub(crate) fn decode_strict<T: DeserializeOwned>(value: &Value) -> Result<T, Vec<StrictError>> {
+    decode_once(value).map_err(DecodeFailure::into_errors)
 }
 
 /// Renders a serde_ignored path as a field path (`spec.containers[0].imagee`)

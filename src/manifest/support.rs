@@ -419,7 +419,8 @@ mod tests {
                     &mut cur[name]
                 };
             }
-            let res = crate::manifest::load::decode_strict::<k8s_openapi::api::core::v1::Pod>(root);
+            let res =
+                crate::manifest::load::decode_strict::<k8s_openapi::api::core::v1::Pod>(&root);
             assert!(
                 res.is_ok(),
                 "support table path {pattern} is not a Pod field"
