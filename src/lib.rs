@@ -8,3 +8,4 @@ pub mod config;
 pub mod image;
 pub mod manifest;
 pub mod quantity;
+pub mod sys;
