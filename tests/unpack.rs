@@ -3,7 +3,7 @@
 //! named and nothing written outside the snapshot. Needs root (devices,
 //! ownership, trusted.* xattrs).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::needless_pass_by_value)]
 
 mod common;
 
