@@ -9,3 +9,4 @@ pub mod image;
 pub mod manifest;
 pub mod quantity;
 pub mod sys;
+pub mod time;

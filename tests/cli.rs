@@ -354,7 +354,6 @@ fn not_yet_built_commands_exit_2_and_say_so() {
         &["exec", "web", "--", "sh"],
         &["apply", "-f", "config/pods/web.yaml"],
         &["delete", "pod", "web", "--grace-period", "5"],
-        &["image", "ls"],
         &["events", "--watch"],
         &["pause", "web"],
         &["unpause", "web"],

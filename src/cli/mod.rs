@@ -2,6 +2,7 @@
 //! those not built yet exit 2 with "not implemented yet: <what>".
 //! `anyhow` is allowed here and in `main.rs` only.
 
+mod image;
 mod logging;
 mod validate;
 
@@ -326,14 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec { .. } => not_implemented("exec"),
         Command::Apply { .. } => not_implemented("apply"),
         Command::Delete { .. } => not_implemented("delete pod"),
-        Command::Image { command } => not_implemented(match command {
-            ImageCommand::Pull { .. } => "image pull",
-            ImageCommand::Ls { .. } => "image ls",
-            ImageCommand::Inspect { .. } => "image inspect",
-            ImageCommand::Rm { .. } => "image rm",
-            ImageCommand::Import { .. } => "image import",
-            ImageCommand::Prune => "image prune",
-        }),
+        Command::Image { command } => image::run(&cli.global, command),
         Command::Events { .. } => not_implemented("events"),
         Command::Pause { .. } => not_implemented("pause"),
         Command::Unpause { .. } => not_implemented("unpause"),

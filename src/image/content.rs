@@ -219,12 +219,10 @@ impl Ingest {
     }
 
     /// Verifies digest and size, fsyncs and renames the blob into place.
+    /// On failure the partial file is removed (by `Drop`).
     pub fn commit(mut self) -> Result<(), ContentError> {
-        let Some(file) = self.file.take() else {
-            return Ok(());
-        };
         let actual_size = self.hasher.len();
-        let actual = std::mem::take(&mut self.hasher).finish();
+        let actual = self.hasher.clone().finish();
         if let Some(want) = self.size {
             if want != actual_size {
                 return Err(ContentError::SizeMismatch {
@@ -241,10 +239,14 @@ impl Ingest {
                 size: actual_size,
             });
         }
+        let Some(file) = self.file.as_ref() else {
+            return Ok(());
+        };
         file.sync_all()
             .map_err(io_err("fsync ingest file", &self.tmp))?;
-        drop(file);
         fs::rename(&self.tmp, &self.dest).map_err(io_err("rename blob into place", &self.dest))?;
+        // Renamed: nothing left for Drop to remove.
+        self.file = None;
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
         }

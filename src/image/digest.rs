@@ -119,6 +119,16 @@ impl<R: io::Read> HashingReader<R> {
     }
 }
 
+impl<R: io::Read> HashingReader<R> {
+    /// Like [`HashingReader::drain_and_finish`], but hands back the inner
+    /// reader too: `((digest, inner), length)`.
+    pub fn drain_and_finish_inner(mut self) -> io::Result<((Digest, R), u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        let len = self.hasher.len();
+        Ok(((self.hasher.finish(), self.inner), len))
+    }
+}
+
 impl<R: io::Read> io::Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;

@@ -1,6 +1,9 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod oci;
+pub mod registry;
 pub mod tarball;
+pub mod testbed;
 
 /// Integration tests run real mounts, devices and registries: they need root.
 /// Without it they fail, unless NODELET_SKIP_ROOT_TESTS=1 asks to skip.

@@ -1,0 +1,306 @@
+//! `nodelet image …`: pull, ls, inspect, rm, import, prune.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use super::{DataOutput, GlobalArgs, ImageCommand};
+use crate::config::NodeletConfiguration;
+use crate::image::digest::Digest;
+use crate::image::platform::Platform;
+use crate::image::reference::Reference;
+use crate::image::registry::Credentials;
+use crate::image::store::{ImageStore, Progress, ProgressSink, PullOptions, PullReport};
+
+pub fn run(global: &GlobalArgs, command: ImageCommand) -> anyhow::Result<ExitCode> {
+    let cfg = super::effective_config(global)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start async runtime")?;
+    rt.block_on(async move {
+        let store = ImageStore::open(&cfg.root_dir).with_context(|| format!("open image store in {}", cfg.root_dir.display()))?;
+        match command {
+            ImageCommand::Pull { reference, platform, creds, quiet } => pull(&store, &cfg, &reference, platform.as_deref(), creds.as_deref(), quiet).await,
+            ImageCommand::Import { path, name } => import(&store, &cfg, &path, name.as_deref()).await,
+            ImageCommand::Ls { output } => ls(&store, output),
+            ImageCommand::Inspect { reference } => {
+                let (rec, manifest, config) = store.inspect(&reference)?;
+                let snapshots: Vec<String> = store.lower_dirs(&rec).iter().rev().map(|p| p.display().to_string()).collect();
+                let v = serde_json::json!({"image": rec, "manifest": manifest, "config": config, "snapshots": snapshots});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            ImageCommand::Rm { reference, force } => {
+                // Pods exist only in the daemon, which lands later; until then
+                // no image is in use and --force changes nothing.
+                let rec = store.remove(&reference, force, &[])?;
+                println!("Untagged: {}", rec.name);
+                Ok(ExitCode::SUCCESS)
+            }
+            ImageCommand::Prune => {
+                let (blobs, snaps) = store.prune()?;
+                println!("Removed {blobs} blobs and {snaps} snapshots");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+/// Credentials for a registry: `--creds`, else the config's `registries.auths`,
+/// else `~/.docker/config.json` / `$DOCKER_CONFIG` (with credential helpers).
+pub fn credentials_for(
+    registry: &str,
+    flag: Option<&str>,
+    cfg: &NodeletConfiguration,
+) -> anyhow::Result<Option<Credentials>> {
+    if let Some(f) = flag {
+        return Credentials::parse(f)
+            .map(Some)
+            .context("--creds takes USER:PASSWORD");
+    }
+    if let Some(a) = cfg.registries.auths.iter().find(|a| a.registry == registry) {
+        return Ok(Some(Credentials {
+            username: a.username.clone(),
+            password: a.password.clone(),
+        }));
+    }
+    let server = if registry == "docker.io" {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    };
+    match docker_credential::get_credential(server) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => Ok(Some(Credentials {
+            username: u,
+            password: p,
+        })),
+        Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
+            tracing::warn!(registry, "docker config holds an identity token, which nodelet does not use yet; pulling anonymously");
+            Ok(None)
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+fn options(
+    cfg: &NodeletConfiguration,
+    platform: Option<&str>,
+    creds: Option<Credentials>,
+) -> anyhow::Result<PullOptions> {
+    Ok(PullOptions {
+        platform: match platform {
+            Some(p) => Platform::parse(p)?,
+            None => Platform::host(),
+        },
+        creds,
+        insecure: cfg.registries.insecure.clone(),
+        max_concurrent_downloads: usize::try_from(cfg.max_concurrent_downloads).unwrap_or(3),
+    })
+}
+
+async fn pull(
+    store: &Arc<ImageStore>,
+    cfg: &NodeletConfiguration,
+    reference: &str,
+    platform: Option<&str>,
+    creds: Option<&str>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let r = Reference::parse(reference)?;
+    let creds = credentials_for(&r.registry, creds, cfg)?;
+    let opts = options(cfg, platform, creds)?;
+    let display = Display::new(quiet);
+    let report = store
+        .pull(reference, &opts, &display)
+        .await
+        .with_context(|| format!("pull {r}"))?;
+    display.finish();
+    report_line(&report, quiet, "Pulled");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(
+    store: &Arc<ImageStore>,
+    cfg: &NodeletConfiguration,
+    path: &Path,
+    name: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let opts = options(cfg, None, None)?;
+    let display = Display::new(false);
+    let report = store
+        .import(path, name, &opts, &display)
+        .await
+        .with_context(|| format!("import {}", path.display()))?;
+    display.finish();
+    report_line(&report, false, "Imported");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_line(report: &PullReport, quiet: bool, verb: &str) {
+    let rec = &report.record;
+    if quiet {
+        println!("{}", rec.repo_digest());
+    } else {
+        println!(
+            "{verb} {} ({}) in {:.3}s, {}",
+            rec.name,
+            rec.repo_digest(),
+            report.elapsed.as_secs_f64(),
+            human_size(rec.size)
+        );
+    }
+}
+
+/// Decimal units, as `docker images` prints them.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", UNITS[u]).replace(".000", "")
+    }
+}
+
+fn ls(store: &ImageStore, output: Option<DataOutput>) -> anyhow::Result<ExitCode> {
+    let images = store.list()?;
+    match output {
+        Some(DataOutput::Json) => println!("{}", serde_json::to_string_pretty(&images)?),
+        Some(DataOutput::Yaml) => print!("{}", serde_norway::to_string(&images)?),
+        None => {
+            let rows: Vec<[String; 5]> = images
+                .iter()
+                .map(|i| {
+                    [
+                        i.repository.clone(),
+                        i.tag.clone().unwrap_or_else(|| "<none>".into()),
+                        i.repo_digest().short().to_string(),
+                        human_size(i.size),
+                        i.created.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["REPOSITORY", "TAG", "DIGEST", "SIZE", "CREATED"], &rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == N {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+/// Per-layer progress bars on a terminal; one line per finished layer otherwise.
+struct Display {
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<Digest, ProgressBar>>,
+    quiet: bool,
+}
+
+impl Display {
+    fn new(quiet: bool) -> Self {
+        let multi = (!quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
+        Display {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+            quiet,
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}
+
+impl ProgressSink for Display {
+    fn event(&self, p: Progress) {
+        if self.quiet {
+            return;
+        }
+        let mut bars = self
+            .bars
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match p {
+            Progress::Resolved {
+                reference,
+                manifest,
+                layers,
+            } => {
+                if let Some(m) = &self.multi {
+                    let style = ProgressStyle::with_template(
+                        "{prefix} {bar:30} {bytes}/{total_bytes} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    for (d, size) in layers {
+                        let b = m.add(ProgressBar::new(size));
+                        b.set_style(style.clone());
+                        b.set_prefix(d.short().to_string());
+                        bars.insert(d, b);
+                    }
+                } else {
+                    eprintln!("{reference}: resolved {manifest}, {} layers", layers.len());
+                }
+            }
+            Progress::LayerBytes { digest, done } => {
+                if let Some(b) = bars.get(&digest) {
+                    b.set_position(done);
+                }
+            }
+            Progress::LayerReused { digest } => match bars.get(&digest) {
+                Some(b) => b.finish_with_message("already present"),
+                None => eprintln!("{}: already present", digest.short()),
+            },
+            Progress::LayerDone { digest } => match bars.get(&digest) {
+                Some(b) => b.finish_with_message("done"),
+                None => eprintln!("{}: pulled and unpacked", digest.short()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_print_in_decimal_units() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(2_154_823), "2.155MB");
+        assert_eq!(human_size(5_000_000), "5MB");
+    }
+}

@@ -1,0 +1,104 @@
+//! RFC 3339 timestamps without a calendar crate: civil-from-days
+//! (Howard Hinnant's algorithm), UTC only, as Kubernetes prints them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `(year, month, day)` for days since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn split(t: SystemTime) -> (i64, u32) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(e) => {
+            let d = e.duration();
+            let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            if d.subsec_nanos() == 0 {
+                (secs, 0)
+            } else {
+                (secs - 1, 1_000_000_000 - d.subsec_nanos())
+            }
+        }
+    }
+}
+
+fn format(t: SystemTime, nanos: bool) -> String {
+    let (secs, ns) = split(t);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    let (h, mi, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    if nanos {
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ns:09}Z")
+    } else {
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    }
+}
+
+/// `2024-05-01T12:00:00Z`, the precision of Kubernetes' `metav1.Time`.
+pub fn rfc3339(t: SystemTime) -> String {
+    format(t, false)
+}
+
+/// `2024-05-01T12:00:00.123456789Z`, as CRI log lines carry.
+pub fn rfc3339_nano(t: SystemTime) -> String {
+    format(t, true)
+}
+
+/// A Go-style duration as kubelet prints it in events: `1.234s`, `2m40s`, `5m0s`.
+pub fn go_duration(d: Duration) -> String {
+    let total = d.as_secs_f64();
+    if total < 60.0 {
+        let ms = d.as_millis();
+        if ms < 1000 {
+            return format!("{ms}ms");
+        }
+        let s = format!("{total:.3}");
+        return format!("{}s", s.trim_end_matches('0').trim_end_matches('.'));
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else {
+        format!("{m}m{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::new(1_714_564_800, 123_456_789);
+        assert_eq!(rfc3339(t), "2024-05-01T12:00:00Z");
+        assert_eq!(rfc3339_nano(t), "2024-05-01T12:00:00.123456789Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(Duration::from_millis(1234)), "1.234s");
+        assert_eq!(go_duration(Duration::from_secs(160)), "2m40s");
+        assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
+    }
+}
