@@ -567,3 +567,236 @@ fn prune_removes_what_no_image_uses() {
     ));
     s.store.remove(&small, true, &users).unwrap();
 }
+
+/// The small image's manifest, config and layer, read from the test layout.
+struct SmallImage {
+    manifest: Vec<u8>,
+    config_digest: String,
+    config: Vec<u8>,
+    layer_digest: String,
+    layer: Vec<u8>,
+}
+
+fn small_image() -> SmallImage {
+    let bed = testbed::get();
+    let blob = |d: &str| {
+        fs::read(
+            bed.layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(bed.layout.join("index.json")).unwrap()).unwrap();
+    let desc = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == "busybox-1")
+        .unwrap();
+    let manifest = blob(desc["digest"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let config_digest = m["config"]["digest"].as_str().unwrap().to_string();
+    let layer_digest = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    SmallImage {
+        config: blob(&config_digest),
+        layer: blob(&layer_digest),
+        manifest,
+        config_digest,
+        layer_digest,
+    }
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn fault_routes(
+    img: &SmallImage,
+    layer: common::faultserver::Reply,
+) -> std::collections::HashMap<String, common::faultserver::Reply> {
+    use common::faultserver::Reply;
+    let mut routes = std::collections::HashMap::new();
+    routes.insert(
+        "/v2/x/manifests/1".to_string(),
+        Reply::Ok {
+            content_type: OCI_MANIFEST.into(),
+            body: img.manifest.clone(),
+        },
+    );
+    routes.insert(
+        format!("/v2/x/blobs/{}", img.config_digest),
+        Reply::Ok {
+            content_type: "application/octet-stream".into(),
+            body: img.config.clone(),
+        },
+    );
+    routes.insert(format!("/v2/x/blobs/{}", img.layer_digest), layer);
+    routes
+}
+
+#[test]
+fn a_500_on_a_blob_fails_the_pull_cleanly() {
+    if !common::require_root() {
+        return;
+    }
+    let img = small_image();
+    let srv = common::faultserver::FaultServer::start(fault_routes(
+        &img,
+        common::faultserver::Reply::Status(500),
+    ));
+    let s = store();
+    let err = pull(
+        &s.store,
+        &format!("{}/x:1", srv.addr),
+        &PullOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ImageError::Registry(RegistryError::Status { status: 500, .. })
+        ),
+        "{err}"
+    );
+    assert!(s.store.list().unwrap().is_empty());
+    assert_clean(&s.store);
+}
+
+#[test]
+fn a_truncated_blob_fails_the_pull_cleanly() {
+    if !common::require_root() {
+        return;
+    }
+    let img = small_image();
+    let half = img.layer.len() / 2;
+    let srv = common::faultserver::FaultServer::start(fault_routes(
+        &img,
+        common::faultserver::Reply::Truncated {
+            body: img.layer.clone(),
+            send: half,
+        },
+    ));
+    let s = store();
+    let err = pull(
+        &s.store,
+        &format!("{}/x:1", srv.addr),
+        &PullOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, ImageError::Download { .. } | ImageError::Layer { .. }),
+        "{err}"
+    );
+    assert!(
+        s.store.content.list().unwrap().is_empty(),
+        "no partial blob stored"
+    );
+    assert_clean(&s.store);
+}
+
+#[test]
+fn manifests_over_4_mib_are_refused() {
+    use common::faultserver::Reply;
+    let mut routes = std::collections::HashMap::new();
+    let mut body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"pad":""#.to_vec();
+    body.extend(std::iter::repeat_n(b'x', 5 * 1024 * 1024));
+    body.extend_from_slice(br#""}}"#);
+    routes.insert(
+        "/v2/x/manifests/1".to_string(),
+        Reply::Ok {
+            content_type: OCI_MANIFEST.into(),
+            body,
+        },
+    );
+    let srv = common::faultserver::FaultServer::start(routes);
+    let s = store();
+    let err = pull(
+        &s.store,
+        &format!("{}/x:1", srv.addr),
+        &PullOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::Registry(RegistryError::ManifestTooLarge { .. })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn schema1_and_unknown_manifest_types_are_refused_clearly() {
+    use common::faultserver::Reply;
+    let mut routes = std::collections::HashMap::new();
+    routes.insert(
+        "/v2/x/manifests/old".to_string(),
+        Reply::Ok {
+            content_type: "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
+            body: br#"{"schemaVersion":1,"name":"x","tag":"old","fsLayers":[]}"#.to_vec(),
+        },
+    );
+    routes.insert(
+        "/v2/x/manifests/odd".to_string(),
+        Reply::Ok {
+            content_type: "application/vnd.example.thing+json".into(),
+            body: br#"{"schemaVersion":2,"mediaType":"application/vnd.example.thing+json"}"#
+                .to_vec(),
+        },
+    );
+    let srv = common::faultserver::FaultServer::start(routes);
+    let s = store();
+    let err = pull(
+        &s.store,
+        &format!("{}/x:old", srv.addr),
+        &PullOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ImageError::Registry(RegistryError::Schema1 { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("schema 1"), "{err}");
+    let err = pull(
+        &s.store,
+        &format!("{}/x:odd", srv.addr),
+        &PullOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::Registry(RegistryError::UnsupportedMediaType { .. })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn unsupported_layer_media_types_are_refused_before_downloading() {
+    if !common::require_root() {
+        return;
+    }
+    use common::faultserver::Reply;
+    let img = small_image();
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    m["layers"][0]["mediaType"] = "application/vnd.example.layer.v1+squashfs".into();
+    let mut routes = fault_routes(&img, Reply::Status(500));
+    routes.insert(
+        "/v2/x/manifests/1".to_string(),
+        Reply::Ok {
+            content_type: OCI_MANIFEST.into(),
+            body: serde_json::to_vec(&m).unwrap(),
+        },
+    );
+    let srv = common::faultserver::FaultServer::start(routes);
+    let s = store();
+    let err = pull(
+        &s.store,
+        &format!("{}/x:1", srv.addr),
+        &PullOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ImageError::UnsupportedLayer { .. }), "{err}");
+    assert!(err.to_string().contains("squashfs"), "{err}");
+}

@@ -1,5 +1,6 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod faultserver;
 pub mod oci;
 pub mod registry;
 pub mod tarball;
