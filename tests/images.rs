@@ -193,6 +193,25 @@ fn indexes_resolve_to_the_host_platform_or_the_one_asked_for() {
 }
 
 #[test]
+fn a_single_platform_image_for_another_platform_is_refused() {
+    if !common::require_root() {
+        return;
+    }
+    let bed = testbed::get();
+    let s = store();
+    let arm = PullOptions {
+        platform: Platform::parse("linux/arm64").unwrap(),
+        ..Default::default()
+    };
+    let err = pull(&s.store, &bed.anon_ref(SMALL), &arm).unwrap_err();
+    assert!(
+        matches!(&err, ImageError::PlatformNotFound { available, .. } if available == &["linux/amd64"]),
+        "{err}"
+    );
+    assert_clean(&s.store);
+}
+
+#[test]
 fn zstd_layers_unpack() {
     if !common::require_root() {
         return;
@@ -799,4 +818,69 @@ fn unsupported_layer_media_types_are_refused_before_downloading() {
     .unwrap_err();
     assert!(matches!(err, ImageError::UnsupportedLayer { .. }), "{err}");
     assert!(err.to_string().contains("squashfs"), "{err}");
+}
+
+#[test]
+fn the_cli_takes_credentials_from_docker_config() {
+    if !common::require_root() {
+        return;
+    }
+    let bed = testbed::get();
+    let tmp = tempfile::tempdir().unwrap();
+    let docker = tmp.path().join("docker");
+    fs::create_dir(&docker).unwrap();
+    let auth = "dGVzdGVyOnMzY3JldC1wYXNz"; // base64("tester:s3cret-pass")
+    fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, bed.auth.addr),
+    )
+    .unwrap();
+    let root = tmp.path().join("root");
+    let run = |with_config: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_nodelet"));
+        c.args([
+            "--root",
+            root.to_str().unwrap(),
+            "image",
+            "pull",
+            &bed.auth_ref(SMALL),
+        ]);
+        if with_config {
+            c.env("DOCKER_CONFIG", &docker);
+        } else {
+            c.env("DOCKER_CONFIG", tmp.path().join("none"));
+        }
+        c.output().unwrap()
+    };
+    let denied = run(false);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let ok = run(true);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        out.starts_with(&format!("Pulled {}", bed.auth_ref(SMALL))),
+        "{out}"
+    );
+    let ls = std::process::Command::new(env!("CARGO_BIN_EXE_nodelet"))
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "image",
+            "ls",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(v[0]["name"], bed.auth_ref(SMALL));
 }

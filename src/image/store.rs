@@ -24,7 +24,7 @@ use super::unpack::LayerApplier;
 /// Image configs are small JSON documents; refuse absurd ones.
 pub const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 /// Chunks in flight between the network and an unpacking thread.
-const CHANNEL_DEPTH: usize = 32;
+const CHANNEL_DEPTH: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -294,6 +294,20 @@ impl ImageStore {
         let name = r.to_string();
         let config: oci_spec::image::ImageConfiguration =
             parse_doc(&name, "image config", &manifest.config.digest, config_bytes)?;
+        // A single-platform image must be for the platform asked for, as
+        // containerd checks ("no match for platform in manifest").
+        let have = platform_of(&config);
+        let (os, arch) = (config.os().to_string(), config.architecture().to_string());
+        if !opts
+            .platform
+            .matches(&os, &arch, config.variant().as_deref())
+        {
+            return Err(ImageError::PlatformNotFound {
+                reference: name,
+                platform: opts.platform.to_string(),
+                available: vec![have],
+            });
+        }
         let diff_ids: Vec<Digest> = config
             .rootfs()
             .diff_ids()
