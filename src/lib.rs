@@ -8,5 +8,6 @@ pub mod config;
 pub mod image;
 pub mod manifest;
 pub mod quantity;
+pub mod runtime;
 pub mod sys;
 pub mod time;

@@ -192,6 +192,11 @@ pub enum Command {
     },
     /// Print a shell completion script.
     Completion { shell: clap_complete::Shell },
+    /// Internal: run the container of an OCI bundle in the foreground and
+    /// exit with its code (128 when it cannot start). Used by tests and
+    /// benchmarks; not part of the stable command line.
+    #[command(hide = true, name = "run-container")]
+    RunContainer { bundle: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +317,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "nodelet", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::RunContainer { bundle } => run_container(&bundle),
         Command::Run { .. } => {
             not_implemented("run (foreground pods; see the Pod lifecycle issue)")
         }
@@ -332,6 +338,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause { .. } => not_implemented("pause"),
         Command::Unpause { .. } => not_implemented("unpause"),
         Command::Top { .. } => not_implemented("top pods"),
+    }
+}
+
+fn run_container(bundle: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(bundle.join("config.json"))
+        .with_context(|| format!("read {}/config.json", bundle.display()))?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_str(&text)
+        .with_context(|| format!("parse {}/config.json", bundle.display()))?;
+    match crate::runtime::native::container::run(bundle, &spec) {
+        Ok(exit) => Ok(ExitCode::from(u8::try_from(exit.code).unwrap_or(255))),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // containerd records a container that could not start as exit 128 (StartError).
+            Ok(ExitCode::from(128))
+        }
     }
 }
 

@@ -82,3 +82,73 @@ pub fn llistxattr_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<String>>
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect())
 }
+
+/// Forks a process that must be single-threaded: after `fork()` in a
+/// multi-threaded process the child may only call async-signal-safe
+/// functions, so this refuses unless `/proc/self/status` shows one thread.
+pub fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(str::trim)
+        .unwrap_or("0");
+    if threads != "1" {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process with {threads} threads"
+        )));
+    }
+    // SAFETY: the process has exactly one thread (checked above), so the
+    // child inherits no lock held by another thread and may run any code.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// Marks every fd from `first` up close-on-exec (`close_range` with
+/// `CLOSE_RANGE_CLOEXEC`), so exec leaves only 0, 1, 2 open (CVE-2024-21626).
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range takes plain integers and touches no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Brings `lo` up in the current network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = libc::c_char::try_from(*src).unwrap_or(0);
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of a live ifreq.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ifru_flags is the member SIOCGIFFLAGS just filled in.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
+    // SAFETY: SIOCSIFFLAGS reads the name and flags of a live ifreq.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The container runtime: the plan (an OCI runtime spec) and the native
+//! Linux backend. Knows nothing of Kubernetes.
+
+pub mod native;
+pub mod plan;

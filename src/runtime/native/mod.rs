@@ -1,0 +1,3 @@
+//! The native Linux runtime.
+
+pub mod container;
