@@ -4,3 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash bench/images.sh
+bash bench/runtime.sh

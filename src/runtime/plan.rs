@@ -218,7 +218,8 @@ pub fn build_spec(cfg: &ContainerConfig) -> Result<Spec, PlanError> {
         }
     };
     let spec = json!({
-        "ociVersion": "1.2.0",
+        // 1.0.2: the newest version runc 1.1 and crun 1.8 (Debian 12) accept.
+        "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
             "user": {"uid": cfg.uid, "gid": cfg.gid, "additionalGids": cfg.additional_gids, "umask": 0o022},
@@ -226,7 +227,6 @@ pub fn build_spec(cfg: &ContainerConfig) -> Result<Spec, PlanError> {
             "env": cfg.env,
             "cwd": cfg.cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
             "noNewPrivileges": cfg.no_new_privileges,
         },
         "root": {"path": root_path, "readonly": cfg.readonly_rootfs},

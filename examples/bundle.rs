@@ -1,0 +1,32 @@
+//! Writes an OCI bundle `config.json` from nodelet's container plan, for a
+//! rootfs directory `DIR/rootfs`, so runc, crun and `nodelet run-container`
+//! can run the same bundle (`make bench`):
+//!
+//!     cargo run --example bundle -- DIR ARGS...
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(dir) = args.next() else {
+        eprintln!("usage: bundle DIR ARGS...");
+        std::process::exit(2);
+    };
+    let argv: Vec<String> = args.collect();
+    let mut cfg = nodelet::runtime::plan::ContainerConfig::new(
+        nodelet::runtime::plan::Rootfs::Dir("rootfs".into()),
+        argv,
+    );
+    cfg.hostname = "bench".into();
+    let spec = match nodelet::runtime::plan::build_spec(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let path = std::path::Path::new(&dir).join("config.json");
+    let text = serde_json::to_string_pretty(&spec).unwrap_or_default();
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("write {}: {e}", path.display());
+        std::process::exit(1);
+    }
+}
