@@ -197,6 +197,14 @@ pub enum Command {
     /// benchmarks; not part of the stable command line.
     #[command(hide = true, name = "run-container")]
     RunContainer { bundle: PathBuf },
+    /// Internal: the per-pod shim, started by the runtime.
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        hostname: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +326,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::RunContainer { bundle } => run_container(&bundle),
+        Command::Shim {
+            state_dir,
+            hostname,
+        } => match crate::runtime::native::shim::main(&state_dir, &hostname) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Run { .. } => {
             not_implemented("run (foreground pods; see the Pod lifecycle issue)")
         }

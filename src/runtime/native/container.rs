@@ -74,7 +74,7 @@ pub fn run(bundle: &Path, spec: &Spec) -> Result<Exit, ContainerError> {
     })? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let err = child(bundle, spec, &wr);
+            let err = child(bundle, spec, None);
             let mut f = File::from(wr);
             let _ = f.write_all(err.as_bytes());
             // Exit without running atexit handlers or destructors of the parent's state.
@@ -104,16 +104,115 @@ pub fn run(bundle: &Path, spec: &Spec) -> Result<Exit, ContainerError> {
     }
 }
 
+/// A created container: its init, waiting on the start gate.
+pub struct Spawned {
+    /// PID of the container's init, as seen from the caller.
+    pub pid: nix::unistd::Pid,
+    /// Readable end of the error pipe: EOF once exec succeeded, else the
+    /// start error.
+    pub errors: OwnedFd,
+}
+
+/// Creates the container of `spec` as a grandchild of this single-threaded
+/// process (an intermediate process enters a new PID namespace so that the
+/// container's init is PID 1 of its own), and returns once it waits for
+/// the start gate. The caller reaps it (be a child subreaper).
+pub fn spawn(bundle: &Path, spec: &Spec, io: ChildIo) -> Result<Spawned, ContainerError> {
+    let (err_rd, err_wr) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create error pipe"))?;
+    let (pid_rd, pid_wr) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create pid pipe"))?;
+    let fork = || {
+        sys::fork_single_threaded().map_err(|source| ContainerError::Setup {
+            action: "fork".into(),
+            source,
+        })
+    };
+    match fork()? {
+        nix::unistd::ForkResult::Child => {
+            drop(err_rd);
+            drop(pid_rd);
+            let outcome = (|| -> Result<(), ContainerError> {
+                unshare(CloneFlags::CLONE_NEWPID).map_err(setup("unshare PID namespace"))?;
+                match sys::fork_single_threaded().map_err(|source| ContainerError::Setup {
+                    action: "fork".into(),
+                    source,
+                })? {
+                    nix::unistd::ForkResult::Child => {
+                        drop(pid_wr);
+                        let msg = child(bundle, spec, Some(io));
+                        let _ = nix::unistd::write(&err_wr, msg.as_bytes());
+                        std::process::exit(127);
+                    }
+                    nix::unistd::ForkResult::Parent { child } => {
+                        let _ = File::from(pid_wr).write_all(child.as_raw().to_string().as_bytes());
+                        Ok(())
+                    }
+                }
+            })();
+            if let Err(e) = outcome {
+                let _ = nix::unistd::write(&err_wr, e.to_string().as_bytes());
+            }
+            // The intermediate's job is done; the init is reparented to the subreaper.
+            std::process::exit(0);
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(err_wr);
+            drop(pid_wr);
+            drop(io);
+            let mut pid = String::new();
+            let _ = File::from(pid_rd).read_to_string(&mut pid);
+            let _ = waitpid(child, None);
+            match pid.trim().parse::<i32>() {
+                Ok(p) => Ok(Spawned {
+                    pid: nix::unistd::Pid::from_raw(p),
+                    errors: err_rd,
+                }),
+                Err(_) => {
+                    let mut msg = String::new();
+                    let _ = File::from(err_rd).read_to_string(&mut msg);
+                    Err(ContainerError::Start(if msg.is_empty() {
+                        "container init was not created".into()
+                    } else {
+                        msg
+                    }))
+                }
+            }
+        }
+    }
+}
+
 impl Exit {
+    /// From a wait status: exit code, or 128 + signal.
+    pub fn from_status(status: WaitStatus) -> Option<Exit> {
+        match status {
+            WaitStatus::Exited(_, code) => Some(Exit { code, signal: None }),
+            WaitStatus::Signaled(_, sig, _) => Some(Exit {
+                code: 128 + sig as i32,
+                signal: Some(sig as i32),
+            }),
+            _ => None,
+        }
+    }
+
     fn with_unexpected(self, status: WaitStatus) -> Exit {
         tracing::warn!(?status, "unexpected wait status");
         self
     }
 }
 
+/// The container's stdio and start gate when a shim runs it: stdout and
+/// stderr go to the shim's pipes, and exec waits for a byte on `start`
+/// (create/start are separate steps, as with runc).
+pub struct ChildIo {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub start: OwnedFd,
+}
+
 /// Everything between fork and exec; returns the message for the parent.
-fn child(bundle: &Path, spec: &Spec, _errpipe: &OwnedFd) -> String {
-    match child_setup(bundle, spec) {
+fn child(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> String {
+    match child_setup(bundle, spec, io) {
         Ok(never) => match never {},
         Err(e) => {
             let mut msg = e.to_string();
@@ -130,15 +229,32 @@ fn child(bundle: &Path, spec: &Spec, _errpipe: &OwnedFd) -> String {
 
 enum Never {}
 
-fn child_setup(bundle: &Path, spec: &Spec) -> Result<Never, ContainerError> {
+/// The namespaces of the spec other than PID (which the parent creates):
+/// a pod's containers share the shim's network, IPC and UTS namespaces, so
+/// their plan lists only mount (and PID).
+fn spec_namespaces(spec: &Spec) -> CloneFlags {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+    {
+        flags |= match ns.typ() {
+            T::Uts => CloneFlags::CLONE_NEWUTS,
+            T::Ipc => CloneFlags::CLONE_NEWIPC,
+            T::Network => CloneFlags::CLONE_NEWNET,
+            _ => CloneFlags::empty(),
+        };
+    }
+    flags
+}
+
+fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never, ContainerError> {
     nix::unistd::setsid().map_err(setup("setsid"))?;
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET,
-    )
-    .map_err(setup("unshare namespaces"))?;
+    let namespaces = spec_namespaces(spec);
+    unshare(namespaces).map_err(setup("unshare namespaces"))?;
     // Nothing mounted from here on propagates back to the host.
     mount(
         None::<&str>,
@@ -148,10 +264,12 @@ fn child_setup(bundle: &Path, spec: &Spec) -> Result<Never, ContainerError> {
         None::<&str>,
     )
     .map_err(setup("make / rprivate"))?;
-    sys::loopback_up().map_err(|source| ContainerError::Setup {
-        action: "bring up loopback".into(),
-        source,
-    })?;
+    if namespaces.contains(CloneFlags::CLONE_NEWNET) {
+        sys::loopback_up().map_err(|source| ContainerError::Setup {
+            action: "bring up loopback".into(),
+            source,
+        })?;
+    }
 
     let root = rootfs(bundle, spec)?;
     let root_fd = nix::fcntl::open(
@@ -193,7 +311,12 @@ fn child_setup(bundle: &Path, spec: &Spec) -> Result<Never, ContainerError> {
         )
         .map_err(setup("remount rootfs read-only"))?;
     }
-    if let Some(h) = spec.hostname() {
+    // In a pod the UTS namespace is the shim's: its hostname is the pod's.
+    if let Some(h) = spec
+        .hostname()
+        .as_ref()
+        .filter(|_| namespaces.contains(CloneFlags::CLONE_NEWUTS))
+    {
         sethostname(h).map_err(setup("set hostname"))?;
     }
     let process = spec
@@ -271,10 +394,30 @@ fn child_setup(bundle: &Path, spec: &Spec) -> Result<Never, ContainerError> {
         ));
     };
     let path = lookup(arg0, process.env().as_deref().unwrap_or_default())?;
+    let gate = match io {
+        Some(io) => {
+            let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, Mode::empty())
+                .map_err(setup("open /dev/null"))?;
+            nix::unistd::dup2_stdin(&null).map_err(setup("redirect stdin"))?;
+            nix::unistd::dup2_stdout(&io.stdout).map_err(setup("redirect stdout"))?;
+            nix::unistd::dup2_stderr(&io.stderr).map_err(setup("redirect stderr"))?;
+            Some(io.start)
+        }
+        None => None,
+    };
     sys::cloexec_from(3).map_err(|source| ContainerError::Setup {
         action: "mark fds close-on-exec".into(),
         source,
     })?;
+    if let Some(gate) = gate {
+        // Created: wait for start. EOF means the shim gave up on us.
+        let mut b = [0u8; 1];
+        if nix::unistd::read(&gate, &mut b).unwrap_or(0) == 0 {
+            return Err(ContainerError::Start(
+                "container was not started (start gate closed)".into(),
+            ));
+        }
+    }
     let prog = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| ContainerError::Start("NUL in path".into()))?;
     match execve(&prog, &args, &env) {

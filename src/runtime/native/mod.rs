@@ -1,3 +1,6 @@
-//! The native Linux runtime.
+//! The native Linux runtime: containers run by nodelet itself, each pod's
+//! under a per-pod shim.
 
 pub mod container;
+pub mod protocol;
+pub mod shim;

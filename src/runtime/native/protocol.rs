@@ -1,0 +1,122 @@
+//! The shim protocol: one JSON object per line each way, versioned.
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::record::ExitRecord;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const SOCKET_NAME: &str = "shim.sock";
+pub const PID_FILE: &str = "shim.pid";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Op {
+    Ping,
+    #[serde(rename_all = "camelCase")]
+    Create {
+        id: String,
+        bundle: String,
+        log_dir: String,
+        restart_count: u32,
+        log_max_size: u64,
+        log_max_files: u32,
+    },
+    Start {
+        id: String,
+    },
+    Signal {
+        id: String,
+        signal: i32,
+    },
+    State {
+        id: String,
+    },
+    Remove {
+        id: String,
+    },
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub v: u32,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    pub id: String,
+    pub status: Status,
+    pub pid: i32,
+    pub started_at: Option<String>,
+    pub exit: Option<ExitRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ContainerState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+}
+
+impl Response {
+    pub fn ok() -> Self {
+        Response {
+            ok: true,
+            error: None,
+            state: None,
+            pid: None,
+        }
+    }
+
+    pub fn err(msg: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(msg.into()),
+            state: None,
+            pid: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_flat_versioned_json() {
+        let r = Request {
+            v: 1,
+            op: Op::Signal {
+                id: "c".into(),
+                signal: 15,
+            },
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"v":1,"op":"signal","id":"c","signal":15}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let c: Request = serde_json::from_str(r#"{"v":1,"op":"create","id":"a","bundle":"/b","logDir":"/l","restartCount":2,"logMaxSize":10,"logMaxFiles":5}"#).unwrap();
+        assert!(matches!(
+            c.op,
+            Op::Create {
+                restart_count: 2,
+                ..
+            }
+        ));
+    }
+}

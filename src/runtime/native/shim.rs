@@ -1,0 +1,565 @@
+//! The per-pod shim: a small single-threaded process, detached from the
+//! daemon, that holds the pod's network, IPC and UTS namespaces (it lives
+//! in them), creates and starts the pod's containers, copies their output
+//! into CRI log files, reaps them as child subreaper and records each exit
+//! atomically. The daemon talks to it over `<state>/shim.sock`; the shim
+//! keeps running if the daemon dies.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+
+use super::container::{self, ChildIo};
+use super::protocol::{
+    ContainerState, Op, Request, Response, Status, PID_FILE, PROTOCOL_VERSION, SOCKET_NAME,
+};
+use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
+use crate::runtime::record::{ExitRecord, RECORD_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+#[error("shim: {action}")]
+pub struct ShimError {
+    pub action: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn err<E: Into<std::io::Error>>(action: &str) -> impl FnOnce(E) -> ShimError + '_ {
+    move |e| ShimError {
+        action: action.to_string(),
+        source: e.into(),
+    }
+}
+
+struct Output {
+    fd: OwnedFd,
+    stream: Stream,
+    splitter: LineSplitter,
+}
+
+struct Container {
+    id: String,
+    pid: Pid,
+    status: Status,
+    started_at: Option<String>,
+    exit: Option<ExitRecord>,
+    gate: Option<OwnedFd>,
+    errors: Option<OwnedFd>,
+    outputs: Vec<Output>,
+    log: LogWriter,
+    dir: PathBuf,
+}
+
+impl Container {
+    fn state(&self) -> ContainerState {
+        ContainerState {
+            id: self.id.clone(),
+            status: self.status,
+            pid: self.pid.as_raw(),
+            started_at: self.started_at.clone(),
+            exit: self.exit.clone(),
+        }
+    }
+
+    /// Copies what the container wrote into its log.
+    fn pump(&mut self, which: usize, at_eof: bool) {
+        let mut buf = [0u8; 64 * 1024];
+        let mut records = Vec::new();
+        let Some(out) = self.outputs.get_mut(which) else {
+            return;
+        };
+        loop {
+            match nix::unistd::read(&out.fd, &mut buf) {
+                Ok(0) => {
+                    out.splitter.finish(&mut records);
+                    break;
+                }
+                Ok(n) => out.splitter.push(&buf[..n], &mut records),
+                Err(nix::errno::Errno::EAGAIN) => {
+                    if at_eof {
+                        out.splitter.finish(&mut records);
+                    }
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let stream = out.stream;
+        for (content, partial) in records {
+            if let Err(e) = self.log.write(stream, &content, partial) {
+                tracing::warn!(container = %self.id, error = %e, "log write failed");
+            }
+        }
+    }
+}
+
+pub struct Shim {
+    state_dir: PathBuf,
+    listener: UnixListener,
+    containers: HashMap<String, Container>,
+    clients: Vec<(UnixStream, Vec<u8>)>,
+    shutting_down: bool,
+}
+
+/// Entry point of `nodelet shim`: sets the process up as the pod's
+/// namespace holder and serves until shut down. Must run single-threaded.
+pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
+    nix::unistd::setsid().map_err(err("setsid"))?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(err("become child subreaper"))?;
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+        .map_err(err("create pod namespaces"))?;
+    nix::unistd::sethostname(hostname).map_err(err("set pod hostname"))?;
+    crate::sys::loopback_up().map_err(|source| ShimError {
+        action: "bring up loopback".into(),
+        source,
+    })?;
+    std::fs::create_dir_all(state_dir.join("containers")).map_err(err("create state directory"))?;
+    let sock = state_dir.join(SOCKET_NAME);
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).map_err(err("bind socket"))?;
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(err("chmod socket"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(err("nonblocking socket"))?;
+    std::fs::write(state_dir.join(PID_FILE), std::process::id().to_string())
+        .map_err(err("write pid file"))?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGPIPE);
+    mask.thread_block().map_err(err("block signals"))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(err("create signalfd"))?;
+    // Tell the starter we are ready, then let go of its stdio.
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+        .map_err(err("open /dev/null"))?;
+    let _ = nix::unistd::dup2_stdin(&null);
+    let _ = nix::unistd::dup2_stdout(&null);
+    let mut shim = Shim {
+        state_dir: state_dir.to_path_buf(),
+        listener,
+        containers: HashMap::new(),
+        clients: Vec::new(),
+        shutting_down: false,
+    };
+    shim.serve(&sfd)
+}
+
+impl Shim {
+    fn serve(&mut self, sfd: &SignalFd) -> Result<(), ShimError> {
+        loop {
+            // Build the poll set: [signalfd, listener, clients…, outputs…].
+            let mut outs: Vec<(String, usize)> = Vec::new();
+            let mut fds = vec![
+                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+            ];
+            for (c, _) in &self.clients {
+                fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+            }
+            for (id, c) in &self.containers {
+                for (i, o) in c.outputs.iter().enumerate() {
+                    fds.push(PollFd::new(o.fd.as_fd(), PollFlags::POLLIN));
+                    outs.push((id.clone(), i));
+                }
+            }
+            match poll(&mut fds, PollTimeout::from(1000u16)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(err("poll")(e)),
+            }
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            let nclients = self.clients.len();
+            // Output first, so a reaped container's last lines are logged.
+            for (k, (id, i)) in outs.iter().enumerate() {
+                if ready[2 + nclients + k] {
+                    if let Some(c) = self.containers.get_mut(id) {
+                        c.pump(*i, false);
+                    }
+                }
+            }
+            if ready[0] {
+                while let Ok(Some(_)) = sfd.read_signal() {}
+                self.reap();
+            }
+            if ready[1] {
+                while let Ok((s, _)) = self.listener.accept() {
+                    let _ = s.set_nonblocking(true);
+                    self.clients.push((s, Vec::new()));
+                }
+            }
+            let mut keep = Vec::new();
+            for (i, (mut s, mut buf)) in std::mem::take(&mut self.clients).into_iter().enumerate() {
+                if i < nclients && !ready[2 + i] {
+                    keep.push((s, buf));
+                    continue;
+                }
+                let mut chunk = [0u8; 4096];
+                let alive = match s.read(&mut chunk) {
+                    Ok(0) => false,
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        true
+                    }
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                };
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let resp = self.handle(&line);
+                    let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+                    out.push(b'\n');
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.write_all(&out);
+                    let _ = s.set_nonblocking(true);
+                }
+                if alive {
+                    keep.push((s, buf));
+                }
+            }
+            self.clients = keep;
+            if self.shutting_down
+                && self
+                    .containers
+                    .values()
+                    .all(|c| c.status != Status::Running)
+            {
+                let _ = std::fs::remove_file(self.state_dir.join(SOCKET_NAME));
+                let _ = std::fs::remove_file(self.state_dir.join(PID_FILE));
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reaps every exited child; records the exits of container inits.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { return };
+                    let Some(exit) = container::Exit::from_status(status) else {
+                        continue;
+                    };
+                    if let Some(c) = self
+                        .containers
+                        .values_mut()
+                        .find(|c| c.pid == pid && c.status != Status::Exited)
+                    {
+                        for i in 0..c.outputs.len() {
+                            c.pump(i, true);
+                        }
+                        c.outputs.clear();
+                        let rec = ExitRecord {
+                            version: RECORD_VERSION.into(),
+                            exit_code: exit.code,
+                            signal: exit.signal,
+                            started_at: c.started_at.clone().unwrap_or_default(),
+                            finished_at: crate::time::rfc3339_nano(SystemTime::now()),
+                            oom_killed: false,
+                            message: String::new(),
+                        };
+                        if let Err(e) = rec.save(&c.dir.join("exit.json")) {
+                            tracing::error!(container = %c.id, error = %e, "cannot record exit");
+                        }
+                        c.exit = Some(rec);
+                        c.status = Status::Exited;
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, line: &[u8]) -> Response {
+        let req: Request = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => return Response::err(format!("bad request: {e}")),
+        };
+        if req.v != PROTOCOL_VERSION {
+            return Response::err(format!(
+                "unsupported protocol version {} (this shim speaks {PROTOCOL_VERSION})",
+                req.v
+            ));
+        }
+        match req.op {
+            Op::Ping => Response {
+                pid: Some(i32::try_from(std::process::id()).unwrap_or(0)),
+                ..Response::ok()
+            },
+            Op::Create {
+                id,
+                bundle,
+                log_dir,
+                restart_count,
+                log_max_size,
+                log_max_files,
+            } => {
+                match self.create(
+                    &id,
+                    Path::new(&bundle),
+                    Path::new(&log_dir),
+                    restart_count,
+                    log_max_size,
+                    log_max_files,
+                ) {
+                    Ok(r) => r,
+                    Err(e) => Response::err(error_chain(&e)),
+                }
+            }
+            Op::Start { id } => self.start(&id),
+            Op::Signal { id, signal } => match self.containers.get(&id) {
+                None => Response::err(format!("container {id} not found")),
+                Some(c) if c.status != Status::Running => Response::ok(),
+                Some(c) => match Signal::try_from(signal) {
+                    Ok(sig) => match nix::sys::signal::kill(c.pid, sig) {
+                        Ok(()) | Err(nix::errno::Errno::ESRCH) => Response::ok(),
+                        Err(e) => Response::err(format!("signal {id}: {e}")),
+                    },
+                    Err(_) => Response::err(format!("unknown signal {signal}")),
+                },
+            },
+            Op::State { id } => match self.containers.get(&id) {
+                Some(c) => Response {
+                    state: Some(c.state()),
+                    ..Response::ok()
+                },
+                None => Response::err(format!("container {id} not found")),
+            },
+            Op::Remove { id } => match self.containers.get(&id) {
+                None => Response::ok(),
+                Some(c) if c.status == Status::Running => {
+                    Response::err(format!("container {id} is running; stop it first"))
+                }
+                Some(_) => {
+                    if let Some(c) = self.containers.remove(&id) {
+                        if c.status == Status::Created {
+                            let _ = nix::sys::signal::kill(c.pid, Signal::SIGKILL);
+                        }
+                        let _ = std::fs::remove_dir_all(&c.dir);
+                    }
+                    Response::ok()
+                }
+            },
+            Op::Shutdown => {
+                self.shutting_down = true;
+                for c in self.containers.values() {
+                    if c.status != Status::Exited {
+                        let _ = nix::sys::signal::kill(c.pid, Signal::SIGKILL);
+                    }
+                }
+                Response::ok()
+            }
+        }
+    }
+
+    fn create(
+        &mut self,
+        id: &str,
+        bundle: &Path,
+        log_dir: &Path,
+        restart_count: u32,
+        max_size: u64,
+        max_files: u32,
+    ) -> Result<Response, ShimError> {
+        if self
+            .containers
+            .get(id)
+            .is_some_and(|c| c.status != Status::Exited)
+        {
+            return Ok(Response::err(format!("container {id} already exists")));
+        }
+        let text =
+            std::fs::read_to_string(bundle.join("config.json")).map_err(err("read config.json"))?;
+        let spec: oci_spec::runtime::Spec = serde_json::from_str(&text).map_err(|e| ShimError {
+            action: "parse config.json".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let dir = self.state_dir.join("containers").join(id);
+        std::fs::create_dir_all(&dir).map_err(err("create container state directory"))?;
+        let _ = std::fs::remove_file(dir.join("exit.json"));
+        let log = LogWriter::open(
+            log_dir,
+            restart_count,
+            max_size,
+            usize::try_from(max_files).unwrap_or(5),
+        )
+        .map_err(|e| ShimError {
+            action: e.to_string(),
+            source: e.source,
+        })?;
+        let (out_r, out_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err("create stdout pipe"))?;
+        let (err_r, err_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err("create stderr pipe"))?;
+        let (gate_r, gate_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(err("create start pipe"))?;
+        for fd in [&out_r, &err_r] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .map_err(err("nonblocking pipe"))?;
+        }
+        let spawned = match container::spawn(
+            bundle,
+            &spec,
+            ChildIo {
+                stdout: out_w,
+                stderr: err_w,
+                start: gate_r,
+            },
+        ) {
+            Ok(s) => s,
+            Err(e) => return Ok(Response::err(error_chain(&e))),
+        };
+        let c = Container {
+            id: id.to_string(),
+            pid: spawned.pid,
+            status: Status::Created,
+            started_at: None,
+            exit: None,
+            gate: Some(gate_w),
+            errors: Some(spawned.errors),
+            outputs: vec![
+                Output {
+                    fd: out_r,
+                    stream: Stream::Stdout,
+                    splitter: LineSplitter::default(),
+                },
+                Output {
+                    fd: err_r,
+                    stream: Stream::Stderr,
+                    splitter: LineSplitter::default(),
+                },
+            ],
+            log,
+            dir,
+        };
+        let resp = Response {
+            state: Some(c.state()),
+            ..Response::ok()
+        };
+        self.containers.insert(id.to_string(), c);
+        Ok(resp)
+    }
+
+    fn start(&mut self, id: &str) -> Response {
+        let Some(c) = self.containers.get_mut(id) else {
+            return Response::err(format!("container {id} not found"));
+        };
+        if c.status != Status::Created {
+            return Response::err(format!("container {id} is {:?}, not created", c.status));
+        }
+        let now = crate::time::rfc3339_nano(SystemTime::now());
+        if let Some(g) = c.gate.take() {
+            let _ = nix::unistd::write(&g, b"s");
+        }
+        // Blocks only until exec (EOF: success) or a start error.
+        let mut msg = String::new();
+        if let Some(e) = c.errors.take() {
+            let _ = std::fs::File::from(e).read_to_string(&mut msg);
+        }
+        c.started_at = Some(now);
+        if !msg.is_empty() {
+            // containerd records a start failure as exit 128, reason StartError.
+            let rec = ExitRecord {
+                version: RECORD_VERSION.into(),
+                exit_code: 128,
+                signal: None,
+                started_at: c.started_at.clone().unwrap_or_default(),
+                finished_at: crate::time::rfc3339_nano(SystemTime::now()),
+                oom_killed: false,
+                message: msg.clone(),
+            };
+            let _ = rec.save(&c.dir.join("exit.json"));
+            c.exit = Some(rec);
+            c.status = Status::Exited;
+            return Response {
+                error: Some(msg),
+                state: Some(c.state()),
+                ..Response::err("")
+            };
+        }
+        c.status = Status::Running;
+        // It may already have exited; the signalfd tells us on the next turn.
+        Response {
+            state: Some(c.state()),
+            ..Response::ok()
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// Starts `nodelet shim` for a pod, detached, and waits until it serves.
+pub fn launch(nodelet: &Path, state_dir: &Path, hostname: &str) -> Result<i32, ShimError> {
+    std::fs::create_dir_all(state_dir).map_err(err("create state directory"))?;
+    let log = std::fs::File::create(state_dir.join("shim.log")).map_err(err("create shim log"))?;
+    let mut child = std::process::Command::new(nodelet)
+        .args(["shim", "--state-dir"])
+        .arg(state_dir)
+        .args(["--hostname", hostname])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(err("start shim"))?;
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    if line.trim() != "ready" {
+        let _ = child.wait();
+        let log = std::fs::read_to_string(state_dir.join("shim.log")).unwrap_or_default();
+        return Err(ShimError {
+            action: format!("shim did not start: {}", log.trim()),
+            source: std::io::Error::other("not ready"),
+        });
+    }
+    // The shim lives on after us: it is in its own session and will be
+    // reparented; std's Child does not kill on drop.
+    drop(child);
+    Ok(pid)
+}
+
+/// A blocking client, for tests and tools; the daemon has an async one.
+pub fn call(state_dir: &Path, op: Op) -> Result<Response, ShimError> {
+    let mut s = UnixStream::connect(state_dir.join(SOCKET_NAME)).map_err(err("connect to shim"))?;
+    let mut req = serde_json::to_vec(&Request {
+        v: PROTOCOL_VERSION,
+        op,
+    })
+    .unwrap_or_default();
+    req.push(b'\n');
+    s.write_all(&req).map_err(err("send request"))?;
+    let mut line = String::new();
+    BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(err("read response"))?;
+    serde_json::from_str(&line).map_err(|e| ShimError {
+        action: "decode response".into(),
+        source: std::io::Error::other(e),
+    })
+}

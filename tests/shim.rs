@@ -1,0 +1,346 @@
+//! The per-pod shim with real containers: create/start/state/signal, CRI
+//! logs, exit records, shared pod namespaces, and teardown that leaves
+//! nothing behind. Needs root.
+
+#![allow(clippy::unwrap_used, clippy::needless_pass_by_value)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nodelet::image::unpack::LayerApplier;
+use nodelet::runtime::native::protocol::{Op, Response, Status};
+use nodelet::runtime::native::shim;
+use nodelet::runtime::plan::{build_spec, ContainerConfig, Rootfs};
+
+fn lower() -> &'static Path {
+    static LOWER: OnceLock<PathBuf> = OnceLock::new();
+    LOWER.get_or_init(|| {
+        let l = tempfile::tempdir().unwrap().keep().join("lower");
+        fs::create_dir(&l).unwrap();
+        let mut a = LayerApplier::new(&l).unwrap();
+        a.apply(&common::oci::base_layer()[..]).unwrap();
+        a.finish(&[]).unwrap();
+        l
+    })
+}
+
+struct Pod {
+    tmp: tempfile::TempDir,
+    state: PathBuf,
+    pid: i32,
+}
+
+impl Pod {
+    fn new(name: &str) -> Pod {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let pid = shim::launch(Path::new(env!("CARGO_BIN_EXE_nodelet")), &state, name).unwrap();
+        Pod { tmp, state, pid }
+    }
+
+    fn call(&self, op: Op) -> Response {
+        shim::call(&self.state, op).unwrap()
+    }
+
+    /// Writes a bundle for a pod container (own PID and mount namespaces).
+    fn bundle(&self, id: &str, args: &[&str]) -> PathBuf {
+        let dir = self.tmp.path().join("bundles").join(id);
+        for d in ["upper", "work"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let cfg = ContainerConfig::new(
+            Rootfs::Overlay {
+                lower: vec![lower().to_path_buf()],
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+            },
+            args.iter().map(|s| s.to_string()).collect(),
+        );
+        let mut spec = build_spec(&cfg).unwrap();
+        // Pod containers join the shim's network, IPC and UTS namespaces.
+        let mut linux = spec.linux().clone().unwrap();
+        let ns: Vec<_> = linux
+            .namespaces()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|n| {
+                matches!(
+                    n.typ(),
+                    oci_spec::runtime::LinuxNamespaceType::Pid
+                        | oci_spec::runtime::LinuxNamespaceType::Mount
+                )
+            })
+            .collect();
+        linux.set_namespaces(Some(ns));
+        spec.set_linux(Some(linux));
+        fs::write(dir.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+        dir
+    }
+
+    fn log_dir(&self, id: &str) -> PathBuf {
+        self.tmp.path().join("logs").join(id)
+    }
+
+    fn run(&self, id: &str, args: &[&str]) -> Response {
+        let bundle = self.bundle(id, args);
+        let r = self.call(Op::Create {
+            id: id.into(),
+            bundle: bundle.display().to_string(),
+            log_dir: self.log_dir(id).display().to_string(),
+            restart_count: 0,
+            log_max_size: 10 << 20,
+            log_max_files: 5,
+        });
+        assert!(r.ok, "create: {r:?}");
+        self.call(Op::Start { id: id.into() })
+    }
+
+    fn wait_exit(&self, id: &str) -> nodelet::runtime::record::ExitRecord {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.call(Op::State { id: id.into() }).state.unwrap();
+            if st.status == Status::Exited {
+                return st.exit.unwrap();
+            }
+            assert!(Instant::now() < deadline, "container {id} did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn shutdown(&self) {
+        assert!(self.call(Op::Shutdown).ok);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && !is_zombie(self.pid) {
+            assert!(Instant::now() < deadline, "shim did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!self.state.join("shim.sock").exists(), "socket removed");
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(self.tmp.path().to_str().unwrap()),
+            "no mount leaked:\n{mounts}"
+        );
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true)
+}
+
+#[test]
+fn a_container_runs_logs_in_cri_format_and_records_its_exit() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("web");
+    let r = pod.run(
+        "app",
+        &["sh", "-c", "echo hello; echo oops >&2; hostname; exit 3"],
+    );
+    assert!(r.ok, "{r:?}");
+    let exit = pod.wait_exit("app");
+    assert_eq!((exit.exit_code, exit.signal), (3, None));
+    let recorded: nodelet::runtime::record::ExitRecord =
+        serde_json::from_slice(&fs::read(pod.state.join("containers/app/exit.json")).unwrap())
+            .unwrap();
+    assert_eq!(recorded, exit);
+    let log = fs::read_to_string(pod.log_dir("app").join("0.log")).unwrap();
+    let lines: Vec<(&str, &str, &str)> = log
+        .lines()
+        .map(|l| {
+            let mut p = l.splitn(4, ' ');
+            let ts = p.next().unwrap();
+            assert!(
+                ts.ends_with('Z') && ts.len() == 30,
+                "RFC3339Nano timestamp: {ts}"
+            );
+            (p.next().unwrap(), p.next().unwrap(), p.next().unwrap())
+        })
+        .collect();
+    assert!(lines.contains(&("stdout", "F", "hello")), "{log}");
+    assert!(lines.contains(&("stderr", "F", "oops")), "{log}");
+    assert!(
+        lines.contains(&("stdout", "F", "web")),
+        "hostname is the pod's: {log}"
+    );
+    pod.shutdown();
+}
+
+#[test]
+fn containers_of_a_pod_share_network_and_uts_but_not_pid() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("pair");
+    assert!(
+        pod.run(
+            "server",
+            &["sh", "-c", "echo $$; echo pong | nc -l -p 8080"]
+        )
+        .ok
+    );
+    // The client connects over the pod's loopback.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = pod.run(
+            &format!("client{}", deadline.elapsed().as_millis()),
+            &["sh", "-c", "echo $$; nc 127.0.0.1 8080 </dev/null"],
+        );
+        assert!(r.ok, "{r:?}");
+        let id = r.state.unwrap().id;
+        pod.wait_exit(&id);
+        let log = fs::read_to_string(pod.log_dir(&id).join("0.log")).unwrap();
+        if log.contains("stdout F pong") {
+            assert!(log.contains("stdout F 1"), "own PID namespace: {log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection between containers: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let server = pod.wait_exit("server");
+    assert_eq!(server.exit_code, 0);
+    pod.shutdown();
+}
+
+#[test]
+fn signals_reach_the_container_and_sigkill_is_137() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("sig");
+    // PID 1 ignores SIGTERM without a handler; this one traps it.
+    assert!(
+        pod.run(
+            "trap",
+            &[
+                "sh",
+                "-c",
+                "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done"
+            ]
+        )
+        .ok
+    );
+    wait_for_log(&pod, "trap", "ready");
+    assert!(
+        pod.call(Op::Signal {
+            id: "trap".into(),
+            signal: 15
+        })
+        .ok
+    );
+    assert_eq!(pod.wait_exit("trap").exit_code, 0);
+    assert!(pod.run("stubborn", &["sleep", "1000"]).ok);
+    assert!(
+        pod.call(Op::Signal {
+            id: "stubborn".into(),
+            signal: 15
+        })
+        .ok
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        pod.call(Op::State {
+            id: "stubborn".into()
+        })
+        .state
+        .unwrap()
+        .status,
+        Status::Running,
+        "PID 1 without a handler ignores SIGTERM"
+    );
+    assert!(
+        pod.call(Op::Signal {
+            id: "stubborn".into(),
+            signal: 9
+        })
+        .ok
+    );
+    let e = pod.wait_exit("stubborn");
+    assert_eq!((e.exit_code, e.signal), (137, Some(9)));
+    pod.shutdown();
+}
+
+fn wait_for_log(pod: &Pod, id: &str, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(pod.log_dir(id).join("0.log"))
+        .unwrap_or_default()
+        .contains(text)
+    {
+        assert!(Instant::now() < deadline, "{id} never logged {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_missing_executable_is_a_start_error_recorded_as_128() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("bad");
+    let r = pod.run("app", &["nosuchbinary"]);
+    assert!(!r.ok);
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(r#"exec: "nosuchbinary": executable file not found in $PATH"#),
+        "{r:?}"
+    );
+    let e = pod.wait_exit("app");
+    assert_eq!(e.exit_code, 128);
+    pod.shutdown();
+}
+
+#[test]
+fn shutdown_kills_running_containers_and_leaves_no_process() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("down");
+    assert!(pod.run("a", &["sh", "-c", "sleep 1001 & sleep 1001"]).ok);
+    wait_running(&pod, "a");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sleepers = sleeping_1001();
+    while sleepers.len() < 2 {
+        assert!(Instant::now() < deadline, "both sleeps start");
+        std::thread::sleep(Duration::from_millis(20));
+        sleepers = sleeping_1001();
+    }
+    pod.shutdown();
+    // Killing the container's init killed its whole PID namespace.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sleepers
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+    {
+        assert!(Instant::now() < deadline, "a process of the pod survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sleeping_1001() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| fs::read(e.path().join("cmdline")).unwrap_or_default() == b"sleep\x001001\x00")
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+fn wait_running(pod: &Pod, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pod.call(Op::State { id: id.into() }).state.unwrap().status != Status::Running {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
