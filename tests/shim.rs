@@ -46,40 +46,8 @@ impl Pod {
         shim::call(&self.state, op).unwrap()
     }
 
-    /// Writes a bundle for a pod container (own PID and mount namespaces).
     fn bundle(&self, id: &str, args: &[&str]) -> PathBuf {
-        let dir = self.tmp.path().join("bundles").join(id);
-        for d in ["upper", "work"] {
-            fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        let cfg = ContainerConfig::new(
-            Rootfs::Overlay {
-                lower: vec![lower().to_path_buf()],
-                upper: dir.join("upper"),
-                work: dir.join("work"),
-            },
-            args.iter().map(|s| s.to_string()).collect(),
-        );
-        let mut spec = build_spec(&cfg).unwrap();
-        // Pod containers join the shim's network, IPC and UTS namespaces.
-        let mut linux = spec.linux().clone().unwrap();
-        let ns: Vec<_> = linux
-            .namespaces()
-            .clone()
-            .unwrap()
-            .into_iter()
-            .filter(|n| {
-                matches!(
-                    n.typ(),
-                    oci_spec::runtime::LinuxNamespaceType::Pid
-                        | oci_spec::runtime::LinuxNamespaceType::Mount
-                )
-            })
-            .collect();
-        linux.set_namespaces(Some(ns));
-        spec.set_linux(Some(linux));
-        fs::write(dir.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
-        dir
+        write_bundle(self.tmp.path(), id, args)
     }
 
     fn log_dir(&self, id: &str) -> PathBuf {
@@ -126,6 +94,42 @@ impl Pod {
             "no mount leaked:\n{mounts}"
         );
     }
+}
+
+/// Writes a bundle for a pod container (own PID and mount namespaces).
+fn write_bundle(base: &Path, id: &str, args: &[&str]) -> PathBuf {
+    let dir = base.join("bundles").join(id);
+    for d in ["upper", "work"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let cfg = ContainerConfig::new(
+        Rootfs::Overlay {
+            lower: vec![lower().to_path_buf()],
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        },
+        args.iter().map(|s| s.to_string()).collect(),
+    );
+    let mut spec = build_spec(&cfg).unwrap();
+    // Pod containers join the shim's network, IPC and UTS namespaces.
+    let mut linux = spec.linux().clone().unwrap();
+    let ns: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter(|n| {
+            matches!(
+                n.typ(),
+                oci_spec::runtime::LinuxNamespaceType::Pid
+                    | oci_spec::runtime::LinuxNamespaceType::Mount
+            )
+        })
+        .collect();
+    linux.set_namespaces(Some(ns));
+    spec.set_linux(Some(linux));
+    fs::write(dir.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    dir
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -342,5 +346,125 @@ fn wait_running(pod: &Pod, id: &str) {
     while pod.call(Op::State { id: id.into() }).state.unwrap().status != Status::Running {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+mod native_runtime {
+    use super::*;
+    use nodelet::runtime::api::{CreateContainer, Runtime, RuntimeError, SandboxConfig};
+    use nodelet::runtime::native::client::NativeRuntime;
+
+    fn runtime(run_dir: &Path) -> NativeRuntime {
+        NativeRuntime::new(
+            run_dir,
+            Path::new(env!("CARGO_BIN_EXE_nodelet")),
+            10 << 20,
+            5,
+        )
+    }
+
+    fn bundle(tmp: &Path, id: &str, args: &[&str]) -> PathBuf {
+        write_bundle(tmp, id, args)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sandboxes_and_containers_through_the_runtime_trait_survive_a_daemon_restart() {
+        if !common::require_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let rt = runtime(&run_dir);
+        rt.create_sandbox(&SandboxConfig {
+            id: "uid-1".into(),
+            hostname: "web".into(),
+        })
+        .await
+        .unwrap();
+        let req = CreateContainer {
+            sandbox: "uid-1".into(),
+            id: "app".into(),
+            bundle: bundle(tmp.path(), "app", &["sh", "-c", "echo started; sleep 1000"]),
+            log_dir: tmp.path().join("logs/app"),
+            restart_count: 0,
+        };
+        assert_eq!(
+            rt.create_container(&req).await.unwrap().status,
+            Status::Created
+        );
+        assert_eq!(
+            rt.start_container("uid-1", "app").await.unwrap().status,
+            Status::Running
+        );
+        drop(rt);
+        // "Daemon restart": a new runtime finds the live shim and its container.
+        let rt = runtime(&run_dir);
+        assert_eq!(rt.list_sandboxes().await.unwrap(), ["uid-1"]);
+        assert_eq!(
+            rt.container_state("uid-1", "app").await.unwrap().status,
+            Status::Running
+        );
+        rt.signal_container("uid-1", "app", 9).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let exit = loop {
+            let st = rt.container_state("uid-1", "app").await.unwrap();
+            if let Some(e) = st.exit {
+                break e;
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(exit.exit_code, 137);
+        rt.remove_container("uid-1", "app").await.unwrap();
+        assert!(matches!(
+            rt.container_state("uid-1", "app").await,
+            Err(RuntimeError::Container { .. })
+        ));
+        rt.remove_sandbox("uid-1").await.unwrap();
+        assert!(rt.list_sandboxes().await.unwrap().is_empty());
+        assert!(!run_dir.join("uid-1").exists());
+        // Idempotent.
+        rt.remove_sandbox("uid-1").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shim_killed_with_sigkill_is_cleaned_up_by_sandbox_removal() {
+        if !common::require_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let rt = runtime(&run_dir);
+        rt.create_sandbox(&SandboxConfig {
+            id: "uid-2".into(),
+            hostname: "p".into(),
+        })
+        .await
+        .unwrap();
+        let pid: i32 = fs::read_to_string(run_dir.join("uid-2/shim.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // The dead shim's socket no longer answers: an error, never a hang.
+        assert!(rt.container_state("uid-2", "x").await.is_err());
+        rt.remove_sandbox("uid-2").await.unwrap();
+        assert!(!run_dir.join("uid-2").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_sandboxes_are_reported_not_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = runtime(&tmp.path().join("run"));
+        assert!(matches!(
+            rt.container_state("nope", "x").await,
+            Err(RuntimeError::SandboxNotFound(_))
+        ));
     }
 }

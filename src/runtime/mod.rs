@@ -1,6 +1,9 @@
-//! The container runtime: the plan (an OCI runtime spec) and the native
-//! Linux backend. Knows nothing of Kubernetes.
+//! The container runtime: the plan (an OCI runtime spec), the `Runtime`
+//! trait, the native Linux backend with its per-pod shim, and a fake.
+//! Knows nothing of Kubernetes.
 
+pub mod api;
+pub mod fake;
 pub mod logs;
 pub mod native;
 pub mod plan;

@@ -1,0 +1,87 @@
+//! The `Runtime` trait the pod worker drives: sandboxes (one per pod) and
+//! the containers in them. Backends: the native one (a shim per pod) and a
+//! fake for unit tests. Knows nothing of Kubernetes.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+pub use super::native::protocol::{ContainerState, Status};
+pub use super::record::ExitRecord;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// Unique per pod (the pod UID).
+    pub id: String,
+    /// The pod's hostname (its name, or `spec.hostname`).
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateContainer {
+    pub sandbox: String,
+    pub id: String,
+    /// An OCI bundle: `config.json` (see `runtime::plan`) and its rootfs dirs.
+    pub bundle: PathBuf,
+    /// `/var/log/pods/<ns>_<pod>_<uid>/<container>`.
+    pub log_dir: PathBuf,
+    pub restart_count: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("sandbox {0} not found")]
+    SandboxNotFound(String),
+    #[error("container {id} in sandbox {sandbox}: {message}")]
+    Container {
+        sandbox: String,
+        id: String,
+        message: String,
+    },
+    /// The container could not start (containerd's StartError, exit 128).
+    #[error("start container {id}: {message}")]
+    Start { id: String, message: String },
+    #[error("sandbox {sandbox}: {action}")]
+    Shim {
+        sandbox: String,
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a pod worker needs from a container runtime.
+pub trait Runtime: Send + Sync + 'static {
+    fn create_sandbox(
+        &self,
+        cfg: &SandboxConfig,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Kills whatever still runs in the sandbox and removes it; idempotent.
+    fn remove_sandbox(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Sandboxes that exist now (after a daemon restart, the live shims).
+    fn list_sandboxes(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+    fn create_container(
+        &self,
+        req: &CreateContainer,
+    ) -> impl Future<Output = Result<ContainerState, RuntimeError>> + Send;
+    fn start_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<ContainerState, RuntimeError>> + Send;
+    fn signal_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+        signal: i32,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn container_state(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<ContainerState, RuntimeError>> + Send;
+    fn remove_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}

@@ -1,0 +1,267 @@
+//! An in-memory [`Runtime`] for unit tests of the layers above: containers
+//! change state only when the test says so.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::api::{
+    ContainerState, CreateContainer, ExitRecord, Runtime, RuntimeError, SandboxConfig, Status,
+};
+use super::record::RECORD_VERSION;
+
+#[derive(Default)]
+pub struct FakeRuntime {
+    state: Mutex<HashMap<String, HashMap<String, ContainerState>>>,
+    /// Container ids whose start fails with this message.
+    pub fail_start: Mutex<HashMap<String, String>>,
+    /// Every call, for assertions: `"start app"`, `"signal app 15"`…
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl FakeRuntime {
+    fn log(&self, s: String) {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(s);
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, HashMap<String, ContainerState>>) -> T,
+    ) -> T {
+        f(&mut self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Makes a running container exit with `code`.
+    pub fn exit(&self, sandbox: &str, id: &str, code: i32) {
+        self.with(|s| {
+            if let Some(c) = s.get_mut(sandbox).and_then(|p| p.get_mut(id)) {
+                c.status = Status::Exited;
+                c.exit = Some(record(code));
+            }
+        });
+    }
+}
+
+fn record(code: i32) -> ExitRecord {
+    ExitRecord {
+        version: RECORD_VERSION.into(),
+        exit_code: code,
+        signal: (code > 128).then_some(code - 128),
+        started_at: String::new(),
+        finished_at: String::new(),
+        oom_killed: false,
+        message: String::new(),
+    }
+}
+
+fn missing(sandbox: &str, id: &str) -> RuntimeError {
+    RuntimeError::Container {
+        sandbox: sandbox.into(),
+        id: id.into(),
+        message: "not found".into(),
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<(), RuntimeError> {
+        self.log(format!("create_sandbox {}", cfg.id));
+        self.with(|s| {
+            s.entry(cfg.id.clone()).or_default();
+        });
+        Ok(())
+    }
+
+    async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        self.log(format!("remove_sandbox {id}"));
+        self.with(|s| s.remove(id));
+        Ok(())
+    }
+
+    async fn list_sandboxes(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self.with(|s| s.keys().cloned().collect()))
+    }
+
+    async fn create_container(
+        &self,
+        req: &CreateContainer,
+    ) -> Result<ContainerState, RuntimeError> {
+        self.log(format!("create {}", req.id));
+        self.with(|s| {
+            let pod = s
+                .get_mut(&req.sandbox)
+                .ok_or_else(|| RuntimeError::SandboxNotFound(req.sandbox.clone()))?;
+            let st = ContainerState {
+                id: req.id.clone(),
+                status: Status::Created,
+                pid: 0,
+                started_at: None,
+                exit: None,
+            };
+            pod.insert(req.id.clone(), st.clone());
+            Ok(st)
+        })
+    }
+
+    async fn start_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> Result<ContainerState, RuntimeError> {
+        self.log(format!("start {id}"));
+        let fail = self
+            .fail_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned();
+        self.with(|s| {
+            let c = s
+                .get_mut(sandbox)
+                .and_then(|p| p.get_mut(id))
+                .ok_or_else(|| missing(sandbox, id))?;
+            if let Some(message) = fail {
+                c.status = Status::Exited;
+                c.exit = Some(record(128));
+                return Err(RuntimeError::Start {
+                    id: id.into(),
+                    message,
+                });
+            }
+            c.status = Status::Running;
+            Ok(c.clone())
+        })
+    }
+
+    async fn signal_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+        signal: i32,
+    ) -> Result<(), RuntimeError> {
+        self.log(format!("signal {id} {signal}"));
+        if signal == 9 {
+            self.exit(sandbox, id, 137);
+        }
+        Ok(())
+    }
+
+    async fn container_state(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> Result<ContainerState, RuntimeError> {
+        self.with(|s| {
+            s.get(sandbox)
+                .and_then(|p| p.get(id))
+                .cloned()
+                .ok_or_else(|| missing(sandbox, id))
+        })
+    }
+
+    async fn remove_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
+        self.log(format!("remove {id}"));
+        self.with(|s| {
+            if let Some(p) = s.get_mut(sandbox) {
+                p.remove(id);
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn containers_move_only_when_told() {
+        let rt = FakeRuntime::default();
+        rt.create_sandbox(&SandboxConfig {
+            id: "p".into(),
+            hostname: "p".into(),
+        })
+        .await
+        .unwrap();
+        let req = CreateContainer {
+            sandbox: "p".into(),
+            id: "app".into(),
+            bundle: "/b".into(),
+            log_dir: "/l".into(),
+            restart_count: 0,
+        };
+        assert_eq!(
+            rt.create_container(&req).await.unwrap().status,
+            Status::Created
+        );
+        assert_eq!(
+            rt.start_container("p", "app").await.unwrap().status,
+            Status::Running
+        );
+        rt.exit("p", "app", 3);
+        let st = rt.container_state("p", "app").await.unwrap();
+        assert_eq!(
+            (st.status, st.exit.map(|e| e.exit_code)),
+            (Status::Exited, Some(3))
+        );
+        rt.fail_start.lock().unwrap().insert(
+            "bad".into(),
+            "exec: \"x\": executable file not found in $PATH".into(),
+        );
+        rt.create_container(&CreateContainer {
+            id: "bad".into(),
+            ..req
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            rt.start_container("p", "bad").await,
+            Err(RuntimeError::Start { .. })
+        ));
+        assert_eq!(
+            *rt.calls.lock().unwrap(),
+            [
+                "create_sandbox p",
+                "create app",
+                "start app",
+                "create bad",
+                "start bad"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sigkill_exits_137() {
+        let rt = FakeRuntime::default();
+        rt.create_sandbox(&SandboxConfig {
+            id: "p".into(),
+            hostname: "p".into(),
+        })
+        .await
+        .unwrap();
+        rt.create_container(&CreateContainer {
+            sandbox: "p".into(),
+            id: "a".into(),
+            bundle: "/b".into(),
+            log_dir: "/l".into(),
+            restart_count: 0,
+        })
+        .await
+        .unwrap();
+        rt.start_container("p", "a").await.unwrap();
+        rt.signal_container("p", "a", 9).await.unwrap();
+        assert_eq!(
+            rt.container_state("p", "a")
+                .await
+                .unwrap()
+                .exit
+                .unwrap()
+                .exit_code,
+            137
+        );
+    }
+}

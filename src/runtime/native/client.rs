@@ -1,0 +1,224 @@
+//! The native backend of [`Runtime`]: one shim per sandbox under
+//! `<run_dir>/<sandbox id>/`, spoken to over its socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::protocol::{
+    ContainerState, Op, Request, Response, PID_FILE, PROTOCOL_VERSION, SOCKET_NAME,
+};
+use super::shim;
+use crate::runtime::api::{CreateContainer, Runtime, RuntimeError, SandboxConfig};
+
+pub struct NativeRuntime {
+    run_dir: PathBuf,
+    nodelet: PathBuf,
+    log_max_size: u64,
+    log_max_files: u32,
+}
+
+impl NativeRuntime {
+    /// `nodelet` is the binary the shims are started from (the daemon's own).
+    pub fn new(run_dir: &Path, nodelet: &Path, log_max_size: u64, log_max_files: u32) -> Self {
+        NativeRuntime {
+            run_dir: run_dir.to_path_buf(),
+            nodelet: nodelet.to_path_buf(),
+            log_max_size,
+            log_max_files,
+        }
+    }
+
+    fn state_dir(&self, sandbox: &str) -> PathBuf {
+        self.run_dir.join(sandbox)
+    }
+
+    async fn call(&self, sandbox: &str, op: Op) -> Result<Response, RuntimeError> {
+        let shim_err = |action: &str| {
+            let (sandbox, action) = (sandbox.to_string(), action.to_string());
+            move |source| RuntimeError::Shim {
+                sandbox,
+                action,
+                source,
+            }
+        };
+        let sock = self.state_dir(sandbox).join(SOCKET_NAME);
+        if !sock.exists() {
+            return Err(RuntimeError::SandboxNotFound(sandbox.to_string()));
+        }
+        let mut s = UnixStream::connect(&sock)
+            .await
+            .map_err(shim_err("connect"))?;
+        let mut req = serde_json::to_vec(&Request {
+            v: PROTOCOL_VERSION,
+            op,
+        })
+        .unwrap_or_default();
+        req.push(b'\n');
+        s.write_all(&req).await.map_err(shim_err("send request"))?;
+        let mut line = String::new();
+        BufReader::new(s)
+            .read_line(&mut line)
+            .await
+            .map_err(shim_err("read response"))?;
+        serde_json::from_str(&line)
+            .map_err(|e| shim_err("decode response")(std::io::Error::other(e)))
+    }
+
+    fn expect_state(sandbox: &str, id: &str, r: Response) -> Result<ContainerState, RuntimeError> {
+        match (r.ok, r.state) {
+            (true, Some(s)) => Ok(s),
+            (_, _) => Err(RuntimeError::Container {
+                sandbox: sandbox.into(),
+                id: id.into(),
+                message: r.error.unwrap_or_else(|| "no state in reply".into()),
+            }),
+        }
+    }
+
+    fn expect_ok(sandbox: &str, id: &str, r: Response) -> Result<(), RuntimeError> {
+        if r.ok {
+            Ok(())
+        } else {
+            Err(RuntimeError::Container {
+                sandbox: sandbox.into(),
+                id: id.into(),
+                message: r.error.unwrap_or_default(),
+            })
+        }
+    }
+}
+
+impl Runtime for NativeRuntime {
+    async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<(), RuntimeError> {
+        let (bin, dir, host) = (
+            self.nodelet.clone(),
+            self.state_dir(&cfg.id),
+            cfg.hostname.clone(),
+        );
+        let id = cfg.id.clone();
+        tokio::task::spawn_blocking(move || shim::launch(&bin, &dir, &host))
+            .await
+            .map_err(|e| RuntimeError::Shim {
+                sandbox: id.clone(),
+                action: "launch shim".into(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|e| RuntimeError::Shim {
+                sandbox: id,
+                action: e.action.clone(),
+                source: e.source,
+            })?;
+        Ok(())
+    }
+
+    async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.state_dir(id);
+        let pid = std::fs::read_to_string(dir.join(PID_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if self.call(id, Op::Shutdown).await.is_err() {
+            // A dead or hung shim: kill it; the kernel takes its namespaces.
+            if let Some(p) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if let Some(p) = pid {
+            for _ in 0..500 {
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                if stat.is_empty() || stat.contains(") Z ") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(RuntimeError::Shim {
+                sandbox: id.into(),
+                action: "remove state directory".into(),
+                source,
+            }),
+        }
+    }
+
+    async fn list_sandboxes(&self) -> Result<Vec<String>, RuntimeError> {
+        let Ok(entries) = std::fs::read_dir(&self.run_dir) else {
+            return Ok(Vec::new());
+        };
+        Ok(entries
+            .flatten()
+            .filter(|e| e.path().join(SOCKET_NAME).exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
+    }
+
+    async fn create_container(
+        &self,
+        req: &CreateContainer,
+    ) -> Result<ContainerState, RuntimeError> {
+        let op = Op::Create {
+            id: req.id.clone(),
+            bundle: req.bundle.display().to_string(),
+            log_dir: req.log_dir.display().to_string(),
+            restart_count: req.restart_count,
+            log_max_size: self.log_max_size,
+            log_max_files: self.log_max_files,
+        };
+        let r = self.call(&req.sandbox, op).await?;
+        Self::expect_state(&req.sandbox, &req.id, r)
+    }
+
+    async fn start_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> Result<ContainerState, RuntimeError> {
+        let r = self.call(sandbox, Op::Start { id: id.into() }).await?;
+        if !r.ok && r.state.is_some() {
+            return Err(RuntimeError::Start {
+                id: id.into(),
+                message: r.error.unwrap_or_default(),
+            });
+        }
+        Self::expect_state(sandbox, id, r)
+    }
+
+    async fn signal_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+        signal: i32,
+    ) -> Result<(), RuntimeError> {
+        let r = self
+            .call(
+                sandbox,
+                Op::Signal {
+                    id: id.into(),
+                    signal,
+                },
+            )
+            .await?;
+        Self::expect_ok(sandbox, id, r)
+    }
+
+    async fn container_state(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> Result<ContainerState, RuntimeError> {
+        let r = self.call(sandbox, Op::State { id: id.into() }).await?;
+        Self::expect_state(sandbox, id, r)
+    }
+
+    async fn remove_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
+        let r = self.call(sandbox, Op::Remove { id: id.into() }).await?;
+        Self::expect_ok(sandbox, id, r)
+    }
+}
