@@ -132,6 +132,20 @@ fn write_bundle(base: &Path, id: &str, args: &[&str]) -> PathBuf {
     dir
 }
 
+impl Drop for Pod {
+    /// A failed test must not leave its shim and containers running.
+    fn drop(&mut self) {
+        if Path::new(&format!("/proc/{}", self.pid)).exists() && !is_zombie(self.pid) {
+            let _ = shim::call(&self.state, Op::Shutdown);
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 fn is_zombie(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.contains(") Z "))
@@ -466,5 +480,113 @@ mod native_runtime {
             rt.container_state("nope", "x").await,
             Err(RuntimeError::SandboxNotFound(_))
         ));
+    }
+}
+
+mod exec {
+    use super::*;
+    use nodelet::runtime::native::protocol::ExecResult;
+
+    fn exec(pod: &Pod, id: &str, args: &[&str], timeout_ms: u64, max_output: usize) -> ExecResult {
+        let r = pod.call(Op::Exec {
+            id: id.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            timeout_ms,
+            max_output,
+        });
+        assert!(r.ok, "{r:?}");
+        r.exec.unwrap()
+    }
+
+    #[test]
+    fn exec_runs_inside_the_container_with_its_root_and_pid_namespace() {
+        if !common::require_root() {
+            return;
+        }
+        let pod = Pod::new("ex");
+        assert!(
+            pod.run(
+                "app",
+                &[
+                    "sh",
+                    "-c",
+                    "echo inside > /tmp/marker; echo ready; sleep 1000"
+                ]
+            )
+            .ok
+        );
+        wait_for_log(&pod, "app", "ready");
+        let r = exec(&pod, "app", &["sh", "-c", "cat /tmp/marker; cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; grep NoNewPrivs /proc/self/status; exit 5"], 5000, 4096);
+        assert_eq!(r.exit_code, 5, "{r:?}");
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(lines[0], "inside", "same root: {r:?}");
+        assert_eq!(
+            lines[1].trim(),
+            "sleep 1000",
+            "PID 1 is the container's init: {r:?}"
+        );
+        assert_eq!(lines[2], "ex");
+        assert_eq!(lines[3], "NoNewPrivs:\t1");
+        assert!(!r.timed_out && !r.truncated);
+        pod.shutdown();
+    }
+
+    #[test]
+    fn exec_output_is_capped_and_timeouts_kill_the_process_tree() {
+        if !common::require_root() {
+            return;
+        }
+        let pod = Pod::new("cap");
+        assert!(pod.run("app", &["sleep", "1000"]).ok);
+        wait_running(&pod, "app");
+        let r = exec(
+            &pod,
+            "app",
+            &[
+                "sh",
+                "-c",
+                "dd if=/dev/zero bs=1000 count=100 2>/dev/null | tr '\\0' x",
+            ],
+            5000,
+            1000,
+        );
+        assert_eq!((r.stdout.len(), r.truncated), (1000, true));
+        let started = Instant::now();
+        let r = exec(
+            &pod,
+            "app",
+            &["sh", "-c", "sleep 1001 & sleep 1001"],
+            300,
+            1000,
+        );
+        assert!(r.timed_out, "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            sleeping_1001().is_empty(),
+            "the exec's children died with it"
+        );
+        let e = exec(&pod, "app", &["nosuch"], 1000, 1000);
+        assert_eq!(e.exit_code, 127, "{e:?}");
+        assert!(e.stderr.contains("executable file not found"), "{e:?}");
+        pod.shutdown();
+    }
+
+    #[test]
+    fn exec_into_a_stopped_container_is_refused() {
+        if !common::require_root() {
+            return;
+        }
+        let pod = Pod::new("stopped");
+        assert!(pod.run("app", &["true"]).ok);
+        pod.wait_exit("app");
+        let r = pod.call(Op::Exec {
+            id: "app".into(),
+            args: vec!["true".into()],
+            timeout_ms: 1000,
+            max_output: 10,
+        });
+        assert!(!r.ok && r.error.unwrap().contains("not running"));
+        pod.shutdown();
     }
 }

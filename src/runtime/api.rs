@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-pub use super::native::protocol::{ContainerState, Status};
+pub use super::native::protocol::{ContainerState, ExecResult, Status};
 pub use super::record::ExitRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,4 +84,15 @@ pub trait Runtime: Send + Sync + 'static {
         sandbox: &str,
         id: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Runs `args` in a running container with its user, root and
+    /// namespaces; at `timeout` the command's process group is killed.
+    /// Each of stdout and stderr keeps at most `max_output` bytes.
+    fn exec(
+        &self,
+        sandbox: &str,
+        id: &str,
+        args: &[String],
+        timeout: std::time::Duration,
+        max_output: usize,
+    ) -> impl Future<Output = Result<ExecResult, RuntimeError>> + Send;
 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::api::{
-    ContainerState, CreateContainer, ExitRecord, Runtime, RuntimeError, SandboxConfig, Status,
+    ContainerState, CreateContainer, ExecResult, ExitRecord, Runtime, RuntimeError, SandboxConfig,
+    Status,
 };
 use super::record::RECORD_VERSION;
 
@@ -14,6 +15,8 @@ pub struct FakeRuntime {
     state: Mutex<HashMap<String, HashMap<String, ContainerState>>>,
     /// Container ids whose start fails with this message.
     pub fail_start: Mutex<HashMap<String, String>>,
+    /// Exit code an exec of a container returns (0 when unset).
+    pub exec_exit: Mutex<HashMap<String, i32>>,
     /// Every call, for assertions: `"start app"`, `"signal app 15"`…
     pub calls: Mutex<Vec<String>>,
 }
@@ -160,6 +163,39 @@ impl Runtime for FakeRuntime {
                 .and_then(|p| p.get(id))
                 .cloned()
                 .ok_or_else(|| missing(sandbox, id))
+        })
+    }
+
+    async fn exec(
+        &self,
+        sandbox: &str,
+        id: &str,
+        args: &[String],
+        _timeout: std::time::Duration,
+        _max: usize,
+    ) -> Result<ExecResult, RuntimeError> {
+        self.log(format!("exec {id} {}", args.join(" ")));
+        let st = self.container_state(sandbox, id).await?;
+        if st.status != Status::Running {
+            return Err(RuntimeError::Container {
+                sandbox: sandbox.into(),
+                id: id.into(),
+                message: "not running".into(),
+            });
+        }
+        let code = self
+            .exec_exit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .copied()
+            .unwrap_or(0);
+        Ok(ExecResult {
+            exit_code: code,
+            stdout: String::new(),
+            stderr: String::new(),
+            timed_out: false,
+            truncated: false,
         })
     }
 

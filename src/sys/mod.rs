@@ -83,10 +83,14 @@ pub fn llistxattr_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<String>>
         .collect())
 }
 
-/// Forks a process that must be single-threaded: after `fork()` in a
-/// multi-threaded process the child may only call async-signal-safe
-/// functions, so this refuses unless `/proc/self/status` shows one thread.
-pub fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
+/// Proof that this process had one thread when checked. A process that
+/// never starts threads stays single-threaded, so the proof can be taken
+/// before a chroot that hides `/proc/self` and used after it.
+#[derive(Debug, Clone, Copy)]
+pub struct SingleThreaded(());
+
+/// Checks `/proc/self/status` for exactly one thread.
+pub fn single_threaded() -> io::Result<SingleThreaded> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let threads = status
         .lines()
@@ -98,8 +102,20 @@ pub fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
             "refusing to fork a process with {threads} threads"
         )));
     }
-    // SAFETY: the process has exactly one thread (checked above), so the
-    // child inherits no lock held by another thread and may run any code.
+    Ok(SingleThreaded(()))
+}
+
+/// Forks a process that must be single-threaded: after `fork()` in a
+/// multi-threaded process the child may only call async-signal-safe
+/// functions, so this refuses unless `/proc/self/status` shows one thread.
+pub fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
+    fork_checked(single_threaded()?)
+}
+
+/// Forks with a proof taken earlier (see [`SingleThreaded`]).
+pub fn fork_checked(_proof: SingleThreaded) -> io::Result<nix::unistd::ForkResult> {
+    // SAFETY: the process has exactly one thread (the proof), so the child
+    // inherits no lock held by another thread and may run any code.
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
 }
 

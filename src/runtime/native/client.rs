@@ -217,6 +217,31 @@ impl Runtime for NativeRuntime {
         Self::expect_state(sandbox, id, r)
     }
 
+    async fn exec(
+        &self,
+        sandbox: &str,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<super::protocol::ExecResult, RuntimeError> {
+        let op = Op::Exec {
+            id: id.into(),
+            args: args.to_vec(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            max_output,
+        };
+        let r = self.call(sandbox, op).await?;
+        match (r.ok, r.exec) {
+            (true, Some(e)) => Ok(e),
+            _ => Err(RuntimeError::Container {
+                sandbox: sandbox.into(),
+                id: id.into(),
+                message: r.error.unwrap_or_else(|| "no exec result".into()),
+            }),
+        }
+    }
+
     async fn remove_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
         let r = self.call(sandbox, Op::Remove { id: id.into() }).await?;
         Self::expect_ok(sandbox, id, r)

@@ -182,6 +182,203 @@ pub fn spawn(bundle: &Path, spec: &Spec, io: ChildIo) -> Result<Spawned, Contain
     }
 }
 
+/// An exec being run: the helper that waits for the command (reap it), and
+/// the command's PID (its process group, to kill on timeout).
+pub struct ExecSpawned {
+    pub helper: nix::unistd::Pid,
+    pub target: Option<nix::unistd::Pid>,
+}
+
+/// Starts `args` inside the running container whose init is `init`, with
+/// the container's root, namespaces, user, capabilities and environment
+/// (from `spec`). The helper is a child of this single-threaded process; it
+/// joins the container's PID and mount namespaces, forks the command (PID
+/// namespaces apply to children) and exits with its status. The helper is
+/// not dumpable before it joins, so the container cannot reach this binary
+/// through /proc (CVE-2019-5736).
+pub fn spawn_exec(
+    init: nix::unistd::Pid,
+    spec: &Spec,
+    args: &[String],
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> Result<ExecSpawned, ContainerError> {
+    let (pid_rd, pid_wr) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create pid pipe"))?;
+    match sys::fork_single_threaded().map_err(|source| ContainerError::Setup {
+        action: "fork".into(),
+        source,
+    })? {
+        nix::unistd::ForkResult::Child => {
+            drop(pid_rd);
+            let code = match exec_helper(init, spec, args, &stdout, &stderr, pid_wr) {
+                Ok(code) => code,
+                Err(e) => {
+                    let _ = nix::unistd::write(&stderr, format!("{e}\n").as_bytes());
+                    126
+                }
+            };
+            std::process::exit(code);
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(pid_wr);
+            drop(stdout);
+            drop(stderr);
+            let mut pid = String::new();
+            let _ = File::from(pid_rd).read_to_string(&mut pid);
+            let target = pid
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .map(nix::unistd::Pid::from_raw);
+            Ok(ExecSpawned {
+                helper: child,
+                target,
+            })
+        }
+    }
+}
+
+fn exec_helper(
+    init: nix::unistd::Pid,
+    spec: &Spec,
+    args: &[String],
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+    pid_wr: OwnedFd,
+) -> Result<i32, ContainerError> {
+    use std::os::fd::AsFd;
+    nix::sys::prctl::set_dumpable(false).map_err(setup("set non-dumpable"))?;
+    // /proc/self is not ours once we are chrooted into the container.
+    let proof = sys::single_threaded().map_err(|source| ContainerError::Setup {
+        action: "check threads".into(),
+        source,
+    })?;
+    let open = |p: String| {
+        nix::fcntl::open(
+            p.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(setup(format!("open {p}")))
+    };
+    let root = nix::fcntl::open(
+        format!("/proc/{init}/root").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(setup("open container root"))?;
+    let pidns = open(format!("/proc/{init}/ns/pid"))?;
+    let mntns = open(format!("/proc/{init}/ns/mnt"))?;
+    nix::sched::setns(pidns.as_fd(), CloneFlags::CLONE_NEWPID)
+        .map_err(setup("join PID namespace"))?;
+    nix::sched::setns(mntns.as_fd(), CloneFlags::CLONE_NEWNS)
+        .map_err(setup("join mount namespace"))?;
+    nix::unistd::fchdir(&root).map_err(setup("enter container root"))?;
+    nix::unistd::chroot(".").map_err(setup("chroot to container root"))?;
+    match sys::fork_checked(proof).map_err(|source| ContainerError::Setup {
+        action: "fork".into(),
+        source,
+    })? {
+        nix::unistd::ForkResult::Child => {
+            let err = exec_target(spec, args, stdout, stderr);
+            let _ = nix::unistd::write(stderr, format!("{err}\n").as_bytes());
+            std::process::exit(
+                if matches!(err, ContainerError::Start(ref m) if m.contains("not found")) {
+                    127
+                } else {
+                    126
+                },
+            );
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let _ = nix::unistd::write(&pid_wr, child.as_raw().to_string().as_bytes());
+            // EOF tells the shim the pid is complete; it must not wait for us.
+            drop(pid_wr);
+            loop {
+                match waitpid(child, None) {
+                    Ok(status) => {
+                        if let Some(exit) = Exit::from_status(status) {
+                            return Ok(exit.code);
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(setup("wait for exec")(e)),
+                }
+            }
+        }
+    }
+}
+
+/// The exec'd process: the container's user, groups, capabilities and
+/// environment; its own process group (so a timeout kills its children too).
+fn exec_target(spec: &Spec, args: &[String], stdout: &OwnedFd, stderr: &OwnedFd) -> ContainerError {
+    let run = || -> Result<Never, ContainerError> {
+        nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
+            .map_err(setup("new process group"))?;
+        let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, Mode::empty())
+            .map_err(setup("open /dev/null"))?;
+        nix::unistd::dup2_stdin(&null).map_err(setup("redirect stdin"))?;
+        nix::unistd::dup2_stdout(stdout).map_err(setup("redirect stdout"))?;
+        nix::unistd::dup2_stderr(stderr).map_err(setup("redirect stderr"))?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| ContainerError::Start("spec has no process".into()))?;
+        let user = process.user();
+        let groups: Vec<Gid> = user
+            .additional_gids()
+            .iter()
+            .flatten()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&groups).map_err(setup("set supplementary groups"))?;
+        setresgid(
+            Gid::from_raw(user.gid()),
+            Gid::from_raw(user.gid()),
+            Gid::from_raw(user.gid()),
+        )
+        .map_err(setup("set gid"))?;
+        capabilities(process, user.uid())?;
+        if process.no_new_privileges().unwrap_or(false) {
+            nix::sys::prctl::set_no_new_privs().map_err(setup("set no_new_privs"))?;
+        }
+        let _ = chdir(process.cwd());
+        let env: Vec<CString> = process
+            .env()
+            .iter()
+            .flatten()
+            .filter_map(|e| CString::new(e.as_str()).ok())
+            .collect();
+        let argv: Vec<CString> = args
+            .iter()
+            .filter_map(|a| CString::new(a.as_str()).ok())
+            .collect();
+        let arg0 = args
+            .first()
+            .ok_or_else(|| ContainerError::Start("no command given".into()))?;
+        let path = lookup(arg0, process.env().as_deref().unwrap_or_default())?;
+        sys::cloexec_from(3).map_err(|source| ContainerError::Setup {
+            action: "mark fds close-on-exec".into(),
+            source,
+        })?;
+        let prog = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| ContainerError::Start("NUL in path".into()))?;
+        match execve(&prog, &argv, &env) {
+            Ok(never) => match never {},
+            Err(e) => Err(ContainerError::Start(format!(
+                "exec: {:?}: {}",
+                arg0,
+                e.desc()
+            ))),
+        }
+    };
+    match run() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
 impl Exit {
     /// From a wait status: exit code, or 128 + signal.
     pub fn from_status(status: WaitStatus) -> Option<Exit> {

@@ -34,7 +34,29 @@ pub enum Op {
     Remove {
         id: String,
     },
+    /// Runs a command in a running container; replies when it ends.
+    #[serde(rename_all = "camelCase")]
+    Exec {
+        id: String,
+        args: Vec<String>,
+        timeout_ms: u64,
+        max_output: usize,
+    },
     Shutdown,
+}
+
+/// The outcome of an exec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecResult {
+    /// Exit code, or 128 + signal.
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Killed at the deadline.
+    pub timed_out: bool,
+    /// Output beyond `maxOutput` bytes per stream was dropped.
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +94,8 @@ pub struct Response {
     pub state: Option<ContainerState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecResult>,
 }
 
 impl Response {
@@ -81,6 +105,7 @@ impl Response {
             error: None,
             state: None,
             pid: None,
+            exec: None,
         }
     }
 
@@ -90,6 +115,7 @@ impl Response {
             error: Some(msg.into()),
             state: None,
             pid: None,
+            exec: None,
         }
     }
 }

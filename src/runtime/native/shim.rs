@@ -22,7 +22,8 @@ use nix::unistd::Pid;
 
 use super::container::{self, ChildIo};
 use super::protocol::{
-    ContainerState, Op, Request, Response, Status, PID_FILE, PROTOCOL_VERSION, SOCKET_NAME,
+    ContainerState, ExecResult, Op, Request, Response, Status, PID_FILE, PROTOCOL_VERSION,
+    SOCKET_NAME,
 };
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 use crate::runtime::record::{ExitRecord, RECORD_VERSION};
@@ -48,7 +49,40 @@ struct Output {
     splitter: LineSplitter,
 }
 
+/// An exec in flight: its reply goes to `client` once the helper is reaped.
+struct PendingExec {
+    client: UnixStream,
+    helper: Pid,
+    target: Option<Pid>,
+    pipes: Vec<(OwnedFd, Vec<u8>)>,
+    max: usize,
+    truncated: bool,
+    deadline: std::time::Instant,
+    timed_out: bool,
+}
+
+impl PendingExec {
+    fn drain(&mut self) {
+        let mut buf = [0u8; 16 * 1024];
+        for (fd, out) in &mut self.pipes {
+            loop {
+                match nix::unistd::read(&*fd, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let room = self.max.saturating_sub(out.len());
+                        if n > room {
+                            self.truncated = true;
+                        }
+                        out.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 struct Container {
+    spec: oci_spec::runtime::Spec,
     id: String,
     pid: Pid,
     status: Status,
@@ -109,6 +143,7 @@ pub struct Shim {
     listener: UnixListener,
     containers: HashMap<String, Container>,
     clients: Vec<(UnixStream, Vec<u8>)>,
+    execs: Vec<PendingExec>,
     shutting_down: bool,
 }
 
@@ -153,6 +188,7 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
         listener,
         containers: HashMap::new(),
         clients: Vec::new(),
+        execs: Vec::new(),
         shutting_down: false,
     };
     shim.serve(&sfd)
@@ -176,7 +212,24 @@ impl Shim {
                     outs.push((id.clone(), i));
                 }
             }
-            match poll(&mut fds, PollTimeout::from(1000u16)) {
+            for e in &self.execs {
+                for (fd, _) in &e.pipes {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            let now = std::time::Instant::now();
+            let wait_ms = self
+                .execs
+                .iter()
+                .filter(|e| !e.timed_out)
+                .map(|e| e.deadline.saturating_duration_since(now).as_millis())
+                .min()
+                .unwrap_or(1000)
+                .min(1000);
+            match poll(
+                &mut fds,
+                PollTimeout::from(u16::try_from(wait_ms).unwrap_or(1000)),
+            ) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(err("poll")(e)),
             }
@@ -192,6 +245,17 @@ impl Shim {
                     if let Some(c) = self.containers.get_mut(id) {
                         c.pump(*i, false);
                     }
+                }
+            }
+            for e in &mut self.execs {
+                e.drain();
+                if !e.timed_out && std::time::Instant::now() >= e.deadline {
+                    // The command's whole process group, then its helper.
+                    if let Some(t) = e.target {
+                        let _ = nix::sys::signal::killpg(t, Signal::SIGKILL);
+                    }
+                    let _ = nix::sys::signal::kill(e.helper, Signal::SIGKILL);
+                    e.timed_out = true;
                 }
             }
             if ready[0] {
@@ -221,12 +285,9 @@ impl Shim {
                 };
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let resp = self.handle(&line);
-                    let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-                    out.push(b'\n');
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.write_all(&out);
-                    let _ = s.set_nonblocking(true);
+                    if let Some(resp) = self.handle(&line, &s) {
+                        send(&s, &resp);
+                    }
                 }
                 if alive {
                     keep.push((s, buf));
@@ -256,6 +317,26 @@ impl Shim {
                     let Some(exit) = container::Exit::from_status(status) else {
                         continue;
                     };
+                    if let Some(i) = self.execs.iter().position(|e| e.helper == pid) {
+                        let mut e = self.execs.remove(i);
+                        e.drain();
+                        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                        let result = ExecResult {
+                            exit_code: exit.code,
+                            stdout: text(&e.pipes[0].1),
+                            stderr: text(&e.pipes[1].1),
+                            timed_out: e.timed_out,
+                            truncated: e.truncated,
+                        };
+                        send(
+                            &e.client,
+                            &Response {
+                                exec: Some(result),
+                                ..Response::ok()
+                            },
+                        );
+                        continue;
+                    }
                     if let Some(c) = self
                         .containers
                         .values_mut()
@@ -285,18 +366,31 @@ impl Shim {
         }
     }
 
-    fn handle(&mut self, line: &[u8]) -> Response {
+    /// Answers a request; `None` when the answer comes later (exec).
+    fn handle(&mut self, line: &[u8], client: &UnixStream) -> Option<Response> {
         let req: Request = match serde_json::from_slice(line) {
             Ok(r) => r,
-            Err(e) => return Response::err(format!("bad request: {e}")),
+            Err(e) => return Some(Response::err(format!("bad request: {e}"))),
         };
         if req.v != PROTOCOL_VERSION {
-            return Response::err(format!(
+            return Some(Response::err(format!(
                 "unsupported protocol version {} (this shim speaks {PROTOCOL_VERSION})",
                 req.v
-            ));
+            )));
         }
-        match req.op {
+        if let Op::Exec {
+            id,
+            args,
+            timeout_ms,
+            max_output,
+        } = req.op
+        {
+            return match self.exec(&id, &args, timeout_ms, max_output, client) {
+                Ok(()) => None,
+                Err(msg) => Some(Response::err(msg)),
+            };
+        }
+        Some(match req.op {
             Op::Ping => Response {
                 pid: Some(i32::try_from(std::process::id()).unwrap_or(0)),
                 ..Response::ok()
@@ -364,7 +458,49 @@ impl Shim {
                 }
                 Response::ok()
             }
+            Op::Exec { .. } => Response::err("exec handled above"),
+        })
+    }
+
+    fn exec(
+        &mut self,
+        id: &str,
+        args: &[String],
+        timeout_ms: u64,
+        max_output: usize,
+        client: &UnixStream,
+    ) -> Result<(), String> {
+        let c = self
+            .containers
+            .get(id)
+            .ok_or_else(|| format!("container {id} not found"))?;
+        if c.status != Status::Running {
+            return Err(format!("container {id} is not running"));
         }
+        let (out_r, out_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("create pipe: {e}"))?;
+        let (err_r, err_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("create pipe: {e}"))?;
+        for fd in [&out_r, &err_r] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .map_err(|e| format!("nonblocking pipe: {e}"))?;
+        }
+        let spawned = container::spawn_exec(c.pid, &c.spec, args, out_w, err_w)
+            .map_err(|e| error_chain(&e))?;
+        let client = client
+            .try_clone()
+            .map_err(|e| format!("keep client: {e}"))?;
+        self.execs.push(PendingExec {
+            client,
+            helper: spawned.helper,
+            target: spawned.target,
+            pipes: vec![(out_r, Vec::new()), (err_r, Vec::new())],
+            max: max_output,
+            truncated: false,
+            deadline: std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
+            timed_out: false,
+        });
+        Ok(())
     }
 
     fn create(
@@ -425,6 +561,7 @@ impl Shim {
             Err(e) => return Ok(Response::err(error_chain(&e))),
         };
         let c = Container {
+            spec,
             id: id.to_string(),
             pid: spawned.pid,
             status: Status::Created,
@@ -499,6 +636,14 @@ impl Shim {
             ..Response::ok()
         }
     }
+}
+
+fn send(mut s: &UnixStream, resp: &Response) {
+    let mut out = serde_json::to_vec(resp).unwrap_or_default();
+    out.push(b'\n');
+    let _ = s.set_nonblocking(false);
+    let _ = s.write_all(&out);
+    let _ = s.set_nonblocking(true);
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
