@@ -325,53 +325,10 @@ fn exec_target(spec: &Spec, args: &[String], stdout: &OwnedFd, stderr: &OwnedFd)
             .process()
             .as_ref()
             .ok_or_else(|| ContainerError::Start("spec has no process".into()))?;
-        let user = process.user();
-        let groups: Vec<Gid> = user
-            .additional_gids()
-            .iter()
-            .flatten()
-            .map(|g| Gid::from_raw(*g))
-            .collect();
-        nix::unistd::setgroups(&groups).map_err(setup("set supplementary groups"))?;
-        setresgid(
-            Gid::from_raw(user.gid()),
-            Gid::from_raw(user.gid()),
-            Gid::from_raw(user.gid()),
-        )
-        .map_err(setup("set gid"))?;
-        capabilities(process, user.uid())?;
-        if process.no_new_privileges().unwrap_or(false) {
-            nix::sys::prctl::set_no_new_privs().map_err(setup("set no_new_privs"))?;
-        }
+        become_user(process)?;
         let _ = chdir(process.cwd());
-        let env: Vec<CString> = process
-            .env()
-            .iter()
-            .flatten()
-            .filter_map(|e| CString::new(e.as_str()).ok())
-            .collect();
-        let argv: Vec<CString> = args
-            .iter()
-            .filter_map(|a| CString::new(a.as_str()).ok())
-            .collect();
-        let arg0 = args
-            .first()
-            .ok_or_else(|| ContainerError::Start("no command given".into()))?;
-        let path = lookup(arg0, process.env().as_deref().unwrap_or_default())?;
-        sys::cloexec_from(3).map_err(|source| ContainerError::Setup {
-            action: "mark fds close-on-exec".into(),
-            source,
-        })?;
-        let prog = CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| ContainerError::Start("NUL in path".into()))?;
-        match execve(&prog, &argv, &env) {
-            Ok(never) => match never {},
-            Err(e) => Err(ContainerError::Start(format!(
-                "exec: {:?}: {}",
-                arg0,
-                e.desc()
-            ))),
-        }
+        let exec = prepare_exec(process.env().as_deref().unwrap_or_default(), args)?;
+        Err(exec_now(&exec))
     };
     match run() {
         Ok(never) => match never {},
@@ -546,25 +503,10 @@ fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never,
             .map_err(setup("set RLIMIT_NOFILE"))?;
         }
     }
-    let user = process.user();
-    nix::sys::stat::umask(Mode::from_bits_truncate(user.umask().unwrap_or(0o022)));
-    let groups: Vec<Gid> = user
-        .additional_gids()
-        .iter()
-        .flatten()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    nix::unistd::setgroups(&groups).map_err(setup("set supplementary groups"))?;
-    setresgid(
-        Gid::from_raw(user.gid()),
-        Gid::from_raw(user.gid()),
-        Gid::from_raw(user.gid()),
-    )
-    .map_err(setup("set gid"))?;
-    capabilities(process, user.uid())?;
-    if process.no_new_privileges().unwrap_or(false) {
-        nix::sys::prctl::set_no_new_privs().map_err(setup("set no_new_privs"))?;
-    }
+    nix::sys::stat::umask(Mode::from_bits_truncate(
+        process.user().umask().unwrap_or(0o022),
+    ));
+    become_user(process)?;
     let cwd = process.cwd();
     chdir(cwd).map_err(|e| {
         ContainerError::Start(format!(
@@ -573,24 +515,10 @@ fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never,
             e.desc()
         ))
     })?;
-    let env: Vec<CString> = process
-        .env()
-        .iter()
-        .flatten()
-        .filter_map(|e| CString::new(e.as_str()).ok())
-        .collect();
-    let args: Vec<CString> = process
-        .args()
-        .iter()
-        .flatten()
-        .filter_map(|a| CString::new(a.as_str()).ok())
-        .collect();
-    let Some(arg0) = process.args().as_ref().and_then(|a| a.first()) else {
-        return Err(ContainerError::Start(
-            "no command given (empty args)".into(),
-        ));
-    };
-    let path = lookup(arg0, process.env().as_deref().unwrap_or_default())?;
+    let exec = prepare_exec(
+        process.env().as_deref().unwrap_or_default(),
+        process.args().as_deref().unwrap_or_default(),
+    )?;
     let gate = match io {
         Some(io) => {
             let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, Mode::empty())
@@ -602,10 +530,6 @@ fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never,
         }
         None => None,
     };
-    sys::cloexec_from(3).map_err(|source| ContainerError::Setup {
-        action: "mark fds close-on-exec".into(),
-        source,
-    })?;
     if let Some(gate) = gate {
         // Created: wait for start. EOF means the shim gave up on us.
         let mut b = [0u8; 1];
@@ -615,15 +539,49 @@ fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never,
             ));
         }
     }
-    let prog = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| ContainerError::Start("NUL in path".into()))?;
-    match execve(&prog, &args, &env) {
+    Err(exec_now(&exec))
+}
+
+/// A command resolved and encoded, ready for execve.
+struct Exec {
+    arg0: String,
+    prog: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+}
+
+/// Resolves `args[0]` in the container's PATH and encodes the call.
+fn prepare_exec(env: &[String], args: &[String]) -> Result<Exec, ContainerError> {
+    let arg0 = args
+        .first()
+        .ok_or_else(|| ContainerError::Start("no command given (empty args)".into()))?;
+    let path = lookup(arg0, env)?;
+    Ok(Exec {
+        arg0: arg0.clone(),
+        prog: CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| ContainerError::Start("NUL in path".into()))?,
+        argv: args
+            .iter()
+            .filter_map(|a| CString::new(a.as_str()).ok())
+            .collect(),
+        env: env
+            .iter()
+            .filter_map(|e| CString::new(e.as_str()).ok())
+            .collect(),
+    })
+}
+
+/// Marks fds ≥ 3 close-on-exec and execs; returns only on failure.
+fn exec_now(e: &Exec) -> ContainerError {
+    if let Err(source) = sys::cloexec_from(3) {
+        return ContainerError::Setup {
+            action: "mark fds close-on-exec".into(),
+            source,
+        };
+    }
+    match execve(&e.prog, &e.argv, &e.env) {
         Ok(never) => match never {},
-        Err(e) => Err(ContainerError::Start(format!(
-            "exec: {:?}: {}",
-            arg0,
-            e.desc()
-        ))),
+        Err(err) => ContainerError::Start(format!("exec: {:?}: {}", e.arg0, err.desc())),
     }
 }
 
@@ -938,6 +896,26 @@ fn readonly(p: &str) -> Result<(), ContainerError> {
         None::<&str>,
     )
     .map_err(setup(format!("make {p} read-only")))
+}
+
+/// Groups, gid, then uid with the planned capabilities, then
+/// no_new_privs: the identity a container process (or an exec) runs with.
+fn become_user(process: &oci_spec::runtime::Process) -> Result<(), ContainerError> {
+    let user = process.user();
+    let groups: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(setup("set supplementary groups"))?;
+    let gid = Gid::from_raw(user.gid());
+    setresgid(gid, gid, gid).map_err(setup("set gid"))?;
+    capabilities(process, user.uid())?;
+    if process.no_new_privileges().unwrap_or(false) {
+        nix::sys::prctl::set_no_new_privs().map_err(setup("set no_new_privs"))?;
+    }
+    Ok(())
 }
 
 /// Bounding set first (needs CAP_SETPCAP), keep caps across setuid, then
