@@ -342,3 +342,24 @@ fn the_network_namespace_has_loopback_up() {
     assert_eq!(lines[1], "0x9", "lo is UP|LOOPBACK: {out}");
     assert_eq!(lines[2], "lo", "only loopback in a fresh netns: {out}");
 }
+
+#[test]
+fn a_missing_bind_source_is_a_start_error() {
+    if !common::require_root() {
+        return;
+    }
+    let o = run(&bundle(&["true"], |c, tmp| {
+        c.mounts.push(BindMount {
+            source: tmp.join("does-not-exist"),
+            destination: "/data".into(),
+            readonly: false,
+            propagation: None,
+        });
+    }));
+    assert_eq!(o.status.code(), Some(128));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bind mount source"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -328,11 +328,11 @@ fn shutdown_kills_running_containers_and_leaves_no_process() {
     assert!(pod.run("a", &["sh", "-c", "sleep 1001 & sleep 1001"]).ok);
     wait_running(&pod, "a");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut sleepers = sleeping_1001();
+    let mut sleepers = sleeping(1001);
     while sleepers.len() < 2 {
         assert!(Instant::now() < deadline, "both sleeps start");
         std::thread::sleep(Duration::from_millis(20));
-        sleepers = sleeping_1001();
+        sleepers = sleeping(1001);
     }
     pod.shutdown();
     // Killing the container's init killed its whole PID namespace.
@@ -346,11 +346,13 @@ fn shutdown_kills_running_containers_and_leaves_no_process() {
     }
 }
 
-fn sleeping_1001() -> Vec<i32> {
+/// PIDs of `sleep <secs>` processes; each test sleeps a number of its own.
+fn sleeping(secs: u32) -> Vec<i32> {
+    let cmdline = format!("sleep\0{secs}\0").into_bytes();
     fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| fs::read(e.path().join("cmdline")).unwrap_or_default() == b"sleep\x001001\x00")
+        .filter(|e| fs::read(e.path().join("cmdline")).unwrap_or_default() == cmdline)
         .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
         .collect()
 }
@@ -555,7 +557,7 @@ mod exec {
         let r = exec(
             &pod,
             "app",
-            &["sh", "-c", "sleep 1001 & sleep 1001"],
+            &["sh", "-c", "sleep 1003 & sleep 1003"],
             300,
             1000,
         );
@@ -563,7 +565,7 @@ mod exec {
         assert!(started.elapsed() < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(200));
         assert!(
-            sleeping_1001().is_empty(),
+            sleeping(1003).is_empty(),
             "the exec's children died with it"
         );
         let e = exec(&pod, "app", &["nosuch"], 1000, 1000);
@@ -589,4 +591,21 @@ mod exec {
         assert!(!r.ok && r.error.unwrap().contains("not running"));
         pod.shutdown();
     }
+}
+
+#[test]
+fn a_container_that_forks_many_children_and_exits_leaves_none() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("forky");
+    assert!(pod.run("app", &["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do sleep 1002 & done; exit 0"]).ok);
+    assert_eq!(pod.wait_exit("app").exit_code, 0);
+    // The init's exit took its PID namespace, and every sleep, with it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sleeping(1002).is_empty() {
+        assert!(Instant::now() < deadline, "children outlived the container");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pod.shutdown();
 }
