@@ -5,3 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash bench/images.sh
 bash bench/runtime.sh
+bash bench/shim-memory.sh
