@@ -609,3 +609,26 @@ fn a_container_that_forks_many_children_and_exits_leaves_none() {
     }
     pod.shutdown();
 }
+
+#[test]
+fn pod_containers_share_ipc_net_and_uts_namespaces_but_not_pid_or_mount() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("ns");
+    let script = "for n in ipc net uts pid mnt; do readlink /proc/self/ns/$n; done";
+    let ns = |id: &str| {
+        assert!(pod.run(id, &["sh", "-c", script]).ok);
+        assert_eq!(pod.wait_exit(id).exit_code, 0);
+        let log = fs::read_to_string(pod.log_dir(id).join("0.log")).unwrap();
+        log.lines()
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (ns("a"), ns("b"));
+    assert_eq!(a.len(), 5, "{a:?}");
+    assert_eq!(a[..3], b[..3], "ipc, net and uts are the pod's");
+    assert_ne!(a[3], b[3], "each container has its own PID namespace");
+    assert_ne!(a[4], b[4], "and its own mount namespace");
+    pod.shutdown();
+}
