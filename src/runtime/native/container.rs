@@ -63,15 +63,20 @@ pub struct Exit {
     pub signal: Option<i32>,
 }
 
+/// Forks this single-threaded process.
+fn fork() -> Result<nix::unistd::ForkResult, ContainerError> {
+    sys::fork_single_threaded().map_err(|source| ContainerError::Setup {
+        action: "fork".into(),
+        source,
+    })
+}
+
 /// Runs the container of `spec` (bundle at `bundle`) to completion.
 /// Must be called from a single-threaded process.
 pub fn run(bundle: &Path, spec: &Spec) -> Result<Exit, ContainerError> {
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create error pipe"))?;
     unshare(CloneFlags::CLONE_NEWPID).map_err(setup("unshare PID namespace"))?;
-    match sys::fork_single_threaded().map_err(|source| ContainerError::Setup {
-        action: "fork".into(),
-        source,
-    })? {
+    match fork()? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
             let err = child(bundle, spec, None);
@@ -122,22 +127,13 @@ pub fn spawn(bundle: &Path, spec: &Spec, io: ChildIo) -> Result<Spawned, Contain
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create error pipe"))?;
     let (pid_rd, pid_wr) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create pid pipe"))?;
-    let fork = || {
-        sys::fork_single_threaded().map_err(|source| ContainerError::Setup {
-            action: "fork".into(),
-            source,
-        })
-    };
     match fork()? {
         nix::unistd::ForkResult::Child => {
             drop(err_rd);
             drop(pid_rd);
             let outcome = (|| -> Result<(), ContainerError> {
                 unshare(CloneFlags::CLONE_NEWPID).map_err(setup("unshare PID namespace"))?;
-                match sys::fork_single_threaded().map_err(|source| ContainerError::Setup {
-                    action: "fork".into(),
-                    source,
-                })? {
+                match fork()? {
                     nix::unistd::ForkResult::Child => {
                         drop(pid_wr);
                         let msg = child(bundle, spec, Some(io));
@@ -205,10 +201,7 @@ pub fn spawn_exec(
 ) -> Result<ExecSpawned, ContainerError> {
     let (pid_rd, pid_wr) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create pid pipe"))?;
-    match sys::fork_single_threaded().map_err(|source| ContainerError::Setup {
-        action: "fork".into(),
-        source,
-    })? {
+    match fork()? {
         nix::unistd::ForkResult::Child => {
             drop(pid_rd);
             let code = match exec_helper(init, spec, args, &stdout, &stderr, pid_wr) {
