@@ -98,11 +98,20 @@ impl Pod {
 
 /// Writes a bundle for a pod container (own PID and mount namespaces).
 fn write_bundle(base: &Path, id: &str, args: &[&str]) -> PathBuf {
+    write_bundle_with(base, id, args, &[])
+}
+
+fn write_bundle_with(
+    base: &Path,
+    id: &str,
+    args: &[&str],
+    mounts: &[nodelet::runtime::plan::BindMount],
+) -> PathBuf {
     let dir = base.join("bundles").join(id);
     for d in ["upper", "work"] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
-    let cfg = ContainerConfig::new(
+    let mut cfg = ContainerConfig::new(
         Rootfs::Overlay {
             lower: vec![lower().to_path_buf()],
             upper: dir.join("upper"),
@@ -110,6 +119,7 @@ fn write_bundle(base: &Path, id: &str, args: &[&str]) -> PathBuf {
         },
         args.iter().map(|s| s.to_string()).collect(),
     );
+    cfg.mounts.extend(mounts.iter().cloned());
     let mut spec = build_spec(&cfg).unwrap();
     // Pod containers join the shim's network, IPC and UTS namespaces.
     let mut linux = spec.linux().clone().unwrap();
@@ -631,4 +641,71 @@ fn pod_containers_share_ipc_net_and_uts_namespaces_but_not_pid_or_mount() {
     assert_ne!(a[3], b[3], "each container has its own PID namespace");
     assert_ne!(a[4], b[4], "and its own mount namespace");
     pod.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_containers_see_the_pods_hosts_hostname_and_resolv_conf() {
+    use nodelet::runtime::api::{CreateContainer, Runtime, SandboxConfig};
+    if !common::require_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = nodelet::runtime::native::client::NativeRuntime::new(
+        &tmp.path().join("run"),
+        Path::new(env!("CARGO_BIN_EXE_nodelet")),
+        10 << 20,
+        5,
+    );
+    let info = rt
+        .create_sandbox(&SandboxConfig {
+            id: "uid-etc".into(),
+            hostname: "web-0".into(),
+        })
+        .await
+        .unwrap();
+    let bundle = write_bundle_with(
+        tmp.path(),
+        "app",
+        &[
+            "sh",
+            "-c",
+            "cat /etc/hostname; head -1 /etc/hosts; cat /etc/resolv.conf",
+        ],
+        &info.pod_mounts(),
+    );
+    let req = CreateContainer {
+        sandbox: "uid-etc".into(),
+        id: "app".into(),
+        bundle,
+        log_dir: tmp.path().join("logs/app"),
+        restart_count: 0,
+    };
+    rt.create_container(&req).await.unwrap();
+    rt.start_container("uid-etc", "app").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt
+        .container_state("uid-etc", "app")
+        .await
+        .unwrap()
+        .exit
+        .is_none()
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = fs::read(tmp.path().join("logs/app/0.log")).unwrap();
+    let text = String::from_utf8(nodelet::runtime::logs::reassemble(&log)).unwrap();
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert_eq!(
+        text,
+        format!(
+            "web-0\n# Kubernetes-managed hosts file.\n{host_resolv}{}",
+            if host_resolv.is_empty() || host_resolv.ends_with('\n') {
+                ""
+            } else {
+                "\n"
+            }
+        )
+    );
+    rt.remove_sandbox("uid-etc").await.unwrap();
 }

@@ -16,6 +16,29 @@ pub struct SandboxConfig {
     pub hostname: String,
 }
 
+/// What a created sandbox offers its containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    /// Holds the pod's `hosts`, `hostname` and `resolv.conf`.
+    pub etc_dir: PathBuf,
+}
+
+impl SandboxInfo {
+    /// Bind mounts of the pod-level `/etc/hosts`, `/etc/hostname` and
+    /// `/etc/resolv.conf`, as containerd gives every container of a pod.
+    pub fn pod_mounts(&self) -> Vec<super::plan::BindMount> {
+        ["hosts", "hostname", "resolv.conf"]
+            .iter()
+            .map(|f| super::plan::BindMount {
+                source: self.etc_dir.join(f),
+                destination: format!("/etc/{f}"),
+                readonly: false,
+                propagation: None,
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateContainer {
     pub sandbox: String,
@@ -54,7 +77,7 @@ pub trait Runtime: Send + Sync + 'static {
     fn create_sandbox(
         &self,
         cfg: &SandboxConfig,
-    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<SandboxInfo, RuntimeError>> + Send;
     /// Kills whatever still runs in the sandbox and removes it; idempotent.
     fn remove_sandbox(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Sandboxes that exist now (after a daemon restart, the live shims).

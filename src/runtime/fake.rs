@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::api::{
     ContainerState, CreateContainer, ExecResult, ExitRecord, Runtime, RuntimeError, SandboxConfig,
-    Status,
+    SandboxInfo, Status,
 };
 use super::record::RECORD_VERSION;
 
@@ -71,12 +71,14 @@ fn missing(sandbox: &str, id: &str) -> RuntimeError {
 }
 
 impl Runtime for FakeRuntime {
-    async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<(), RuntimeError> {
+    async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<SandboxInfo, RuntimeError> {
         self.log(format!("create_sandbox {}", cfg.id));
         self.with(|s| {
             s.entry(cfg.id.clone()).or_default();
         });
-        Ok(())
+        Ok(SandboxInfo {
+            etc_dir: std::path::PathBuf::from("/fake").join(&cfg.id),
+        })
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {

@@ -11,7 +11,7 @@ use super::protocol::{
     ContainerState, Op, Request, Response, PID_FILE, PROTOCOL_VERSION, SOCKET_NAME,
 };
 use super::shim;
-use crate::runtime::api::{CreateContainer, Runtime, RuntimeError, SandboxConfig};
+use crate::runtime::api::{CreateContainer, Runtime, RuntimeError, SandboxConfig, SandboxInfo};
 
 pub struct NativeRuntime {
     run_dir: PathBuf,
@@ -92,7 +92,7 @@ impl NativeRuntime {
 }
 
 impl Runtime for NativeRuntime {
-    async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<(), RuntimeError> {
+    async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<SandboxInfo, RuntimeError> {
         let (bin, dir, host) = (
             self.nodelet.clone(),
             self.state_dir(&cfg.id),
@@ -111,7 +111,9 @@ impl Runtime for NativeRuntime {
                 action: e.action.clone(),
                 source: e.source,
             })?;
-        Ok(())
+        Ok(SandboxInfo {
+            etc_dir: self.state_dir(&cfg.id).join(shim::ETC_DIR),
+        })
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {

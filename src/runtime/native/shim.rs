@@ -28,6 +28,29 @@ use super::protocol::{
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 use crate::runtime::record::{ExitRecord, RECORD_VERSION};
 
+/// The pod's `hosts`, `hostname` and `resolv.conf`, under the state dir.
+pub const ETC_DIR: &str = "etc";
+
+/// kubelet's managed hosts file (`k8s:pkg/kubelet/kubelet_pods.go
+/// managedHostsFileContent`). There is no pod IP before CNI lands, so the
+/// `<podIP> <hostname>` line is absent.
+fn hosts_file() -> String {
+    "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n".to_string()
+}
+
+/// Writes the pod-level files containers bind-mount; resolv.conf is the
+/// host's (dnsPolicy Default; ClusterFirst falls back to it without a
+/// cluster DNS, as the kubelet does).
+fn write_etc(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
+    let etc = state_dir.join(ETC_DIR);
+    std::fs::create_dir_all(&etc).map_err(err("create etc directory"))?;
+    std::fs::write(etc.join("hostname"), format!("{hostname}\n")).map_err(err("write hostname"))?;
+    std::fs::write(etc.join("hosts"), hosts_file()).map_err(err("write hosts"))?;
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(etc.join("resolv.conf"), resolv).map_err(err("write resolv.conf"))?;
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("shim: {action}")]
 pub struct ShimError {
@@ -160,6 +183,7 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
         source,
     })?;
     std::fs::create_dir_all(state_dir.join("containers")).map_err(err("create state directory"))?;
+    write_etc(state_dir, hostname)?;
     let sock = state_dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).map_err(err("bind socket"))?;
