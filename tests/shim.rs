@@ -55,7 +55,22 @@ impl Pod {
     }
 
     fn run(&self, id: &str, args: &[&str]) -> Response {
-        let bundle = self.bundle(id, args);
+        self.run_with(id, args, None)
+    }
+
+    /// Runs with a termination-message file (host path, FallbackToLogsOnError)
+    /// bind-mounted at /dev/termination-log.
+    fn run_with(&self, id: &str, args: &[&str], termination: Option<(PathBuf, bool)>) -> Response {
+        let mounts: Vec<_> = termination
+            .iter()
+            .map(|(f, _)| nodelet::runtime::plan::BindMount {
+                source: f.clone(),
+                destination: "/dev/termination-log".into(),
+                readonly: false,
+                propagation: None,
+            })
+            .collect();
+        let bundle = write_bundle_with(self.tmp.path(), id, args, &mounts);
         let r = self.call(Op::Create {
             id: id.into(),
             bundle: bundle.display().to_string(),
@@ -63,6 +78,8 @@ impl Pod {
             restart_count: 0,
             log_max_size: 10 << 20,
             log_max_files: 5,
+            termination_message_file: termination.as_ref().map(|(f, _)| f.display().to_string()),
+            fallback_to_logs: termination.as_ref().is_some_and(|(_, fb)| *fb),
         });
         assert!(r.ok, "create: {r:?}");
         self.call(Op::Start { id: id.into() })
@@ -413,6 +430,8 @@ mod native_runtime {
             bundle: bundle(tmp.path(), "app", &["sh", "-c", "echo started; sleep 1000"]),
             log_dir: tmp.path().join("logs/app"),
             restart_count: 0,
+            termination_message_file: None,
+            fallback_to_logs: false,
         };
         assert_eq!(
             rt.create_container(&req).await.unwrap().status,
@@ -679,6 +698,8 @@ async fn pod_containers_see_the_pods_hosts_hostname_and_resolv_conf() {
         bundle,
         log_dir: tmp.path().join("logs/app"),
         restart_count: 0,
+        termination_message_file: None,
+        fallback_to_logs: false,
     };
     rt.create_container(&req).await.unwrap();
     rt.start_container("uid-etc", "app").await.unwrap();
@@ -708,4 +729,72 @@ async fn pod_containers_see_the_pods_hosts_hostname_and_resolv_conf() {
         )
     );
     rt.remove_sandbox("uid-etc").await.unwrap();
+}
+
+#[test]
+fn termination_messages_come_from_the_file_or_the_logs_on_error() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("term");
+    let file = |name: &str| {
+        let f = pod.tmp.path().join(name);
+        fs::write(&f, "").unwrap();
+        f
+    };
+    let written = file("written");
+    assert!(
+        pod.run_with(
+            "a",
+            &[
+                "sh",
+                "-c",
+                "echo 'disk full' > /dev/termination-log; exit 1"
+            ],
+            Some((written, true))
+        )
+        .ok
+    );
+    assert_eq!(pod.wait_exit("a").message, "disk full\n");
+    let empty = file("empty");
+    assert!(
+        pod.run_with(
+            "b",
+            &["sh", "-c", "echo line1; echo line2; exit 2"],
+            Some((empty.clone(), true))
+        )
+        .ok
+    );
+    assert_eq!(
+        pod.wait_exit("b").message,
+        "line1\nline2\n",
+        "FallbackToLogsOnError with an empty file"
+    );
+    assert!(
+        pod.run_with(
+            "c",
+            &["sh", "-c", "echo out; exit 0"],
+            Some((file("ok"), true))
+        )
+        .ok
+    );
+    assert_eq!(
+        pod.wait_exit("c").message,
+        "",
+        "exit 0 never reads the logs"
+    );
+    assert!(
+        pod.run_with(
+            "d",
+            &["sh", "-c", "echo out; exit 3"],
+            Some((file("policy-file"), false))
+        )
+        .ok
+    );
+    assert_eq!(
+        pod.wait_exit("d").message,
+        "",
+        "policy File never reads the logs"
+    );
+    pod.shutdown();
 }

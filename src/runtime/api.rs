@@ -48,6 +48,10 @@ pub struct CreateContainer {
     /// `/var/log/pods/<ns>_<pod>_<uid>/<container>`.
     pub log_dir: PathBuf,
     pub restart_count: u32,
+    /// Host file bind-mounted at the container's terminationMessagePath.
+    pub termination_message_file: Option<PathBuf>,
+    /// `terminationMessagePolicy: FallbackToLogsOnError`.
+    pub fallback_to_logs: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

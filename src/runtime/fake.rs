@@ -231,6 +231,8 @@ mod tests {
             bundle: "/b".into(),
             log_dir: "/l".into(),
             restart_count: 0,
+            termination_message_file: None,
+            fallback_to_logs: false,
         };
         assert_eq!(
             rt.create_container(&req).await.unwrap().status,
@@ -287,6 +289,8 @@ mod tests {
             bundle: "/b".into(),
             log_dir: "/l".into(),
             restart_count: 0,
+            termination_message_file: None,
+            fallback_to_logs: false,
         })
         .await
         .unwrap();

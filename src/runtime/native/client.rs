@@ -172,6 +172,11 @@ impl Runtime for NativeRuntime {
             restart_count: req.restart_count,
             log_max_size: self.log_max_size,
             log_max_files: self.log_max_files,
+            termination_message_file: req
+                .termination_message_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            fallback_to_logs: req.fallback_to_logs,
         };
         let r = self.call(&req.sandbox, op).await?;
         Self::expect_state(&req.sandbox, &req.id, r)

@@ -20,6 +20,13 @@ pub enum Op {
         restart_count: u32,
         log_max_size: u64,
         log_max_files: u32,
+        /// Host file bind-mounted at the container's terminationMessagePath,
+        /// read into the exit record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        termination_message_file: Option<String>,
+        /// `FallbackToLogsOnError`.
+        #[serde(default)]
+        fallback_to_logs: bool,
     },
     Start {
         id: String,

@@ -106,6 +106,8 @@ impl PendingExec {
 
 struct Container {
     spec: oci_spec::runtime::Spec,
+    /// Termination-message file and FallbackToLogsOnError.
+    termination: Option<(PathBuf, bool)>,
     id: String,
     pid: Pid,
     status: Status,
@@ -119,6 +121,23 @@ struct Container {
 }
 
 impl Container {
+    /// kubelet's rules (`runtime::record::termination_message`) over the
+    /// message file and, for FallbackToLogsOnError, this instance's log.
+    fn termination_message(&self, code: i32) -> String {
+        let Some((file, fallback)) = &self.termination else {
+            return String::new();
+        };
+        let mut content = Vec::new();
+        if let Ok(f) = std::fs::File::open(file) {
+            let _ = f
+                .take(crate::runtime::record::MAX_TERMINATION_MESSAGE as u64)
+                .read_to_end(&mut content);
+        }
+        crate::runtime::record::termination_message(&content, *fallback, code, || {
+            crate::runtime::logs::reassemble(&std::fs::read(self.log.path()).unwrap_or_default())
+        })
+    }
+
     fn state(&self) -> ContainerState {
         ContainerState {
             id: self.id.clone(),
@@ -370,6 +389,7 @@ impl Shim {
                             c.pump(i, true);
                         }
                         c.outputs.clear();
+                        let message = c.termination_message(exit.code);
                         let rec = ExitRecord {
                             version: RECORD_VERSION.into(),
                             exit_code: exit.code,
@@ -377,7 +397,7 @@ impl Shim {
                             started_at: c.started_at.clone().unwrap_or_default(),
                             finished_at: crate::time::rfc3339_nano(SystemTime::now()),
                             oom_killed: false,
-                            message: String::new(),
+                            message,
                         };
                         if let Err(e) = rec.save(&c.dir.join("exit.json")) {
                             tracing::error!(container = %c.id, error = %e, "cannot record exit");
@@ -426,6 +446,8 @@ impl Shim {
                 restart_count,
                 log_max_size,
                 log_max_files,
+                termination_message_file,
+                fallback_to_logs,
             } => {
                 match self.create(
                     &id,
@@ -435,7 +457,13 @@ impl Shim {
                     log_max_size,
                     log_max_files,
                 ) {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        if let Some(c) = self.containers.get_mut(&id) {
+                            c.termination = termination_message_file
+                                .map(|f| (PathBuf::from(f), fallback_to_logs));
+                        }
+                        r
+                    }
                     Err(e) => Response::err(error_chain(&e)),
                 }
             }
@@ -586,6 +614,7 @@ impl Shim {
         };
         let c = Container {
             spec,
+            termination: None,
             id: id.to_string(),
             pid: spawned.pid,
             status: Status::Created,
