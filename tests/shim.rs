@@ -46,10 +46,6 @@ impl Pod {
         shim::call(&self.state, op).unwrap()
     }
 
-    fn bundle(&self, id: &str, args: &[&str]) -> PathBuf {
-        write_bundle(self.tmp.path(), id, args)
-    }
-
     fn log_dir(&self, id: &str) -> PathBuf {
         self.tmp.path().join("logs").join(id)
     }
