@@ -641,13 +641,17 @@ fn pod_containers_share_ipc_net_and_uts_namespaces_but_not_pid_or_mount() {
         return;
     }
     let pod = Pod::new("ns");
-    let script = "for n in ipc net uts pid mnt; do readlink /proc/self/ns/$n; done";
+    // Both stay alive while compared: namespace inode numbers are reused
+    // once a namespace is gone.
+    let script =
+        "for n in ipc net uts pid mnt; do readlink /proc/self/ns/$n; done; echo done; sleep 1000";
     let ns = |id: &str| {
         assert!(pod.run(id, &["sh", "-c", script]).ok);
-        assert_eq!(pod.wait_exit(id).exit_code, 0);
+        wait_for_log(&pod, id, "done");
         let log = fs::read_to_string(pod.log_dir(id).join("0.log")).unwrap();
         log.lines()
             .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .filter(|l| l != "done")
             .collect::<Vec<_>>()
     };
     let (a, b) = (ns("a"), ns("b"));

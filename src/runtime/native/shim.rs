@@ -389,10 +389,23 @@ impl Shim {
                             c.pump(i, true);
                         }
                         c.outputs.clear();
-                        let message = c.termination_message(exit.code);
+                        // Died before start: its setup failed, and the error
+                        // pipe says why. That is a start error (exit 128).
+                        let (code, message) = if c.status == Status::Created {
+                            let mut msg = String::new();
+                            if let Some(e) = c.errors.take() {
+                                let _ = std::fs::File::from(e).read_to_string(&mut msg);
+                            }
+                            if msg.is_empty() {
+                                msg = "container init exited before start".into();
+                            }
+                            (128, msg)
+                        } else {
+                            (exit.code, c.termination_message(exit.code))
+                        };
                         let rec = ExitRecord {
                             version: RECORD_VERSION.into(),
-                            exit_code: exit.code,
+                            exit_code: code,
                             signal: exit.signal,
                             started_at: c.started_at.clone().unwrap_or_default(),
                             finished_at: crate::time::rfc3339_nano(SystemTime::now()),
@@ -649,6 +662,16 @@ impl Shim {
         let Some(c) = self.containers.get_mut(id) else {
             return Response::err(format!("container {id} not found"));
         };
+        // Its setup failed before we got here: report it as the start error.
+        if c.status == Status::Exited && c.started_at.is_none() {
+            if let Some(e) = &c.exit {
+                return Response {
+                    error: Some(e.message.clone()),
+                    state: Some(c.state()),
+                    ..Response::err("")
+                };
+            }
+        }
         if c.status != Status::Created {
             return Response::err(format!("container {id} is {:?}, not created", c.status));
         }
