@@ -292,25 +292,16 @@ impl NodeletConfiguration {
 
     /// Range checks as the kubelet's `ValidateKubeletConfiguration` does.
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        for (field, p) in [
-            ("rootDir", &self.root_dir),
-            ("logDir", &self.log_dir),
-            ("socket", &self.socket),
-        ] {
-            if !p.is_absolute() {
+        let paths = [
+            ("rootDir", Some(&self.root_dir)),
+            ("logDir", Some(&self.log_dir)),
+            ("socket", Some(&self.socket)),
+            ("staticPodPath", self.static_pod_path.as_ref()),
+        ];
+        for (field, p) in paths {
+            if let Some(p) = p.filter(|p| !p.is_absolute()) {
                 return Err((
                     field,
-                    format!(
-                        "Invalid value: {:?}: must be an absolute path",
-                        p.display().to_string()
-                    ),
-                ));
-            }
-        }
-        if let Some(p) = &self.static_pod_path {
-            if !p.is_absolute() {
-                return Err((
-                    "staticPodPath",
                     format!(
                         "Invalid value: {:?}: must be an absolute path",
                         p.display().to_string()

@@ -10,24 +10,8 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::OnceLock;
 
-use nodelet::image::unpack::LayerApplier;
 use nodelet::runtime::plan::{build_spec, BindMount, ContainerConfig, Rootfs};
-
-/// The busybox base layer unpacked once, shared read-only as a lower dir.
-fn lower() -> &'static Path {
-    static LOWER: OnceLock<PathBuf> = OnceLock::new();
-    LOWER.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let l = dir.join("lower");
-        fs::create_dir(&l).unwrap();
-        let mut a = LayerApplier::new(&l).unwrap();
-        a.apply(&common::oci::base_layer()[..]).unwrap();
-        a.finish(&[]).unwrap();
-        l
-    })
-}
 
 struct Bundle {
     _tmp: tempfile::TempDir,
@@ -41,7 +25,7 @@ fn bundle(args: &[&str], edit: impl FnOnce(&mut ContainerConfig, &Path)) -> Bund
         fs::create_dir_all(dir.join(d)).unwrap();
     }
     let rootfs = Rootfs::Overlay {
-        lower: vec![lower().to_path_buf()],
+        lower: vec![common::oci::busybox_lower().to_path_buf()],
         upper: dir.join("upper"),
         work: dir.join("work"),
     };

@@ -8,25 +8,11 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use nodelet::image::unpack::LayerApplier;
 use nodelet::runtime::native::protocol::{Op, Response, Status};
 use nodelet::runtime::native::shim;
 use nodelet::runtime::plan::{build_spec, ContainerConfig, Rootfs};
-
-fn lower() -> &'static Path {
-    static LOWER: OnceLock<PathBuf> = OnceLock::new();
-    LOWER.get_or_init(|| {
-        let l = tempfile::tempdir().unwrap().keep().join("lower");
-        fs::create_dir(&l).unwrap();
-        let mut a = LayerApplier::new(&l).unwrap();
-        a.apply(&common::oci::base_layer()[..]).unwrap();
-        a.finish(&[]).unwrap();
-        l
-    })
-}
 
 struct Pod {
     tmp: tempfile::TempDir,
@@ -126,7 +112,7 @@ fn write_bundle_with(
     }
     let mut cfg = ContainerConfig::new(
         Rootfs::Overlay {
-            lower: vec![lower().to_path_buf()],
+            lower: vec![common::oci::busybox_lower().to_path_buf()],
             upper: dir.join("upper"),
             work: dir.join("work"),
         },

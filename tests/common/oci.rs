@@ -68,6 +68,20 @@ pub fn base_layer() -> Vec<u8> {
     l.build()
 }
 
+/// The base layer unpacked once per test process into a directory used
+/// read-only as an overlay lower dir.
+pub fn busybox_lower() -> &'static Path {
+    static LOWER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LOWER.get_or_init(|| {
+        let l = tempfile::tempdir().unwrap().keep().join("lower");
+        fs::create_dir(&l).unwrap();
+        let mut a = nodelet::image::unpack::LayerApplier::new(&l).unwrap();
+        a.apply(&base_layer()[..]).unwrap();
+        a.finish(&[]).unwrap();
+        l
+    })
+}
+
 pub struct Built {
     pub blob: Vec<u8>,
     pub diff_id: Digest,
