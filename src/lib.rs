@@ -7,7 +7,20 @@ pub mod cli;
 pub mod config;
 pub mod image;
 pub mod manifest;
+pub mod pod;
 pub mod quantity;
 pub mod runtime;
 pub mod sys;
 pub mod time;
+
+/// An error and its sources, `: `-separated, for messages shown to users.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}

@@ -77,6 +77,14 @@ pub fn go_duration(d: Duration) -> String {
     }
 }
 
+/// Parses an RFC 3339 timestamp (any precision, any offset).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let ts = s.parse::<k8s_openapi::jiff::Timestamp>().ok()?;
+    let secs = u64::try_from(ts.as_second()).ok()?;
+    let nanos = u32::try_from(ts.subsec_nanosecond()).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

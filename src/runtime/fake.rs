@@ -13,7 +13,7 @@ use super::record::RECORD_VERSION;
 #[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<HashMap<String, HashMap<String, ContainerState>>>,
-    /// Container ids whose start fails with this message.
+    /// Container ids whose start fails with this message (`*`: every one).
     pub fail_start: Mutex<HashMap<String, String>>,
     /// Exit code an exec of a container returns (0 when unset).
     pub exec_exit: Mutex<HashMap<String, i32>>,
@@ -122,8 +122,9 @@ impl Runtime for FakeRuntime {
             .fail_start
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            .cloned();
+            .iter()
+            .find(|(k, _)| *k == id || *k == "*")
+            .map(|(_, v)| v.clone());
         self.with(|s| {
             let c = s
                 .get_mut(sandbox)

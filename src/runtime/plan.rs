@@ -138,6 +138,9 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
+    /// Join the pod's network, IPC and UTS namespaces (held by the shim)
+    /// instead of creating new ones.
+    pub pod_namespaces: bool,
 }
 
 impl ContainerConfig {
@@ -157,6 +160,7 @@ impl ContainerConfig {
             cap_add: Vec::new(),
             cap_drop: Vec::new(),
             no_new_privileges: true,
+            pod_namespaces: false,
         }
     }
 
@@ -217,6 +221,11 @@ pub fn build_spec(cfg: &ContainerConfig) -> Result<Spec, PlanError> {
             )
         }
     };
+    let namespaces = if cfg.pod_namespaces {
+        json!([{"type": "pid"}, {"type": "mount"}])
+    } else {
+        json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}])
+    };
     let spec = json!({
         // 1.0.2: the newest version runc 1.1 and crun 1.8 (Debian 12) accept.
         "ociVersion": "1.0.2",
@@ -234,7 +243,7 @@ pub fn build_spec(cfg: &ContainerConfig) -> Result<Spec, PlanError> {
         "mounts": mounts,
         "annotations": annotations,
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
+            "namespaces": namespaces,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
             "rootfsPropagation": "rprivate",

@@ -477,7 +477,7 @@ impl Shim {
                         }
                         r
                     }
-                    Err(e) => Response::err(error_chain(&e)),
+                    Err(e) => Response::err(crate::error_chain(&e)),
                 }
             }
             Op::Start { id } => self.start(&id),
@@ -551,7 +551,7 @@ impl Shim {
                 .map_err(|e| format!("nonblocking pipe: {e}"))?;
         }
         let spawned = container::spawn_exec(c.pid, &c.spec, args, out_w, err_w)
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| crate::error_chain(&e))?;
         let client = client
             .try_clone()
             .map_err(|e| format!("keep client: {e}"))?;
@@ -623,7 +623,7 @@ impl Shim {
             },
         ) {
             Ok(s) => s,
-            Err(e) => return Ok(Response::err(error_chain(&e))),
+            Err(e) => return Ok(Response::err(crate::error_chain(&e))),
         };
         let c = Container {
             spec,
@@ -720,17 +720,6 @@ fn send(mut s: &UnixStream, resp: &Response) {
     let _ = s.set_nonblocking(false);
     let _ = s.write_all(&out);
     let _ = s.set_nonblocking(true);
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 /// Starts `nodelet shim` for a pod, detached, and waits until it serves.

@@ -1,0 +1,21 @@
+//! Pods on this node: the planner (what next), the worker (doing it), the
+//! status and events they produce, and the engine that holds them all.
+//! Knows Kubernetes; talks to containers only through `runtime::Runtime`
+//! and to images only through [`images::ImageService`].
+
+pub mod backoff;
+pub mod container;
+pub mod engine;
+pub mod events;
+pub mod expand;
+pub mod images;
+pub mod objects;
+pub mod planner;
+pub mod qos;
+pub mod state;
+pub mod status;
+pub mod volumes;
+pub mod worker;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1003 @@
+//! The pod worker: one task per pod that runs the planner's actions against
+//! the runtime and the image service, and moves through kubelet's pod-worker
+//! states Sync → Terminating → Terminated (`k8s:pkg/kubelet/pod_workers.go`).
+//! Pods never wait for each other: a slow pull blocks only its own pod.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::backoff::Backoff;
+use super::container::{process, Downward};
+use super::events::{EventType, PodRef, Recorder};
+use super::images::{ImageService, ImageServiceError, LocalImage};
+use super::objects::Objects;
+use super::planner::{self, backoff_key, Action};
+use super::state::{
+    all_containers, find_container, spec, ContainerState as Cs, Instance, Kind, Phase, PodState,
+    Sandbox, Termination, Waiting,
+};
+use super::status::{self, NodeFacts};
+use super::volumes::{self, Volumes};
+use crate::runtime::api::{
+    ContainerState, CreateContainer, Runtime, RuntimeError, SandboxConfig, SandboxInfo, Status,
+};
+use crate::runtime::plan::{build_spec, ContainerConfig, Rootfs};
+
+/// Fastest and slowest polling of live containers' states.
+const MIN_POLL: Duration = Duration::from_millis(10);
+const MAX_POLL: Duration = Duration::from_millis(500);
+/// How long to wait before retrying a failed volume or sandbox set-up.
+const SETUP_RETRY: Duration = Duration::from_secs(2);
+/// A failed step (pull, config, create, start) is retried this much later.
+/// kubelet requeues a failed sync after 10 s + jitter; the planner and the
+/// pull back-off still decide whether the retry may start anything, so a
+/// shorter retry only shows the next state (ImagePullBackOff,
+/// CrashLoopBackOff) sooner, never restarts faster than back-off allows.
+const SYNC_RETRY: Duration = Duration::from_secs(1);
+/// The kubelet's minimum grace once a container is being stopped.
+pub const MINIMUM_GRACE: Duration = Duration::from_secs(2);
+
+/// What every worker shares.
+pub struct Deps<R: Runtime, I: ImageService> {
+    pub runtime: Arc<R>,
+    pub images: Arc<I>,
+    pub events: Arc<Recorder>,
+    pub objects: Objects,
+    /// `<root>/pods`: per-pod volumes and container bundles.
+    pub pods_dir: PathBuf,
+    /// `/var/log/pods`.
+    pub log_dir: PathBuf,
+    pub node: NodeFacts,
+    pub downward: Downward,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Stop the pod; `None` = the pod's terminationGracePeriodSeconds.
+    Delete { grace_seconds: Option<i64> },
+}
+
+/// A running pod as others see it.
+#[derive(Debug)]
+pub struct PodHandle {
+    pub pod_ref: PodRef,
+    published: Mutex<Pod>,
+    version: watch::Sender<u64>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl PodHandle {
+    /// The pod with its latest status.
+    pub fn pod(&self) -> Pod {
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn status(&self) -> PodStatus {
+        self.pod().status.unwrap_or_default()
+    }
+
+    /// Notified on every status change.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub fn send(&self, c: Command) {
+        // A finished worker has nothing to stop.
+        let _ = self.commands.send(c);
+    }
+}
+
+pub struct Worker<R: Runtime, I: ImageService> {
+    deps: Arc<Deps<R, I>>,
+    pod: Pod,
+    uid: String,
+    st: PodState,
+    restart_backoff: Backoff,
+    pull_backoff: Backoff,
+    /// Last pull error per image (shown with ImagePullBackOff).
+    pull_errors: HashMap<String, String>,
+    sandbox: Option<SandboxInfo>,
+    volumes: Option<Volumes>,
+    status: Option<PodStatus>,
+    /// Extra wake-ups: pull back-off ends, set-up retries.
+    wake_at: Option<SystemTime>,
+    poll: Duration,
+    handle: Arc<PodHandle>,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+/// Starts a worker for `pod` (defaulted, valid, with a UID).
+pub fn spawn<R: Runtime, I: ImageService>(
+    deps: Arc<Deps<R, I>>,
+    pod: Pod,
+) -> (Arc<PodHandle>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pod_ref = PodRef {
+        namespace: pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+    };
+    let handle = Arc::new(PodHandle {
+        pod_ref: pod_ref.clone(),
+        published: Mutex::new(pod.clone()),
+        version: watch::channel(0).0,
+        commands: tx,
+    });
+    let w = Worker {
+        deps,
+        uid: pod_ref.uid.clone(),
+        pod,
+        st: PodState::default(),
+        restart_backoff: Backoff::default(),
+        pull_backoff: Backoff::default(),
+        pull_errors: HashMap::new(),
+        sandbox: None,
+        volumes: None,
+        status: None,
+        wake_at: None,
+        poll: MIN_POLL,
+        handle: handle.clone(),
+        commands: rx,
+    };
+    let span = tracing::info_span!("pod", pod = %pod_ref.name, namespace = %pod_ref.namespace);
+    let task = tokio::spawn(w.run().instrument(span));
+    (handle, task)
+}
+
+fn container_id(uid: &str, name: &str, restart: u32) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    hex::encode(Sha256::digest(format!("{uid}/{name}/{restart}/{now}")))
+}
+
+fn signal_number(name: &str) -> Option<i32> {
+    let n = name.trim();
+    if let Ok(v) = n.parse::<i32>() {
+        return Some(v);
+    }
+    let full = if n.starts_with("SIG") {
+        n.to_string()
+    } else {
+        format!("SIG{n}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+impl<R: Runtime, I: ImageService> Worker<R, I> {
+    fn event(&self, t: EventType, reason: &str, field_path: &str, message: String) {
+        self.deps.events.record(
+            &self.handle.pod_ref,
+            t,
+            reason,
+            field_path,
+            message,
+            SystemTime::now(),
+        );
+    }
+
+    fn pod_dir(&self) -> PathBuf {
+        self.deps.pods_dir.join(&self.uid)
+    }
+
+    fn publish(&mut self) {
+        let st = status::generate(
+            &self.pod,
+            &self.st,
+            &self.deps.node,
+            self.status.as_ref(),
+            SystemTime::now(),
+        );
+        if self.status.as_ref() == Some(&st) {
+            return;
+        }
+        self.status = Some(st.clone());
+        let mut pod = self.pod.clone();
+        pod.status = Some(st);
+        *self
+            .handle
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pod;
+        self.handle.version.send_modify(|v| *v += 1);
+    }
+
+    async fn run(mut self) {
+        self.st.start_time = Some(SystemTime::now());
+        self.publish();
+        loop {
+            let changed = self.observe().await;
+            if let Some(t) = self.st.terminating.clone() {
+                self.terminate(&t).await;
+                self.publish();
+                break;
+            }
+            let now = SystemTime::now();
+            let plan = planner::plan(&self.pod, &self.st, now, &self.restart_backoff);
+            for (name, w) in &plan.backoff {
+                self.hold(name, w);
+            }
+            let mut replan = false;
+            for a in plan.actions {
+                match a {
+                    Action::CreateSandbox => replan |= self.create_sandbox().await,
+                    Action::Start { name, kind } => {
+                        self.start(&name, kind).await;
+                    }
+                    Action::Terminate(t) => {
+                        self.st.terminating = Some(t);
+                        replan = true;
+                    }
+                }
+            }
+            self.publish();
+            if replan {
+                continue;
+            }
+            let live = self
+                .st
+                .containers
+                .values()
+                .any(|c| c.latest().is_some_and(|i| !i.exited()));
+            let mut until = Instant::now()
+                + if live {
+                    self.poll
+                } else {
+                    Duration::from_secs(60)
+                };
+            for w in [plan.wake_at, self.wake_at.take()].into_iter().flatten() {
+                let d = w.duration_since(SystemTime::now()).unwrap_or_default();
+                until = until.min(Instant::now() + d);
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Delete { grace_seconds }) => {
+                        self.st.terminating = Some(Termination::Deleted { grace_seconds });
+                    }
+                    // Nobody can reach this pod any more: stop it.
+                    None => self.st.terminating = Some(Termination::Deleted { grace_seconds: None }),
+                },
+            }
+            self.poll = if changed {
+                MIN_POLL
+            } else {
+                (self.poll * 2).min(MAX_POLL)
+            };
+        }
+    }
+
+    /// Shows `w` as the waiting reason of `name`, with its event the first
+    /// time.
+    fn hold(&mut self, name: &str, w: &Waiting) {
+        let kind = find_container(&self.pod, name).map_or(Kind::App, |(k, _)| k);
+        let cs = self.st.container_mut(name);
+        let fresh = cs.waiting.as_ref() != Some(w);
+        cs.waiting = Some(w.clone());
+        if fresh && w.reason == "CrashLoopBackOff" {
+            self.event(
+                EventType::Warning,
+                "BackOff",
+                &kind.field_path(name),
+                format!(
+                    "Back-off restarting failed container {name} in pod {}",
+                    planner::pod_full_name(&self.pod)
+                ),
+            );
+        }
+    }
+
+    /// Reads the state of every live container; true when anything changed.
+    async fn observe(&mut self) -> bool {
+        if self.st.sandbox != Sandbox::Ready {
+            return false;
+        }
+        let live: Vec<(String, String)> = self
+            .st
+            .containers
+            .iter()
+            .filter_map(|(n, c)| {
+                c.latest()
+                    .filter(|i| !i.exited())
+                    .map(|i| (n.clone(), i.id.clone()))
+            })
+            .collect();
+        let mut changed = false;
+        for (name, id) in live {
+            match self.deps.runtime.container_state(&self.uid, &id).await {
+                Ok(s) => changed |= self.absorb(&name, &s),
+                Err(RuntimeError::SandboxNotFound(_) | RuntimeError::Shim { .. }) => {
+                    self.sandbox_lost();
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(container = %name, error = %e, "container state");
+                    self.lost(
+                        &name,
+                        "The container could not be located when the pod was running",
+                    );
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Marks `name`'s live instance as gone (kubelet's ContainerStatusUnknown).
+    fn lost(&mut self, name: &str, message: &str) {
+        let cs = self.st.container_mut(name);
+        if let Some(i) = cs.instances.last_mut().filter(|i| !i.exited()) {
+            i.phase = Phase::Exited;
+            i.exit_code = 137;
+            i.reason = "ContainerStatusUnknown".into();
+            i.message = message.into();
+            i.finished_at = Some(SystemTime::now());
+        }
+        cs.started = false;
+        cs.ready = false;
+    }
+
+    fn sandbox_lost(&mut self) {
+        tracing::warn!("sandbox lost");
+        let names: Vec<String> = self.st.containers.keys().cloned().collect();
+        for n in names {
+            self.lost(
+                &n,
+                "The container could not be located when the pod was running",
+            );
+        }
+        self.st.sandbox = Sandbox::Gone;
+        self.sandbox = None;
+    }
+
+    /// Folds a runtime state into the instance; true when it changed.
+    fn absorb(&mut self, name: &str, s: &ContainerState) -> bool {
+        let probes = find_container(&self.pod, name)
+            .map(|(_, c)| (c.startup_probe.is_some(), c.readiness_probe.is_some()));
+        let cs = self.st.container_mut(name);
+        let Some(i) = cs.instances.last_mut() else {
+            return false;
+        };
+        let before = i.clone();
+        if let Some(t) = s.started_at.as_deref().and_then(crate::time::parse_rfc3339) {
+            i.started_at = Some(t);
+        }
+        match s.status {
+            Status::Created => i.phase = Phase::Created,
+            Status::Running => i.phase = Phase::Running,
+            Status::Exited => {
+                i.phase = Phase::Exited;
+                if let Some(x) = &s.exit {
+                    i.exit_code = x.exit_code;
+                    i.signal = x.signal;
+                    i.finished_at =
+                        crate::time::parse_rfc3339(&x.finished_at).or(Some(SystemTime::now()));
+                    if let Some(t) = crate::time::parse_rfc3339(&x.started_at) {
+                        i.started_at = Some(t);
+                    }
+                    i.message = x.message.clone();
+                    i.reason = if x.oom_killed {
+                        "OOMKilled"
+                    } else if x.exit_code == 0 {
+                        "Completed"
+                    } else {
+                        "Error"
+                    }
+                    .into();
+                }
+            }
+        }
+        let changed = *i != before;
+        let running = i.phase == Phase::Running;
+        // Without probes a running container is started and ready at once;
+        // the prober owns these flags when probes exist.
+        let (startup, readiness) = probes.unwrap_or_default();
+        if !running {
+            cs.started = false;
+            cs.ready = false;
+        } else {
+            if !startup {
+                cs.started = true;
+            }
+            if !readiness && cs.started {
+                cs.ready = true;
+            }
+        }
+        changed
+    }
+
+    /// Volumes, then the sandbox. True when it now exists.
+    async fn create_sandbox(&mut self) -> bool {
+        let retry = |w: &mut Self| w.wake(SystemTime::now() + SETUP_RETRY);
+        if self.volumes.is_none() {
+            match volumes::setup(
+                &self.pod,
+                &self.deps.objects,
+                &self.deps.downward,
+                &self.pod_dir(),
+            ) {
+                Ok(v) => self.volumes = Some(v),
+                Err(e) => {
+                    self.event(EventType::Warning, "FailedMount", "", e.to_string());
+                    retry(self);
+                    return false;
+                }
+            }
+        }
+        let hostname = spec(&self.pod)
+            .hostname
+            .clone()
+            .unwrap_or_else(|| self.handle.pod_ref.name.clone());
+        let cfg = SandboxConfig {
+            id: self.uid.clone(),
+            hostname,
+        };
+        if self.st.sandbox == Sandbox::Gone {
+            self.event(
+                EventType::Normal,
+                "SandboxChanged",
+                "",
+                "Pod sandbox changed, it will be killed and re-created.".into(),
+            );
+            // Whatever is left of the old one goes first.
+            let _ = self.deps.runtime.remove_sandbox(&self.uid).await;
+        }
+        match self.deps.runtime.create_sandbox(&cfg).await {
+            Ok(info) => {
+                self.sandbox = Some(info);
+                if self.st.sandbox == Sandbox::Gone {
+                    self.st.initialized = false;
+                }
+                self.st.sandbox = Sandbox::Ready;
+                true
+            }
+            Err(e) => {
+                self.event(
+                    EventType::Warning,
+                    "FailedCreatePodSandBox",
+                    "",
+                    format!("Failed to create pod sandbox: {}", crate::error_chain(&e)),
+                );
+                retry(self);
+                false
+            }
+        }
+    }
+
+    /// Waits with `reason` and records the Failed event kubelet emits.
+    fn fail(&mut self, name: &str, kind: Kind, reason: &str, message: String) {
+        self.event(
+            EventType::Warning,
+            "Failed",
+            &kind.field_path(name),
+            format!(
+                "Error: {}",
+                if reason == "CreateContainerConfigError"
+                    || reason == "CreateContainerError"
+                    || reason == "RunContainerError"
+                {
+                    message.clone()
+                } else {
+                    reason.to_string()
+                }
+            ),
+        );
+        self.st.container_mut(name).waiting = Some(Waiting::new(reason, message));
+        self.wake(SystemTime::now() + SYNC_RETRY);
+    }
+
+    fn wake(&mut self, at: SystemTime) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    /// `EnsureImageExists`: the image per pull policy, with pull back-off.
+    async fn ensure_image(&mut self, c: &Container, kind: Kind) -> Option<LocalImage> {
+        let image = c.image.clone().unwrap_or_default();
+        let fp = kind.field_path(&c.name);
+        let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+        let local = match self.deps.images.local(&image) {
+            Ok(l) => l,
+            Err(ImageServiceError::InvalidName(e)) => {
+                self.event(
+                    EventType::Warning,
+                    "InspectFailed",
+                    &fp,
+                    format!("Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": {e}"),
+                );
+                self.fail(&c.name, kind, "InvalidImageName", format!("Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": {e}"));
+                return None;
+            }
+            Err(e) => {
+                self.event(
+                    EventType::Warning,
+                    "InspectFailed",
+                    &fp,
+                    format!("Failed to inspect image \"{image}\": {e}"),
+                );
+                self.fail(
+                    &c.name,
+                    kind,
+                    "ImageInspectError",
+                    format!("Failed to inspect image \"{image}\": {e}"),
+                );
+                return None;
+            }
+        };
+        match (policy, local) {
+            ("Never", None) => {
+                let msg =
+                    format!("Container image \"{image}\" is not present with pull policy of Never");
+                self.event(EventType::Warning, "ErrImageNeverPull", &fp, msg.clone());
+                self.fail(&c.name, kind, "ErrImageNeverPull", msg);
+                None
+            }
+            ("Never" | "IfNotPresent", Some(l)) => {
+                self.event(
+                    EventType::Normal,
+                    "Pulled",
+                    &fp,
+                    format!("Container image \"{image}\" already present on machine"),
+                );
+                Some(l)
+            }
+            _ => self.pull(c, kind, &image).await,
+        }
+    }
+
+    async fn pull(&mut self, c: &Container, kind: Kind, image: &str) -> Option<LocalImage> {
+        let fp = kind.field_path(&c.name);
+        let key = format!("{}_{image}", self.uid);
+        let now = SystemTime::now();
+        if let Some(left) = self.pull_backoff.remaining_since_update(&key, now) {
+            let last = self.pull_errors.get(image).cloned().unwrap_or_default();
+            self.event(
+                EventType::Normal,
+                "BackOff",
+                &fp,
+                format!("Back-off pulling image \"{image}\""),
+            );
+            self.fail(
+                &c.name,
+                kind,
+                "ImagePullBackOff",
+                format!("Back-off pulling image \"{image}\": {last}"),
+            );
+            self.wake(now + left);
+            return None;
+        }
+        self.event(
+            EventType::Normal,
+            "Pulling",
+            &fp,
+            format!("Pulling image \"{image}\""),
+        );
+        let started = Instant::now();
+        match self.deps.images.pull(image).await {
+            Ok((l, waited)) => {
+                let total = started.elapsed();
+                self.pull_backoff.reset(&key);
+                self.event(
+                    EventType::Normal,
+                    "Pulled",
+                    &fp,
+                    format!(
+                        "Successfully pulled image \"{image}\" in {} ({} including waiting). Image size: {} bytes.",
+                        crate::time::go_duration(total.saturating_sub(waited)),
+                        crate::time::go_duration(total),
+                        l.size
+                    ),
+                );
+                Some(l)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.pull_backoff.next(&key, SystemTime::now());
+                self.pull_errors.insert(image.to_string(), msg.clone());
+                self.event(
+                    EventType::Warning,
+                    "Failed",
+                    &fp,
+                    format!("Failed to pull image \"{image}\": {msg}"),
+                );
+                let reason = if matches!(e, ImageServiceError::InvalidName(_)) {
+                    "InvalidImageName"
+                } else {
+                    "ErrImagePull"
+                };
+                self.fail(&c.name, kind, reason, msg);
+                None
+            }
+        }
+    }
+
+    /// Pulls, creates and starts a new instance of `name`.
+    async fn start(&mut self, name: &str, kind: Kind) {
+        let Some((_, c)) = find_container(&self.pod, name) else {
+            return;
+        };
+        let c = c.clone();
+        let fp = kind.field_path(name);
+        let previous = self.st.container(name).and_then(|s| s.latest()).cloned();
+        if let Some(p) = previous.as_ref().filter(|p| p.exited()) {
+            // doBackOff: the exit that this start answers steps the back-off.
+            self.restart_backoff.next(
+                &backoff_key(&self.pod, &c),
+                p.finished_at.unwrap_or_else(SystemTime::now),
+            );
+        }
+        let restart_count = previous.as_ref().map_or(0, |p| p.restart_count + 1);
+        let Some(image) = self.ensure_image(&c, kind).await else {
+            return;
+        };
+        let Some(sandbox) = self.sandbox.clone() else {
+            return;
+        };
+        let rootfs_files = image.lower.clone();
+        let files = move |path: &str| -> Option<String> {
+            let rel = path.trim_start_matches('/');
+            rootfs_files
+                .iter()
+                .find_map(|l| std::fs::read_to_string(l.join(rel)).ok())
+        };
+        let proc = match process(
+            &self.pod,
+            &c,
+            &image.config,
+            &self.deps.objects,
+            &self.deps.downward,
+            &files,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail(name, kind, "CreateContainerConfigError", e.0);
+                return;
+            }
+        };
+        if !proc.invalid_env_names.is_empty() {
+            self.event(
+                EventType::Warning,
+                "InvalidEnvironmentVariableNames",
+                &fp,
+                format!("Keys [{}] from the EnvFrom configMap {}/… were skipped since they are invalid environment variable names.", proc.invalid_env_names.join(", "), self.handle.pod_ref.namespace),
+            );
+        }
+        let mut mounts = sandbox.pod_mounts();
+        match volumes::container_mounts(&c, self.volumes.as_ref().unwrap_or(&Volumes::new())) {
+            Ok(m) => mounts.extend(m),
+            Err(e) => {
+                self.fail(name, kind, "CreateContainerConfigError", e);
+                return;
+            }
+        }
+        let id = container_id(&self.uid, name, restart_count);
+        let bundle = self
+            .pod_dir()
+            .join("containers")
+            .join(name)
+            .join(restart_count.to_string());
+        let created = self.write_bundle(&bundle, &c, &image, proc, mounts);
+        let termination_file = match created {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(name, kind, "CreateContainerError", e);
+                return;
+            }
+        };
+        let req = CreateContainer {
+            sandbox: self.uid.clone(),
+            id: id.clone(),
+            bundle: bundle.clone(),
+            log_dir: self.container_log_dir(name),
+            restart_count,
+            termination_message_file: Some(termination_file),
+            fallback_to_logs: c.termination_message_policy.as_deref()
+                == Some("FallbackToLogsOnError"),
+        };
+        if let Err(e) = self.deps.runtime.create_container(&req).await {
+            let _ = std::fs::remove_dir_all(&bundle);
+            self.fail(name, kind, "CreateContainerError", crate::error_chain(&e));
+            return;
+        }
+        self.event(
+            EventType::Normal,
+            "Created",
+            &fp,
+            format!("Created container: {name}"),
+        );
+        let stop_signal = image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.stop_signal().clone())
+            .and_then(|s| signal_number(&s))
+            .unwrap_or(libc::SIGTERM);
+        let instance = Instance {
+            id: id.clone(),
+            restart_count,
+            phase: Phase::Created,
+            started_at: None,
+            finished_at: None,
+            exit_code: 0,
+            signal: None,
+            reason: String::new(),
+            message: String::new(),
+            image: image.name.clone(),
+            image_id: image.image_id.clone(),
+            stop_signal,
+        };
+        self.retire_previous(name, &bundle).await;
+        let cs = self.st.container_mut(name);
+        cs.push(instance);
+        cs.started = false;
+        cs.ready = false;
+        if kind == Kind::App {
+            self.st.initialized = true;
+        }
+        match self.deps.runtime.start_container(&self.uid, &id).await {
+            Ok(s) => {
+                self.st.container_mut(name).waiting = None;
+                self.absorb(name, &s);
+                self.event(
+                    EventType::Normal,
+                    "Started",
+                    &fp,
+                    format!("Started container {name}"),
+                );
+            }
+            Err(e) => {
+                let msg = match &e {
+                    RuntimeError::Start { message, .. } => message.clone(),
+                    other => crate::error_chain(other),
+                };
+                // containerd records the instance as exited: StartError, 128.
+                if let Some(i) = self.st.container_mut(name).instances.last_mut() {
+                    i.phase = Phase::Exited;
+                    i.exit_code = 128;
+                    i.reason = "StartError".into();
+                    i.message = msg.clone();
+                    let now = SystemTime::now();
+                    i.started_at = Some(now);
+                    i.finished_at = Some(now);
+                }
+                self.fail(name, kind, "RunContainerError", msg);
+            }
+        }
+        self.poll = MIN_POLL;
+    }
+
+    /// Removes the runtime container and bundle of the instance before the
+    /// previous one: only state and lastState are kept.
+    async fn retire_previous(&mut self, name: &str, _new_bundle: &std::path::Path) {
+        let old = self
+            .st
+            .container(name)
+            .filter(|c| c.instances.len() >= 2)
+            .map(|c| c.instances[0].clone());
+        if let Some(old) = old {
+            let _ = self.deps.runtime.remove_container(&self.uid, &old.id).await;
+            let _ = std::fs::remove_dir_all(
+                self.pod_dir()
+                    .join("containers")
+                    .join(name)
+                    .join(old.restart_count.to_string()),
+            );
+        }
+    }
+
+    fn container_log_dir(&self, name: &str) -> PathBuf {
+        let r = &self.handle.pod_ref;
+        self.deps
+            .log_dir
+            .join(format!("{}_{}_{}", r.namespace, r.name, r.uid))
+            .join(name)
+    }
+
+    /// Writes `config.json`, the upper/work dirs and the termination-log
+    /// file; returns the termination-log's host path.
+    fn write_bundle(
+        &self,
+        bundle: &std::path::Path,
+        c: &Container,
+        image: &LocalImage,
+        proc: super::container::Process,
+        mut mounts: Vec<crate::runtime::plan::BindMount>,
+    ) -> Result<PathBuf, String> {
+        if proc.args.is_empty() {
+            return Err("failed to generate container spec: no command specified".into());
+        }
+        let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", bundle.display());
+        let _ = std::fs::remove_dir_all(bundle);
+        for d in ["upper", "work"] {
+            std::fs::create_dir_all(bundle.join(d)).map_err(|e| io("create bundle", e))?;
+        }
+        let term = bundle.join("termination-log");
+        std::fs::write(&term, b"").map_err(|e| io("create termination-log in", e))?;
+        mounts.push(crate::runtime::plan::BindMount {
+            source: term.clone(),
+            destination: c.termination_message_path.clone().unwrap_or_else(|| {
+                crate::manifest::defaults::DEFAULT_TERMINATION_MESSAGE_PATH.into()
+            }),
+            readonly: false,
+            propagation: None,
+        });
+        let cfg = ContainerConfig {
+            args: proc.args,
+            env: proc.env,
+            cwd: proc.cwd,
+            uid: proc.uid,
+            gid: proc.gid,
+            additional_gids: proc.additional_gids,
+            hostname: spec(&self.pod)
+                .hostname
+                .clone()
+                .unwrap_or_else(|| self.handle.pod_ref.name.clone()),
+            rootfs: Rootfs::Overlay {
+                lower: image.lower.clone(),
+                upper: bundle.join("upper"),
+                work: bundle.join("work"),
+            },
+            readonly_rootfs: proc.readonly_rootfs,
+            mounts,
+            cap_add: proc.cap_add,
+            cap_drop: proc.cap_drop,
+            no_new_privileges: proc.no_new_privileges,
+            pod_namespaces: true,
+        };
+        let spec = build_spec(&cfg).map_err(|e| crate::error_chain(&e))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
+        std::fs::write(bundle.join("config.json"), json)
+            .map_err(|e| io("write config.json in", e))?;
+        Ok(term)
+    }
+
+    /// Terminating → Terminated: stop app (and regular init) containers in
+    /// parallel, then sidecars in reverse order, then the sandbox.
+    async fn terminate(&mut self, why: &Termination) {
+        let pod_grace = spec(&self.pod)
+            .termination_grace_period_seconds
+            .unwrap_or(30);
+        let grace_s = match why {
+            Termination::Deleted {
+                grace_seconds: Some(g),
+            } => *g,
+            _ => pod_grace,
+        };
+        let grace = Duration::from_secs(u64::try_from(grace_s).unwrap_or(0));
+        let deadline = Instant::now() + grace;
+        if self.st.sandbox == Sandbox::Ready {
+            let live = |w: &Self, kinds: &[Kind]| -> Vec<(String, Kind, Instance)> {
+                all_containers(&w.pod)
+                    .filter(|(k, _)| kinds.contains(k))
+                    .filter_map(|(k, c)| {
+                        w.st.container(&c.name)
+                            .and_then(Cs::latest)
+                            .filter(|i| !i.exited())
+                            .map(|i| (c.name.clone(), k, i.clone()))
+                    })
+                    .collect()
+            };
+            let first = live(self, &[Kind::App, Kind::Init]);
+            let stops = first.iter().map(|(n, k, i)| {
+                stop(
+                    &self.deps,
+                    &self.handle.pod_ref,
+                    &self.uid,
+                    n,
+                    *k,
+                    i,
+                    deadline,
+                    grace_s == 0,
+                )
+            });
+            futures_util::future::join_all(stops).await;
+            let mut sidecars = live(self, &[Kind::Sidecar]);
+            sidecars.reverse();
+            for (n, k, i) in &sidecars {
+                let d = deadline.max(
+                    Instant::now()
+                        + if grace_s == 0 {
+                            Duration::ZERO
+                        } else {
+                            MINIMUM_GRACE
+                        },
+                );
+                stop(
+                    &self.deps,
+                    &self.handle.pod_ref,
+                    &self.uid,
+                    n,
+                    *k,
+                    i,
+                    d,
+                    grace_s == 0,
+                )
+                .await;
+            }
+            self.observe().await;
+            if let Err(e) = self.deps.runtime.remove_sandbox(&self.uid).await {
+                tracing::warn!(error = %e, "remove sandbox");
+            }
+        }
+        // Anything still marked live is gone with the sandbox.
+        let names: Vec<String> = self.st.containers.keys().cloned().collect();
+        for n in names {
+            self.lost(
+                &n,
+                "The container could not be located when the pod was terminated",
+            );
+        }
+        if let Err(e) = volumes::teardown(&self.pod_dir()) {
+            tracing::warn!(error = %e, "remove pod directory");
+        }
+        self.sandbox = None;
+        self.st.sandbox = Sandbox::Gone;
+        self.st.terminated = true;
+        for c in self.st.containers.values_mut() {
+            c.waiting = None;
+        }
+    }
+}
+
+/// Stops one container: its stop signal, then SIGKILL at `deadline`.
+#[allow(clippy::too_many_arguments)]
+async fn stop<R: Runtime, I: ImageService>(
+    deps: &Deps<R, I>,
+    pod: &PodRef,
+    sandbox: &str,
+    name: &str,
+    kind: Kind,
+    i: &Instance,
+    deadline: Instant,
+    force: bool,
+) {
+    deps.events.record(
+        pod,
+        EventType::Normal,
+        "Killing",
+        &kind.field_path(name),
+        format!("Stopping container {name}"),
+        SystemTime::now(),
+    );
+    let exited = |s: &Result<ContainerState, RuntimeError>| {
+        s.as_ref().map_or(true, |s| s.status == Status::Exited)
+    };
+    if !force {
+        let _ = deps
+            .runtime
+            .signal_container(sandbox, &i.id, i.stop_signal)
+            .await;
+        while Instant::now() < deadline {
+            if exited(&deps.runtime.container_state(sandbox, &i.id).await) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let _ = deps
+        .runtime
+        .signal_container(sandbox, &i.id, libc::SIGKILL)
+        .await;
+    for _ in 0..500 {
+        if exited(&deps.runtime.container_state(sandbox, &i.id).await) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
