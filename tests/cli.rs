@@ -346,8 +346,7 @@ fn bad_config_names_the_key() {
 #[test]
 fn not_yet_built_commands_exit_2_and_say_so() {
     for args in [
-        &["run", "config/pods/web.yaml"][..],
-        &["daemon"],
+        &["daemon"][..],
         &["get", "pods"],
         &["describe", "pod", "web"],
         &["logs", "web"],
@@ -367,6 +366,20 @@ fn not_yet_built_commands_exit_2_and_say_so() {
             stderr(&o)
         );
     }
+}
+
+#[test]
+fn run_refuses_bad_input_with_exit_2_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec: {containers: [{name: c, image: x}]}\n").unwrap();
+    let root = dir.path().join("root");
+    for file in [bad.to_str().unwrap(), "/nonexistent.yaml"] {
+        let o = run(&["--root", root.to_str().unwrap(), "run", file]);
+        assert_eq!(o.status.code(), Some(2), "{file}: {}", stderr(&o));
+        assert!(stderr(&o).contains(file), "{}", stderr(&o));
+    }
+    assert!(!root.exists(), "nothing is created for bad input");
 }
 
 #[test]

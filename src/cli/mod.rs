@@ -4,6 +4,7 @@
 
 mod image;
 mod logging;
+mod run;
 mod validate;
 
 use std::path::PathBuf;
@@ -336,9 +337,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Run { .. } => {
-            not_implemented("run (foreground pods; see the Pod lifecycle issue)")
-        }
+        Command::Run {
+            files,
+            output,
+            strict,
+        } => run::run(&cli.global, &files, output, strict),
         Command::Daemon { .. } => not_implemented("daemon"),
         Command::Get {
             what: GetWhat::Pods { .. },

@@ -567,6 +567,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         let now = SystemTime::now();
         if let Some(left) = self.pull_backoff.remaining_since_update(&key, now) {
             let last = self.pull_errors.get(image).cloned().unwrap_or_default();
+            let wake = self.wake_at;
             self.event(
                 EventType::Normal,
                 "BackOff",
@@ -579,6 +580,8 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 "ImagePullBackOff",
                 format!("Back-off pulling image \"{image}\": {last}"),
             );
+            // Nothing to retry before the back-off ends.
+            self.wake_at = wake;
             self.wake(now + left);
             return None;
         }
@@ -949,8 +952,12 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         self.sandbox = None;
         self.st.sandbox = Sandbox::Gone;
         self.st.terminated = true;
+        // A container that ran shows how it ended; one that never ran keeps
+        // the reason it could not (CreateContainerConfigError, ErrImagePull…).
         for c in self.st.containers.values_mut() {
-            c.waiting = None;
+            if !c.instances.is_empty() {
+                c.waiting = None;
+            }
         }
     }
 }

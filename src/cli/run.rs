@@ -1,0 +1,203 @@
+//! `nodelet run FILE…`: the pods in the foreground. Events go to stderr as
+//! they happen; Ctrl-C or SIGTERM stops every pod gracefully (a second one
+//! kills at once); at exit `-o json|yaml` prints the final pods as a `v1`
+//! `List`. Exit 0 when every pod Succeeded, 1 when any did not, 2 on bad
+//! input.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Pod;
+
+use super::{DataOutput, GlobalArgs};
+use crate::config::NodeletConfiguration;
+use crate::image::store::{ImageStore, PullOptions};
+use crate::manifest::support::Support;
+use crate::manifest::{self, PrepareOptions};
+use crate::pod::engine::Engine;
+use crate::pod::events::{Event, EventType, Recorder};
+use crate::pod::images::StoreImages;
+use crate::pod::objects::Objects;
+use crate::pod::worker::Deps;
+use crate::runtime::native::client::NativeRuntime;
+
+pub type NodeEngine = Engine<NativeRuntime, StoreImages>;
+
+/// The engine on this host: native runtime, the image store under the
+/// root directory, node facts.
+pub fn node_engine(
+    cfg: &NodeletConfiguration,
+    objects: Objects,
+) -> anyhow::Result<Arc<NodeEngine>> {
+    let store = ImageStore::open(&cfg.root_dir)
+        .with_context(|| format!("open image store in {}", cfg.root_dir.display()))?;
+    let auth_cfg = cfg.clone();
+    let images = StoreImages::new(
+        store,
+        PullOptions {
+            insecure: cfg.registries.insecure.clone(),
+            max_concurrent_downloads: usize::try_from(cfg.max_concurrent_downloads).unwrap_or(3),
+            ..Default::default()
+        },
+        Box::new(move |registry| {
+            super::image::credentials_for(registry, None, &auth_cfg)
+                .ok()
+                .flatten()
+        }),
+        if cfg.serialize_image_pulls {
+            1
+        } else if cfg.max_parallel_image_pulls == 0 {
+            tokio::sync::Semaphore::MAX_PERMITS
+        } else {
+            usize::try_from(cfg.max_parallel_image_pulls).unwrap_or(1)
+        },
+    );
+    let log_max = crate::quantity::Quantity::parse(&cfg.container_log_max_size)
+        .map(|q| u64::try_from(q.value_ceil()).unwrap_or(u64::MAX))
+        .context("containerLogMaxSize")?;
+    let exe = std::env::current_exe().context("find the nodelet binary for shims")?;
+    let run_dir = cfg
+        .socket
+        .parent()
+        .map_or_else(
+            || std::path::PathBuf::from("/run/nodelet"),
+            std::path::Path::to_path_buf,
+        )
+        .join("pods");
+    let runtime = NativeRuntime::new(&run_dir, &exe, log_max, cfg.container_log_max_files);
+    let (node, downward) = crate::pod::node::facts(&cfg.node_name);
+    Ok(Engine::new(Deps {
+        runtime: Arc::new(runtime),
+        images: Arc::new(images),
+        events: Arc::new(Recorder::default()),
+        objects,
+        pods_dir: cfg.root_dir.join("pods"),
+        log_dir: cfg.log_dir.clone(),
+        node,
+        downward,
+    }))
+}
+
+fn print_event(e: &Event) {
+    let t = crate::time::rfc3339(e.last);
+    let count = if e.count > 1 {
+        format!(" (x{})", e.count)
+    } else {
+        String::new()
+    };
+    let at = if e.field_path.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", e.field_path)
+    };
+    eprintln!(
+        "{t} {}/{} {} {}{at}: {}{count}",
+        e.pod.namespace,
+        e.pod.name,
+        e.type_.as_str(),
+        e.reason,
+        e.message
+    );
+}
+
+pub fn run(
+    global: &GlobalArgs,
+    files: &[String],
+    output: Option<DataOutput>,
+    strict: bool,
+) -> anyhow::Result<ExitCode> {
+    let prepared = manifest::prepare(files, PrepareOptions { strict });
+    for d in &prepared.diagnostics {
+        eprintln!("{d}");
+    }
+    if prepared.has_errors() || prepared.exit_code() != 0 {
+        return Ok(ExitCode::from(2));
+    }
+    if prepared.pods.is_empty() {
+        eprintln!("error: no pods in {}", files.join(", "));
+        return Ok(ExitCode::from(2));
+    }
+    let cfg = super::effective_config(global)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start async runtime")?;
+    rt.block_on(async move {
+        let objects = Objects::new(prepared.config_maps, prepared.secrets);
+        let engine = node_engine(&cfg, objects)?;
+        let mut events = engine.events().subscribe();
+        let printer = tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => print_event(&e),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        eprintln!("({n} events not shown)");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        for m in prepared.pods {
+            let fields: Vec<String> = m
+                .unsupported
+                .iter()
+                .filter(|f| f.support == Support::NotSupportedYet)
+                .map(|f| f.path.clone())
+                .collect();
+            let h = engine.add(m.pod).with_context(|| format!("{}", m.origin))?;
+            if !fields.is_empty() {
+                engine.events().record(
+                    &h.pod_ref,
+                    EventType::Warning,
+                    "FieldsNotSupported",
+                    "",
+                    format!("nodelet does not act on these fields yet: {}", fields.join(", ")),
+                    std::time::SystemTime::now(),
+                );
+            }
+        }
+        let stopper = engine.clone();
+        let signals = tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut grace = None;
+            loop {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => r?,
+                    _ = term.recv() => {}
+                }
+                eprintln!(
+                    "{}",
+                    if grace.is_none() {
+                        "stopping every pod gracefully (again to kill at once)"
+                    } else {
+                        "killing every pod"
+                    }
+                );
+                stopper.delete_all(grace);
+                grace = Some(0);
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), std::io::Error>(())
+        });
+        engine.wait_all().await;
+        signals.abort();
+        // Let the printer drain what is queued.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        printer.abort();
+        let pods: Vec<Pod> = engine.list();
+        if let Some(format) = output {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": pods});
+            let text = match format {
+                DataOutput::Json => serde_json::to_string_pretty(&list).context("encode pods as JSON")? + "\n",
+                DataOutput::Yaml => serde_norway::to_string(&list).context("encode pods as YAML")?,
+            };
+            print!("{text}");
+        }
+        let all_succeeded = pods
+            .iter()
+            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"));
+        Ok(ExitCode::from(if all_succeeded { 0 } else { 1 }))
+    })
+}

@@ -1,0 +1,640 @@
+//! Pods end to end through `nodelet run`: real containers (namespaces,
+//! overlayfs) from an image pulled by our own client from a Distribution
+//! registry on loopback. Each test runs the binary with its own root, run
+//! and log directories and reads the final pods (`-o json`) and the events
+//! printed on stderr. Needs root and `make deps`.
+
+#![allow(clippy::unwrap_used, clippy::needless_pass_by_value)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::testbed::{self, SMALL};
+use serde_json::Value;
+
+struct Node {
+    tmp: tempfile::TempDir,
+}
+
+struct Outcome {
+    code: i32,
+    pods: Vec<Value>,
+    stderr: String,
+}
+
+impl Outcome {
+    fn pod(&self, name: &str) -> &Value {
+        self.pods
+            .iter()
+            .find(|p| p["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no pod {name} in {:#?}", self.pods))
+    }
+}
+
+fn image() -> String {
+    testbed::get().anon_ref(SMALL)
+}
+
+impl Node {
+    fn new() -> Node {
+        Node {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.tmp.path().join("logs")
+    }
+
+    fn command(&self, manifest: &str) -> Command {
+        let file = self
+            .tmp
+            .path()
+            .join(format!("pods-{}.yaml", manifest.len()));
+        std::fs::write(&file, manifest.replace("IMAGE", &image())).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nodelet"));
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--socket")
+            .arg(self.tmp.path().join("run/nodelet.sock"))
+            .arg("--log-dir")
+            .arg(self.logs())
+            .args(["run", "-o", "json"])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn run(&self, manifest: &str) -> Outcome {
+        let out = self.command(manifest).output().unwrap();
+        outcome(out)
+    }
+
+    /// The log of a container instance, reassembled.
+    fn log(&self, pod: &Value, container: &str, n: u32) -> String {
+        let dir = self.logs().join(format!(
+            "{}_{}_{}",
+            pod["metadata"]["namespace"].as_str().unwrap(),
+            pod["metadata"]["name"].as_str().unwrap(),
+            pod["metadata"]["uid"].as_str().unwrap()
+        ));
+        let text = std::fs::read(dir.join(container).join(format!("{n}.log"))).unwrap_or_default();
+        String::from_utf8(nodelet::runtime::logs::reassemble(&text)).unwrap()
+    }
+
+    /// Nothing of this node is left: no mount, no shim, no pod directory.
+    fn assert_clean(&self) {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = self.tmp.path().display().to_string();
+        assert!(
+            !mounts.contains(&root),
+            "mounts left under {root}:\n{mounts}"
+        );
+        let pods = self.root().join("pods");
+        let left: Vec<_> = std::fs::read_dir(&pods)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "pod directories left: {left:?}");
+        for p in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            assert!(
+                !(cmd.contains(" shim ") && cmd.contains(&root)),
+                "shim left: {cmd}"
+            );
+        }
+    }
+}
+
+fn outcome(out: std::process::Output) -> Outcome {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let list: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not a List ({e}); stderr:\n{stderr}"));
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        pods: list["items"].as_array().cloned().unwrap_or_default(),
+        stderr,
+    }
+}
+
+fn status<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    let s = &pod["status"];
+    s["initContainerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(s["containerStatuses"].as_array().into_iter().flatten())
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no status for {name}: {s:#}"))
+}
+
+fn time(v: &Value) -> SystemTimeSecs {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    SystemTimeSecs(
+        nodelet::time::parse_rfc3339(s)
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+}
+
+#[derive(Debug, PartialEq, PartialOrd)]
+struct SystemTimeSecs(u64);
+
+#[test]
+fn init_containers_run_in_order_then_the_app_with_expansion_and_field_refs() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let out = node.run(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {tier: front}}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: one, image: IMAGE, command: [sh, -c, "echo one >> /work/order"], volumeMounts: [{name: w, mountPath: /work}]}
+  - {name: two, image: IMAGE, command: [sh, -c, "echo two >> /work/order"], volumeMounts: [{name: w, mountPath: /work}]}
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "cat /work/order; echo '$(GREETING);;$(POD) $$(GREETING) $(UNDEFINED)'; echo tier=$TIER ns=$NS"]
+    env:
+    - {name: GREETING, value: hello}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: TIER, valueFrom: {fieldRef: {fieldPath: "metadata.labels['tier']"}}}
+    volumeMounts: [{name: w, mountPath: /work}]
+  volumes: [{name: w, emptyDir: {}}]
+"#,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let pod = out.pod("web");
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+    assert_eq!(
+        node.log(pod, "app", 0),
+        "one\ntwo\nhello;;web $(GREETING) $(UNDEFINED)\ntier=front ns=default\n"
+    );
+    let (one, two, app) = (status(pod, "one"), status(pod, "two"), status(pod, "app"));
+    let t = |c: &Value, k: &str| time(&c["state"]["terminated"][k]);
+    assert!(t(one, "finishedAt") <= t(two, "startedAt"));
+    assert!(t(two, "finishedAt") <= t(app, "startedAt"));
+    // Events in order: one's Started before two's Created before app's.
+    let pos = |s: &str| {
+        out.stderr
+            .find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in\n{}", out.stderr))
+    };
+    assert!(
+        pos("spec.initContainers{one}: Started container one")
+            < pos("spec.initContainers{two}: Created container: two")
+    );
+    assert!(
+        pos("spec.initContainers{two}: Started container two")
+            < pos("spec.containers{app}: Created container: app")
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("Successfully pulled image \"{}\" in ", image())),
+        "{}",
+        out.stderr
+    );
+    node.assert_clean();
+}
+
+#[test]
+fn a_failing_init_container_under_never_fails_the_pod_and_the_app_never_starts() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let out = node.run(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  restartPolicy: Never
+  initContainers: [{name: init, image: IMAGE, command: [sh, -c, "exit 1"]}]
+  containers: [{name: app, image: IMAGE, command: [sh, -c, "echo should not run"]}]
+"#,
+    );
+    assert_eq!(out.code, 1);
+    let pod = out.pod("p");
+    assert_eq!(pod["status"]["phase"], "Failed");
+    assert_eq!(status(pod, "init")["state"]["terminated"]["exitCode"], 1);
+    assert_eq!(
+        status(pod, "init")["state"]["terminated"]["reason"],
+        "Error"
+    );
+    assert_eq!(
+        status(pod, "app")["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    let init = pod["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Initialized")
+        .unwrap();
+    assert_eq!(init["message"], "containers with incomplete status: [init]");
+    assert!(
+        !out.stderr.contains("spec.containers{app}"),
+        "{}",
+        out.stderr
+    );
+    node.assert_clean();
+}
+
+#[test]
+fn restart_policies_decide_the_phase() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let out = node.run(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: never-ok}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: IMAGE, command: [sh, -c, "exit 0"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: never-fails}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: IMAGE, command: [sh, -c, "echo bye >&2; exit 3"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-failure}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - name: c
+    image: IMAGE
+    command: [sh, -c, "if test -f /w/again; then echo second; exit 0; fi; touch /w/again; echo first; exit 1"]
+    volumeMounts: [{name: w, mountPath: /w}]
+  volumes: [{name: w, emptyDir: {}}]
+"#,
+    );
+    assert_eq!(out.code, 1, "one pod failed: {}", out.stderr);
+    assert_eq!(out.pod("never-ok")["status"]["phase"], "Succeeded");
+    let failed = out.pod("never-fails");
+    assert_eq!(failed["status"]["phase"], "Failed");
+    assert_eq!(status(failed, "c")["state"]["terminated"]["exitCode"], 3);
+    assert_eq!(node.log(failed, "c", 0), "bye\n");
+    let of = out.pod("on-failure");
+    assert_eq!(of["status"]["phase"], "Succeeded");
+    let c = status(of, "c");
+    assert_eq!(c["restartCount"], 1);
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 1);
+    assert_eq!(c["state"]["terminated"]["exitCode"], 0);
+    // One log file per instance: the previous one is kept.
+    assert_eq!(node.log(of, "c", 0), "first\n");
+    assert_eq!(node.log(of, "c", 1), "second\n");
+    node.assert_clean();
+}
+
+/// `Always` keeps a pod Running; SIGTERM to `nodelet run` stops it with the
+/// full termination sequence (the image's StopSignal SIGQUIT, ignored by
+/// sh as PID 1, then SIGKILL at the end of the grace period).
+#[test]
+fn always_pods_run_until_stopped_and_stop_gracefully() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: svc}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers: [{name: side, image: IMAGE, restartPolicy: Always, command: [sh, -c, "echo up > /w/side; exec sleep 3600"], volumeMounts: [{name: w, mountPath: /w}]}, {name: check, image: IMAGE, command: [test, -f, /w/side], volumeMounts: [{name: w, mountPath: /w}]}]
+  containers: [{name: app, image: IMAGE, command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}]
+  volumes: [{name: w, emptyDir: {}}]
+"#,
+        )
+        .spawn()
+        .unwrap();
+    // Wait until the app started (its log exists).
+    let start = Instant::now();
+    loop {
+        let found = walk(&node.logs()).iter().any(|p| p.ends_with("app/0.log"));
+        if found {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "app never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stop = Instant::now();
+    let out = outcome(child.wait_with_output().unwrap());
+    let pod = out.pod("svc");
+    // The sidecar started before `check` ran, which found its file.
+    assert_eq!(status(pod, "check")["state"]["terminated"]["exitCode"], 0);
+    // app traps TERM? No: the image's StopSignal is SIGQUIT, which sh as
+    // PID 1 ignores, so the app is killed at the end of the 1 s grace…
+    let app = status(pod, "app");
+    assert_eq!(app["state"]["terminated"]["exitCode"], 137, "{pod:#}");
+    // …and the sidecar after it (2 s minimum grace when its turn comes).
+    assert_eq!(status(pod, "side")["state"]["terminated"]["exitCode"], 137);
+    assert_eq!(status(pod, "side")["restartCount"], 0);
+    assert_eq!(pod["status"]["phase"], "Failed");
+    assert_eq!(out.code, 1);
+    let took = stop.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "stopped before the grace period: {took:?}"
+    );
+    let pos = |s: &str| {
+        out.stderr
+            .find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in\n{}", out.stderr))
+    };
+    assert!(
+        pos("spec.containers{app}: Stopping container app")
+            < pos("spec.initContainers{side}: Stopping container side")
+    );
+    node.assert_clean();
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn faults_do_not_spread_and_deadlines_end_pods() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let missing = format!("{}/nodelet/absent:1", testbed::get().anon.addr);
+    let out = node.run(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: unpullable}}
+spec:
+  activeDeadlineSeconds: 4
+  containers: [{{name: c, image: "{missing}"}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: no-entrypoint}}
+spec:
+  restartPolicy: Never
+  containers: [{{name: c, image: IMAGE, command: [/no/such/binary]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: no-key}}
+spec:
+  activeDeadlineSeconds: 3
+  containers:
+  - name: c
+    image: IMAGE
+    env: [{{name: X, valueFrom: {{configMapKeyRef: {{name: cfg, key: absent}}}}}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg}}
+data: {{present: "yes"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: fine}}
+spec:
+  restartPolicy: Never
+  containers: [{{name: c, image: IMAGE, command: [sh, -c, "echo fine"]}}]
+"#
+    ));
+    assert_eq!(out.code, 1);
+    assert_eq!(out.pod("fine")["status"]["phase"], "Succeeded");
+    let un = out.pod("unpullable");
+    assert_eq!(un["status"]["phase"], "Failed");
+    assert_eq!(un["status"]["reason"], "DeadlineExceeded");
+    let w = &status(un, "c")["state"]["waiting"];
+    assert!(
+        w["reason"] == "ErrImagePull" || w["reason"] == "ImagePullBackOff",
+        "{w}"
+    );
+    assert!(out.stderr.contains("Error: ErrImagePull"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("Back-off pulling image \"{missing}\"")),
+        "{}",
+        out.stderr
+    );
+    let ne = out.pod("no-entrypoint");
+    assert_eq!(ne["status"]["phase"], "Failed");
+    let t = &status(ne, "c")["state"]["terminated"];
+    assert_eq!(
+        (t["exitCode"].as_i64(), t["reason"].as_str()),
+        (Some(128), Some("StartError"))
+    );
+    assert!(
+        t["message"].as_str().unwrap().contains("/no/such/binary"),
+        "{t}"
+    );
+    let nk = out.pod("no-key");
+    let w = &status(nk, "c")["state"]["waiting"];
+    assert_eq!(w["reason"], "CreateContainerConfigError");
+    assert_eq!(
+        w["message"],
+        "couldn't find key absent in ConfigMap default/cfg"
+    );
+    node.assert_clean();
+}
+
+/// The finished pod's status, field by field, with times, ids and the UID
+/// replaced by placeholders.
+#[test]
+fn the_status_of_a_finished_pod_has_kubelets_shape() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let out = node.run(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: shape}
+spec:
+  restartPolicy: Never
+  initContainers: [{name: init, image: IMAGE, command: ["true"]}]
+  containers: [{name: app, image: IMAGE, command: [sh, -c, "exit 2"]}]
+"#,
+    );
+    let mut s = out.pod("shape")["status"].clone();
+    normalize(&mut s);
+    let img = image();
+    let id = format!("{}@sha256:DIGEST", img.rsplit_once(':').unwrap().0);
+    let expected = serde_json::json!({
+        "phase": "Failed",
+        "conditions": [
+            {"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": "T"},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": "T"},
+            {"type": "Ready", "status": "False", "reason": "PodFailed", "lastTransitionTime": "T"},
+            {"type": "ContainersReady", "status": "False", "reason": "PodFailed", "lastTransitionTime": "T"},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": "T"},
+        ],
+        "hostIP": "IP",
+        "hostIPs": [{"ip": "IP"}],
+        "startTime": "T",
+        "initContainerStatuses": [{
+            "name": "init",
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "T", "finishedAt": "T", "containerID": "nodelet://ID"}},
+            "lastState": {},
+            "ready": true,
+            "restartCount": 0,
+            "image": img,
+            "imageID": id,
+            "containerID": "nodelet://ID",
+            "started": false,
+        }],
+        "containerStatuses": [{
+            "name": "app",
+            "state": {"terminated": {"exitCode": 2, "reason": "Error", "startedAt": "T", "finishedAt": "T", "containerID": "nodelet://ID"}},
+            "lastState": {},
+            "ready": false,
+            "restartCount": 0,
+            "image": img,
+            "imageID": id,
+            "containerID": "nodelet://ID",
+            "started": false,
+        }],
+        "qosClass": "BestEffort",
+    });
+    assert_eq!(s, expected, "{s:#}");
+}
+
+/// Replaces what differs from run to run.
+fn normalize(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match k.as_str() {
+                    "lastTransitionTime" | "startTime" | "startedAt" | "finishedAt" => {
+                        *x = "T".into()
+                    }
+                    "containerID" => *x = "nodelet://ID".into(),
+                    "hostIP" | "ip" => *x = "IP".into(),
+                    "imageID" => {
+                        let s = x.as_str().unwrap_or_default();
+                        *x = format!("{}@sha256:DIGEST", s.split('@').next().unwrap_or_default())
+                            .into();
+                    }
+                    _ => normalize(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+/// Restart gaps of a crash-looping container: 0, 10, 20, 40 s (kubelet's
+/// back-off), measured from the start times in each instance's log. Slow
+/// (about 75 s).
+#[test]
+fn slow_crash_loop_back_off_delays_double() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers: [{name: c, image: IMAGE, command: [sh, -c, "echo start; exit 1"]}]
+"#,
+        )
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let log = |n: u32| {
+        walk(&node.logs())
+            .into_iter()
+            .find(|p| p.ends_with(format!("c/{n}.log")))
+    };
+    while log(4).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(150),
+            "fewer than 5 starts in 150 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = outcome(child.wait_with_output().unwrap());
+    let started: Vec<f64> = (0..5)
+        .map(|n| {
+            let text = std::fs::read_to_string(log(n).unwrap()).unwrap();
+            let ts = text.split(' ').next().unwrap();
+            nodelet::time::parse_rfc3339(ts)
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        })
+        .collect();
+    let gaps: Vec<f64> = started.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, want) in gaps.iter().zip([0.0, 10.0, 20.0, 40.0]) {
+        assert!(
+            (gap - want).abs() < 2.5,
+            "restart gaps {gaps:?}, want ≈ 0, 10, 20, 40"
+        );
+    }
+    assert!(
+        out.stderr
+            .contains("Back-off restarting failed container c in pod crasher_default("),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(status(out.pod("crasher"), "c")["restartCount"], 4);
+    node.assert_clean();
+}
