@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 bash bench/images.sh
 bash bench/runtime.sh
 bash bench/shim-memory.sh
+bash bench/pods.sh
