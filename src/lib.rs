@@ -3,6 +3,7 @@
 //! The library holds everything; `src/main.rs` only parses the command line
 //! and calls [`cli::main`].
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod image;

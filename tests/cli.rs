@@ -347,12 +347,9 @@ fn bad_config_names_the_key() {
 fn not_yet_built_commands_exit_2_and_say_so() {
     for args in [
         &["daemon"][..],
-        &["get", "pods"],
-        &["describe", "pod", "web"],
-        &["logs", "web"],
-        &["exec", "web", "--", "sh"],
+        &["get", "sources"],
+        &["logs", "web", "-f"],
         &["apply", "-f", "config/pods/web.yaml"],
-        &["delete", "pod", "web", "--grace-period", "5"],
         &["events", "--watch"],
         &["pause", "web"],
         &["unpause", "web"],
@@ -380,6 +377,33 @@ fn run_refuses_bad_input_with_exit_2_and_starts_nothing() {
         assert!(stderr(&o).contains(file), "{}", stderr(&o));
     }
     assert!(!root.exists(), "nothing is created for bad input");
+}
+
+#[test]
+fn client_commands_say_when_no_nodelet_is_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    for args in [
+        &["get", "pods"][..],
+        &["describe", "pod", "web"],
+        &["logs", "web"],
+        &["exec", "web", "--", "sh"],
+        &["delete", "pod", "web"],
+        &["events"],
+    ] {
+        let mut all = vec!["--socket", sock.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let o = run(&all);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "error: cannot connect to nodelet at {}: is `nodelet daemon` (or `nodelet run`) running?\n",
+                sock.display()
+            ),
+            "{args:?}"
+        );
+    }
 }
 
 #[test]

@@ -638,3 +638,115 @@ spec:
     assert_eq!(status(out.pod("crasher"), "c")["restartCount"], 4);
     node.assert_clean();
 }
+
+impl Node {
+    /// Runs a client command against this node's socket.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_nodelet"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--socket")
+            .arg(self.tmp.path().join("run/nodelet.sock"))
+            .arg("--log-dir")
+            .arg(self.logs())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// While `nodelet run` runs, the CLI reads and acts through its API socket.
+#[test]
+fn the_api_serves_get_describe_logs_exec_and_delete_while_pods_run() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: api}
+spec:
+  containers: [{name: app, image: IMAGE, command: [sh, -c, "echo hello; echo oops >&2; exec sleep 3600"]}]
+"#,
+        )
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let o = node.cli(&["get", "pod", "api", "-o", "json"]);
+        if o.status.success() {
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            if v["status"]["phase"] == "Running" {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never Running: {}",
+            text(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = text(&node.cli(&["get", "pods"]).stdout);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["api", "1/1", "Running", "0"], "{table}");
+    assert_eq!(text(&node.cli(&["logs", "api"]).stdout), "hello\noops\n");
+    assert_eq!(
+        text(&node.cli(&["logs", "api", "--tail", "1"]).stdout),
+        "oops\n"
+    );
+    let o = node.cli(&[
+        "exec",
+        "api",
+        "--",
+        "sh",
+        "-c",
+        "echo $HOSTNAME; echo e >&2; exit 3",
+    ]);
+    assert_eq!(
+        (o.status.code(), text(&o.stdout), text(&o.stderr)),
+        (Some(3), "api\n".into(), "e\n".into())
+    );
+    let d = text(&node.cli(&["describe", "pod", "api"]).stdout);
+    assert!(
+        d.contains("Status:       Running") && d.contains("Started container app"),
+        "{d}"
+    );
+    let missing = node.cli(&["get", "pod", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        text(&missing.stderr),
+        "error: pods \"nope\" not found in namespace \"default\"\n"
+    );
+    let o = node.cli(&[
+        "delete",
+        "pod",
+        "api",
+        "--grace-period",
+        "0",
+        "--force",
+        "--wait",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = outcome(child.wait_with_output().unwrap());
+    let pod = out.pod("api");
+    assert!(pod["metadata"]["deletionTimestamp"].is_string(), "{pod:#}");
+    assert_eq!(status(pod, "app")["state"]["terminated"]["exitCode"], 137);
+    assert_eq!(pod["status"]["phase"], "Failed");
+    node.assert_clean();
+    let o = node.cli(&["get", "pods"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("is `nodelet daemon` (or `nodelet run`) running?"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -2,6 +2,7 @@
 //! those not built yet exit 2 with "not implemented yet: <what>".
 //! `anyhow` is allowed here and in `main.rs` only.
 
+mod client;
 mod image;
 mod logging;
 mod run;
@@ -240,6 +241,12 @@ pub enum DeleteWhat {
         name: String,
         #[arg(long = "grace-period")]
         grace_period: Option<i64>,
+        /// With --grace-period=0: kill at once.
+        #[arg(long)]
+        force: bool,
+        /// Wait until the pod has stopped.
+        #[arg(long)]
+        wait: bool,
         #[arg(short, long, default_value = "default")]
         namespace: String,
     },
@@ -314,6 +321,18 @@ fn not_implemented(what: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(
+        cli.command,
+        Command::Get { .. }
+            | Command::Describe { .. }
+            | Command::Logs { .. }
+            | Command::Events { .. }
+            | Command::Validate { .. }
+            | Command::Completion { .. }
+            | Command::Config { .. }
+    ) {
+        crate::sys::default_sigpipe();
+    }
     match cli.command {
         Command::Validate {
             files,
@@ -344,18 +363,73 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => run::run(&cli.global, &files, output, strict),
         Command::Daemon { .. } => not_implemented("daemon"),
         Command::Get {
-            what: GetWhat::Pods { .. },
-        } => not_implemented("get pods"),
+            what:
+                GetWhat::Pods {
+                    name,
+                    output,
+                    namespace,
+                },
+        } => client::get_pods(&cli.global, name.as_deref(), output, &namespace),
         Command::Get {
             what: GetWhat::Sources,
         } => not_implemented("get sources"),
-        Command::Describe { .. } => not_implemented("describe pod"),
-        Command::Logs { .. } => not_implemented("logs"),
-        Command::Exec { .. } => not_implemented("exec"),
+        Command::Describe {
+            what: DescribeWhat::Pod { name, namespace },
+        } => client::describe_pod(&cli.global, &name, &namespace),
+        Command::Logs {
+            pod,
+            container,
+            follow,
+            previous,
+            tail,
+            timestamps,
+            namespace,
+        } => {
+            if follow {
+                return not_implemented("logs --follow");
+            }
+            client::logs(
+                &cli.global,
+                &client::LogArgs {
+                    pod: &pod,
+                    container: container.as_deref(),
+                    previous,
+                    tail,
+                    timestamps,
+                    namespace: &namespace,
+                },
+            )
+        }
+        Command::Exec {
+            pod,
+            container,
+            namespace,
+            command,
+        } => client::exec(
+            &cli.global,
+            &pod,
+            container.as_deref(),
+            &namespace,
+            &command,
+        ),
         Command::Apply { .. } => not_implemented("apply"),
-        Command::Delete { .. } => not_implemented("delete pod"),
+        Command::Delete {
+            what:
+                DeleteWhat::Pod {
+                    name,
+                    grace_period,
+                    force,
+                    wait,
+                    namespace,
+                },
+        } => client::delete_pod(&cli.global, &name, &namespace, grace_period, force, wait),
         Command::Image { command } => image::run(&cli.global, command),
-        Command::Events { .. } => not_implemented("events"),
+        Command::Events { watch } => {
+            if watch {
+                return not_implemented("events --watch");
+            }
+            client::events(&cli.global)
+        }
         Command::Pause { .. } => not_implemented("pause"),
         Command::Unpause { .. } => not_implemented("unpause"),
         Command::Top { .. } => not_implemented("top pods"),

@@ -1,4 +1,6 @@
-//! `nodelet run FILE…`: the pods in the foreground. Events go to stderr as
+//! `nodelet run FILE…`: the pods in the foreground, with the API on the
+//! socket meanwhile (so `get`, `describe`, `logs`, `exec`, `delete` work
+//! against it). Events go to stderr as
 //! they happen; Ctrl-C or SIGTERM stops every pod gracefully (a second one
 //! kills at once); at exit `-o json|yaml` prints the final pods as a `v1`
 //! `List`. Exit 0 when every pod Succeeded, 1 when any did not, 2 on bad
@@ -127,6 +129,8 @@ pub fn run(
     rt.block_on(async move {
         let objects = Objects::new(prepared.config_maps, prepared.secrets);
         let engine = node_engine(&cfg, objects)?;
+        let listener = crate::api::server::bind(&cfg.socket)?;
+        let api = tokio::spawn(crate::api::server::serve(listener, engine.clone()));
         let mut events = engine.events().subscribe();
         let printer = tokio::spawn(async move {
             loop {
@@ -183,6 +187,8 @@ pub fn run(
         });
         engine.wait_all().await;
         signals.abort();
+        api.abort();
+        let _ = std::fs::remove_file(&cfg.socket);
         // Let the printer drain what is queued.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         printer.abort();

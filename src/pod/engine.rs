@@ -17,7 +17,14 @@ pub enum EngineError {
     AlreadyExists { namespace: String, name: String },
     #[error("pods \"{name}\" not found in namespace {namespace:?}")]
     NotFound { namespace: String, name: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Runtime(String),
 }
+
+/// Output kept per stream of an API exec.
+pub const EXEC_MAX_OUTPUT: usize = 1 << 20;
 
 struct Entry {
     handle: Arc<PodHandle>,
@@ -79,6 +86,13 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             pod.metadata.uid = Some(new_uid());
         }
         pod.metadata.namespace = Some(ns.clone());
+        // Bound to this node, as a scheduler (or kubelet for static pods)
+        // would have done.
+        if let Some(spec) = pod.spec.as_mut() {
+            if spec.node_name.as_deref().unwrap_or_default().is_empty() {
+                spec.node_name = Some(self.deps.downward.node_name.clone());
+            }
+        }
         let (handle, task) = worker::spawn(self.deps.clone(), pod);
         pods.insert(
             (ns, name),
@@ -123,6 +137,126 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         for e in self.lock().values() {
             e.handle.send(Command::Delete { grace_seconds });
         }
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.deps.downward.node_name
+    }
+
+    fn pod_or_404(&self, namespace: &str, name: &str) -> Result<Pod, EngineError> {
+        self.get(namespace, name)
+            .map(|h| h.pod())
+            .ok_or_else(|| EngineError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+    }
+
+    /// The container a request is about: the named one, else the pod's
+    /// first app container (kubectl's default).
+    fn container_status(
+        pod: &Pod,
+        container: Option<&str>,
+    ) -> Result<k8s_openapi::api::core::v1::ContainerStatus, EngineError> {
+        let status = pod.status.clone().unwrap_or_default();
+        let all: Vec<_> = status
+            .init_container_statuses
+            .into_iter()
+            .flatten()
+            .chain(status.container_statuses.into_iter().flatten())
+            .collect();
+        let want = match container {
+            Some(c) => c.to_string(),
+            None => super::state::spec(pod)
+                .containers
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
+        };
+        all.into_iter().find(|c| c.name == want).ok_or_else(|| {
+            EngineError::BadRequest(format!(
+                "container {want} is not valid for pod {}",
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ))
+        })
+    }
+
+    /// A container's CRI log files, oldest first: rotated ones, then the
+    /// live one, of the current instance or (`previous`) the one before.
+    pub fn log_files(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: Option<&str>,
+        previous: bool,
+    ) -> Result<Vec<std::path::PathBuf>, EngineError> {
+        let pod = self.pod_or_404(namespace, name)?;
+        let c = Self::container_status(&pod, container)?;
+        let n = if previous {
+            let last = c.last_state.and_then(|l| l.terminated);
+            if last.is_none() || c.restart_count == 0 {
+                return Err(EngineError::BadRequest(format!(
+                    "previous terminated container \"{}\" in pod \"{name}\" not found",
+                    c.name
+                )));
+            }
+            c.restart_count - 1
+        } else {
+            c.restart_count
+        };
+        let dir = self
+            .deps
+            .log_dir
+            .join(format!(
+                "{namespace}_{name}_{}",
+                pod.metadata.uid.as_deref().unwrap_or_default()
+            ))
+            .join(&c.name);
+        let live = format!("{n}.log");
+        let mut rotated: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f.starts_with(&format!("{live}.")) && !f.ends_with(".gz"))
+            })
+            .collect();
+        rotated.sort();
+        rotated.push(dir.join(live));
+        Ok(rotated)
+    }
+
+    /// Runs `args` in a running container of a pod.
+    pub async fn exec(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: Option<&str>,
+        args: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<crate::runtime::api::ExecResult, EngineError> {
+        let pod = self.pod_or_404(namespace, name)?;
+        let c = Self::container_status(&pod, container)?;
+        if c.state.as_ref().and_then(|s| s.running.as_ref()).is_none() {
+            return Err(EngineError::BadRequest(format!(
+                "container {} is not running",
+                c.name
+            )));
+        }
+        let id = c
+            .container_id
+            .unwrap_or_default()
+            .trim_start_matches(super::status::CONTAINER_ID_SCHEME)
+            .to_string();
+        let uid = pod.metadata.uid.unwrap_or_default();
+        self.deps
+            .runtime
+            .exec(&uid, &id, args, timeout, EXEC_MAX_OUTPUT)
+            .await
+            .map_err(|e| EngineError::Runtime(crate::error_chain(&e)))
     }
 
     /// Waits until every worker has finished (each pod terminal or

@@ -205,7 +205,13 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             self.status.as_ref(),
             SystemTime::now(),
         );
-        if self.status.as_ref() == Some(&st) {
+        let meta_changed = self
+            .handle
+            .published
+            .lock()
+            .map(|p| p.metadata != self.pod.metadata)
+            .unwrap_or(true);
+        if self.status.as_ref() == Some(&st) && !meta_changed {
             return;
         }
         self.status = Some(st.clone());
@@ -270,6 +276,10 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 () = tokio::time::sleep_until(until.into()) => {}
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Delete { grace_seconds }) => {
+                        self.pod.metadata.deletion_timestamp = Some(status::time(SystemTime::now()));
+                        self.pod.metadata.deletion_grace_period_seconds = Some(
+                            grace_seconds.unwrap_or_else(|| spec(&self.pod).termination_grace_period_seconds.unwrap_or(30)),
+                        );
                         self.st.terminating = Some(Termination::Deleted { grace_seconds });
                     }
                     // Nobody can reach this pod any more: stop it.

@@ -168,3 +168,18 @@ pub fn loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Restores the default SIGPIPE action, so a client command writing into a
+/// closed pipe (`nodelet get pods | head`) ends quietly like other Unix
+/// tools instead of panicking. Never for the daemon, `run` or the shim,
+/// which write to sockets and must see EPIPE as an error.
+pub fn default_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler of ours; it is only called by
+    // short-lived client commands before they open anything.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
+}

@@ -1,0 +1,627 @@
+//! CLI commands that talk to a running nodelet (`daemon` or `run`) over the
+//! API socket: get, describe, logs, exec, delete, events. Output is shaped
+//! like kubectl's.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Event, Pod};
+
+use super::{GlobalArgs, PodOutput};
+use crate::api::client::Client;
+use crate::api::ExecRequest;
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start async runtime")
+}
+
+fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
+    let cfg = super::effective_config(global)?;
+    Ok(Client::new(&cfg.socket))
+}
+
+fn pod_path(ns: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/pods/{name}")
+}
+
+fn to_pods(v: &serde_json::Value) -> anyhow::Result<Vec<Pod>> {
+    serde_json::from_value(v["items"].clone()).context("decode pod list")
+}
+
+/// kubectl's age column: `45s`, `3m`, `2h`, `4d`.
+pub fn age(since: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
+    let Some(t) = since else {
+        return "<unknown>".into();
+    };
+    let then = crate::time::parse_rfc3339(&t.0.to_string()).unwrap_or_else(SystemTime::now);
+    let s = SystemTime::now()
+        .duration_since(then)
+        .unwrap_or_default()
+        .as_secs();
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn ready_condition(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn initialized(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Initialized" && c.status == "True")
+        })
+}
+
+/// kubectl's STATUS column (`printPod` in kubectl's printers).
+pub fn pod_status_column(pod: &Pod) -> String {
+    let status = pod.status.clone().unwrap_or_default();
+    let mut reason = status
+        .reason
+        .clone()
+        .or(status.phase.clone())
+        .unwrap_or_default();
+    let inits = status.init_container_statuses.clone().unwrap_or_default();
+    let spec_inits = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.clone())
+        .unwrap_or_default();
+    let mut initializing = false;
+    for (i, c) in inits.iter().enumerate() {
+        let st = c.state.clone().unwrap_or_default();
+        let sidecar = spec_inits
+            .get(i)
+            .is_some_and(|s| s.restart_policy.as_deref() == Some("Always"));
+        if st.terminated.as_ref().is_some_and(|t| t.exit_code == 0)
+            || (sidecar && c.started == Some(true))
+        {
+            continue;
+        }
+        reason = if let Some(t) = &st.terminated {
+            match (&t.reason, t.signal) {
+                (Some(r), _) if !r.is_empty() => format!("Init:{r}"),
+                (_, Some(s)) if s != 0 => format!("Init:Signal:{s}"),
+                _ => format!("Init:ExitCode:{}", t.exit_code),
+            }
+        } else if let Some(r) = st
+            .waiting
+            .as_ref()
+            .and_then(|w| w.reason.clone())
+            .filter(|r| !r.is_empty() && r != "PodInitializing")
+        {
+            format!("Init:{r}")
+        } else {
+            format!("Init:{i}/{}", spec_inits.len())
+        };
+        initializing = true;
+        break;
+    }
+    if !initializing || initialized(pod) {
+        let mut has_running = false;
+        for c in status.container_statuses.iter().flatten().rev() {
+            let st = c.state.clone().unwrap_or_default();
+            if let Some(r) = st
+                .waiting
+                .as_ref()
+                .and_then(|w| w.reason.clone())
+                .filter(|r| !r.is_empty())
+            {
+                reason = r;
+            } else if let Some(t) = &st.terminated {
+                reason = match (&t.reason, t.signal) {
+                    (Some(r), _) if !r.is_empty() => r.clone(),
+                    (_, Some(s)) if s != 0 => format!("Signal:{s}"),
+                    _ => format!("ExitCode:{}", t.exit_code),
+                };
+            } else if st.running.is_some() && c.ready {
+                has_running = true;
+            }
+        }
+        if reason == "Completed" && has_running {
+            reason = if ready_condition(pod) {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
+        }
+    }
+    if pod.metadata.deletion_timestamp.is_some()
+        && !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
+    {
+        reason = "Terminating".into();
+    }
+    reason
+}
+
+fn ready_column(pod: &Pod) -> String {
+    let status = pod.status.clone().unwrap_or_default();
+    let spec_inits = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.clone())
+        .unwrap_or_default();
+    let sidecars: Vec<&ContainerStatus> = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .filter(|c| {
+            spec_inits
+                .iter()
+                .any(|s| s.name == c.name && s.restart_policy.as_deref() == Some("Always"))
+        })
+        .collect();
+    let apps: Vec<&ContainerStatus> = status.container_statuses.iter().flatten().collect();
+    let total = apps.len() + sidecars.len();
+    let ready = apps
+        .iter()
+        .chain(sidecars.iter())
+        .filter(|c| c.ready)
+        .count();
+    format!("{ready}/{total}")
+}
+
+fn restarts(pod: &Pod) -> i32 {
+    let s = pod.status.clone().unwrap_or_default();
+    s.container_statuses
+        .iter()
+        .flatten()
+        .chain(s.init_container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum()
+}
+
+fn print_pods(pods: &[Pod], wide: bool, node: &str) {
+    let mut rows = vec![if wide {
+        vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    } else {
+        vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }];
+    for p in pods {
+        let st = p.status.clone().unwrap_or_default();
+        let mut row = vec![
+            p.metadata.name.clone().unwrap_or_default(),
+            ready_column(p),
+            pod_status_column(p),
+            restarts(p).to_string(),
+            age(st.start_time.as_ref()),
+        ];
+        if wide {
+            row.push(st.pod_ip.clone().unwrap_or_else(|| "<none>".into()));
+            row.push(node.to_string());
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+}
+
+fn print_data(v: &serde_json::Value, yaml: bool) -> anyhow::Result<()> {
+    if yaml {
+        print!("{}", serde_norway::to_string(v).context("encode YAML")?);
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).context("encode JSON")?
+        );
+    }
+    Ok(())
+}
+
+fn fail(e: &crate::api::client::ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+pub fn get_pods(
+    global: &GlobalArgs,
+    name: Option<&str>,
+    output: Option<PodOutput>,
+    ns: &str,
+) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    let node = super::effective_config(global)?.node_name;
+    runtime()?.block_on(async {
+        let v = match name {
+            Some(n) => c.get_json(&pod_path(ns, n)).await,
+            None => c.get_json("/api/v1/pods").await,
+        };
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => return Ok(fail(&e)),
+        };
+        match output {
+            Some(PodOutput::Json) => print_data(&v, false)?,
+            Some(PodOutput::Yaml) => print_data(&v, true)?,
+            wide => {
+                let pods = if name.is_some() {
+                    vec![serde_json::from_value(v).context("decode pod")?]
+                } else {
+                    to_pods(&v)?
+                };
+                let pods: Vec<Pod> = pods
+                    .into_iter()
+                    .filter(|p| name.is_some() || p.metadata.namespace.as_deref() == Some(ns))
+                    .collect();
+                if pods.is_empty() {
+                    eprintln!("No resources found in {ns} namespace.");
+                } else {
+                    print_pods(
+                        &pods,
+                        wide == Some(PodOutput::Wide),
+                        &crate::pod::node::node_name(&node),
+                    );
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn describe_state(s: Option<&ContainerState>, indent: &str) -> String {
+    let s = s.cloned().unwrap_or_default();
+    let t = |x: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        x.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
+    };
+    if let Some(r) = s.running {
+        format!("Running\n{indent}  Started:      {}", t(&r.started_at))
+    } else if let Some(x) = s.terminated {
+        let mut out = format!(
+            "Terminated\n{indent}  Reason:       {}",
+            x.reason.unwrap_or_default()
+        );
+        if let Some(m) = x.message.filter(|m| !m.is_empty()) {
+            out.push_str(&format!("\n{indent}  Message:      {m}"));
+        }
+        out.push_str(&format!("\n{indent}  Exit Code:    {}", x.exit_code));
+        if let Some(sig) = x.signal {
+            out.push_str(&format!("\n{indent}  Signal:       {sig}"));
+        }
+        out.push_str(&format!(
+            "\n{indent}  Started:      {}\n{indent}  Finished:     {}",
+            t(&x.started_at),
+            t(&x.finished_at)
+        ));
+        out
+    } else if let Some(w) = s.waiting {
+        let mut out = format!(
+            "Waiting\n{indent}  Reason:       {}",
+            w.reason.unwrap_or_default()
+        );
+        if let Some(m) = w.message {
+            out.push_str(&format!("\n{indent}  Message:      {m}"));
+        }
+        out
+    } else {
+        "<none>".into()
+    }
+}
+
+fn describe_containers(
+    title: &str,
+    list: &[ContainerStatus],
+    spec: &[k8s_openapi::api::core::v1::Container],
+) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("{title}:\n");
+    for c in spec {
+        let Some(s) = list.iter().find(|s| s.name == c.name) else {
+            continue;
+        };
+        out.push_str(&format!("  {}:\n", c.name));
+        out.push_str(&format!(
+            "    Container ID:   {}\n",
+            s.container_id.clone().unwrap_or_default()
+        ));
+        out.push_str(&format!(
+            "    Image:          {}\n",
+            c.image.clone().unwrap_or_default()
+        ));
+        out.push_str(&format!("    Image ID:       {}\n", s.image_id));
+        if let Some(cmd) = &c.command {
+            out.push_str(&format!("    Command:        {}\n", cmd.join(" ")));
+        }
+        if let Some(a) = &c.args {
+            out.push_str(&format!("    Args:           {}\n", a.join(" ")));
+        }
+        out.push_str(&format!(
+            "    State:          {}\n",
+            describe_state(s.state.as_ref(), "    ")
+        ));
+        let last = s
+            .last_state
+            .as_ref()
+            .filter(|l| l.terminated.is_some() || l.running.is_some() || l.waiting.is_some());
+        if last.is_some() {
+            out.push_str(&format!(
+                "    Last State:     {}\n",
+                describe_state(last, "    ")
+            ));
+        }
+        out.push_str(&format!(
+            "    Ready:          {}\n",
+            if s.ready { "True" } else { "False" }
+        ));
+        out.push_str(&format!("    Restart Count:  {}\n", s.restart_count));
+    }
+    out
+}
+
+pub fn describe_pod(global: &GlobalArgs, name: &str, ns: &str) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    runtime()?.block_on(async {
+        let pod: Pod = match c.get_json(&pod_path(ns, name)).await {
+            Ok(v) => serde_json::from_value(v).context("decode pod")?,
+            Err(e) => return Ok(fail(&e)),
+        };
+        let events: Vec<Event> = match c.get_json("/api/v1/events").await {
+            Ok(v) => serde_json::from_value(v["items"].clone()).unwrap_or_default(),
+            Err(e) => return Ok(fail(&e)),
+        };
+        let st = pod.status.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let m = &pod.metadata;
+        let kv = |m: &Option<std::collections::BTreeMap<String, String>>| {
+            let v: Vec<String> = m
+                .iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if v.is_empty() {
+                "<none>".to_string()
+            } else {
+                v.join("\n              ")
+            }
+        };
+        println!("Name:         {}", m.name.clone().unwrap_or_default());
+        println!("Namespace:    {}", m.namespace.clone().unwrap_or_default());
+        println!("UID:          {}", m.uid.clone().unwrap_or_default());
+        println!(
+            "Node:         {}/{}",
+            spec.node_name.clone().unwrap_or_default(),
+            st.host_ip.clone().unwrap_or_default()
+        );
+        println!(
+            "Start Time:   {}",
+            st.start_time
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default()
+        );
+        println!("Labels:       {}", kv(&m.labels));
+        println!("Annotations:  {}", kv(&m.annotations));
+        println!("Status:       {}", pod_status_column(&pod));
+        if let Some(r) = &st.reason {
+            println!("Reason:       {r}");
+        }
+        if let Some(msg) = &st.message {
+            println!("Message:      {msg}");
+        }
+        println!("IP:           {}", st.pod_ip.clone().unwrap_or_default());
+        print!(
+            "{}",
+            describe_containers(
+                "Init Containers",
+                st.init_container_statuses.as_deref().unwrap_or_default(),
+                spec.init_containers.as_deref().unwrap_or_default()
+            )
+        );
+        print!(
+            "{}",
+            describe_containers(
+                "Containers",
+                st.container_statuses.as_deref().unwrap_or_default(),
+                &spec.containers
+            )
+        );
+        println!("Conditions:\n  Type                        Status");
+        for cond in st.conditions.iter().flatten() {
+            println!("  {:<27} {}", cond.type_, cond.status);
+        }
+        println!("QoS Class:    {}", st.qos_class.clone().unwrap_or_default());
+        let mine: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.involved_object.uid == m.uid)
+            .collect();
+        if mine.is_empty() {
+            println!("Events:       <none>");
+        } else {
+            println!(
+                "Events:\n  {:<8} {:<22} {:<10} {:<8} Message",
+                "Type", "Reason", "Age", "From"
+            );
+            println!(
+                "  {:<8} {:<22} {:<10} {:<8} -------",
+                "----", "------", "----", "----"
+            );
+            for e in mine {
+                let a = if e.count.unwrap_or(1) > 1 {
+                    format!(
+                        "{} (x{} over {})",
+                        age(e.last_timestamp.as_ref()),
+                        e.count.unwrap_or(1),
+                        age(e.first_timestamp.as_ref())
+                    )
+                } else {
+                    age(e.last_timestamp.as_ref())
+                };
+                println!(
+                    "  {:<8} {:<22} {:<10} {:<8} {}",
+                    e.type_.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    a,
+                    "kubelet",
+                    e.message.clone().unwrap_or_default()
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub struct LogArgs<'a> {
+    pub pod: &'a str,
+    pub container: Option<&'a str>,
+    pub previous: bool,
+    pub tail: Option<i64>,
+    pub timestamps: bool,
+    pub namespace: &'a str,
+}
+
+pub fn logs(global: &GlobalArgs, a: &LogArgs) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    let mut q = vec![
+        format!("previous={}", a.previous),
+        format!("timestamps={}", a.timestamps),
+    ];
+    if let Some(cn) = a.container {
+        q.push(format!("container={cn}"));
+    }
+    if let Some(t) = a.tail.filter(|t| *t >= 0) {
+        q.push(format!("tailLines={t}"));
+    }
+    let path = format!("{}/log?{}", pod_path(a.namespace, a.pod), q.join("&"));
+    runtime()?.block_on(async {
+        match c.call("GET", &path, None).await {
+            Ok(b) => {
+                use std::io::Write;
+                std::io::stdout().write_all(&b).context("write logs")?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Ok(fail(&e)),
+        }
+    })
+}
+
+pub fn exec(
+    global: &GlobalArgs,
+    pod: &str,
+    container: Option<&str>,
+    ns: &str,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    let req = ExecRequest {
+        container: container.map(str::to_string),
+        command: command.to_vec(),
+        timeout_seconds: None,
+    };
+    runtime()?.block_on(async {
+        let body = serde_json::to_value(&req).context("encode exec request")?;
+        match c
+            .call("POST", &format!("{}/exec", pod_path(ns, pod)), Some(body))
+            .await
+        {
+            Ok(b) => {
+                let r: crate::runtime::api::ExecResult =
+                    serde_json::from_slice(&b).context("decode exec result")?;
+                print!("{}", r.stdout);
+                eprint!("{}", r.stderr);
+                if r.timed_out {
+                    eprintln!("error: command timed out");
+                }
+                Ok(ExitCode::from(u8::try_from(r.exit_code).unwrap_or(1)))
+            }
+            Err(e) => Ok(fail(&e)),
+        }
+    })
+}
+
+pub fn delete_pod(
+    global: &GlobalArgs,
+    name: &str,
+    ns: &str,
+    grace: Option<i64>,
+    force: bool,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    if force && grace != Some(0) {
+        eprintln!("error: --force requires --grace-period=0");
+        return Ok(ExitCode::from(super::EXIT_USAGE));
+    }
+    let c = client(global)?;
+    let mut path = pod_path(ns, name);
+    if let Some(g) = grace {
+        path.push_str(&format!("?gracePeriodSeconds={g}"));
+    }
+    runtime()?.block_on(async {
+        if let Err(e) = c.call("DELETE", &path, None).await {
+            return Ok(fail(&e));
+        }
+        println!("pod \"{name}\" deleted");
+        if !wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        loop {
+            match c.get_json(&pod_path(ns, name)).await {
+                // Gone from the API, or the `nodelet run` serving it ended.
+                Err(
+                    crate::api::client::ClientError::Status { code: 404, .. }
+                    | crate::api::client::ClientError::Connect { .. },
+                ) => break,
+                Ok(v) if matches!(v["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) => {
+                    break
+                }
+                Err(e) => return Ok(fail(&e)),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn events(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    runtime()?.block_on(async {
+        let events: Vec<Event> = match c.get_json("/api/v1/events").await {
+            Ok(v) => serde_json::from_value(v["items"].clone()).context("decode events")?,
+            Err(e) => return Ok(fail(&e)),
+        };
+        println!(
+            "{:<9} {:<8} {:<22} {:<28} MESSAGE",
+            "LAST SEEN", "TYPE", "REASON", "OBJECT"
+        );
+        for e in events {
+            println!(
+                "{:<9} {:<8} {:<22} {:<28} {}",
+                age(e.last_timestamp.as_ref()),
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                format!("pod/{}", e.involved_object.name.unwrap_or_default()),
+                e.message.unwrap_or_default()
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
