@@ -9,6 +9,7 @@ pub mod config;
 pub mod image;
 pub mod manifest;
 pub mod pod;
+pub mod probe;
 pub mod quantity;
 pub mod runtime;
 pub mod sys;

@@ -750,3 +750,162 @@ spec:
         text(&o.stderr)
     );
 }
+
+/// Polls `get pod NAME -o json` until `f` holds.
+fn wait_pod(node: &Node, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let o = node.cli(&["get", "pod", name, "-o", "json"]);
+        if o.status.success() {
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            if f(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}: {v:#}"
+            );
+        } else {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}: {}",
+                text(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn condition(pod: &Value, ty: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == ty)
+        .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Exec readiness gates Ready; a failing liveness probe kills and restarts
+/// the container with kubelet's events.
+#[test]
+fn probes_drive_readiness_and_liveness_restarts() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "touch /tmp/alive; sleep 1; touch /tmp/ready; while test -f /tmp/alive; do sleep 0.2; done; sleep 3600"]
+    readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}
+    livenessProbe: {exec: {command: [test, -f, /tmp/alive]}, periodSeconds: 1, failureThreshold: 2}
+"#,
+        )
+        .spawn()
+        .unwrap();
+    let p = wait_pod(&node, "probed", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(
+        condition(&p, "Ready"),
+        "False",
+        "not ready before the probe passes"
+    );
+    wait_pod(&node, "probed", "Ready", |p| {
+        condition(p, "Ready") == "True"
+    });
+    // Make the liveness probe fail: the container is killed and restarted.
+    let o = node.cli(&["exec", "probed", "--", "rm", "/tmp/alive"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let p = wait_pod(&node, "probed", "a restart", |p| {
+        status(p, "app")["restartCount"] == 1
+    });
+    assert_eq!(
+        status(&p, "app")["lastState"]["terminated"]["exitCode"],
+        137
+    );
+    let o = node.cli(&["delete", "pod", "probed", "--grace-period", "0", "--force"]);
+    assert!(o.status.success());
+    let out = outcome(child.wait_with_output().unwrap());
+    assert!(out.stderr.contains("Warning Unhealthy spec.containers{app}: Liveness probe failed: command \"test -f /tmp/alive\" exited with 1"), "{}", out.stderr);
+    assert!(out.stderr.contains("Normal Killing spec.containers{app}: Container app failed liveness probe, will be restarted"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Warning Unhealthy spec.containers{app}: Readiness probe failed"),
+        "{}",
+        out.stderr
+    );
+    node.assert_clean();
+}
+
+/// httpGet (named port) and tcpSocket probes reach a server on 127.0.0.1
+/// inside the pod's network namespace; postStart runs before the container
+/// counts as started; preStop runs at deletion, within the grace period.
+#[test]
+fn http_and_tcp_probes_and_lifecycle_hooks() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let host = node.tmp.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let child = node
+        .command(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "mkdir -p /www; exec httpd -f -p 127.0.0.1:8080 -h /www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe: {{httpGet: {{path: /index.html, port: http, httpHeaders: [{{name: X-Probe, value: "1"}}]}}, periodSeconds: 1}}
+    livenessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, "mkdir -p /www && echo hello > /www/index.html && echo post > /host/post"]}}}}
+      preStop: {{exec: {{command: [sh, -c, "echo stop > /host/prestop"]}}}}
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  volumes: [{{name: host, hostPath: {{path: {}, type: Directory}}}}]
+"#,
+            host.display()
+        ))
+        .spawn()
+        .unwrap();
+    let p = wait_pod(&node, "web", "Ready", |p| condition(p, "Ready") == "True");
+    assert_eq!(status(&p, "app")["started"], true);
+    assert_eq!(
+        std::fs::read_to_string(host.join("post")).unwrap(),
+        "post\n"
+    );
+    let o = node.cli(&["delete", "pod", "web", "--wait"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = outcome(child.wait_with_output().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(host.join("prestop")).unwrap(),
+        "stop\n"
+    );
+    assert!(!out.stderr.contains("Unhealthy"), "{}", out.stderr);
+    // After preStop comes the image's StopSignal (SIGQUIT, not SIGTERM),
+    // which httpd as PID 1 has no handler for, so it is ignored and the
+    // kill comes at the end of the 5 s grace: 128 + 9.
+    let t = &status(out.pod("web"), "app")["state"]["terminated"];
+    assert_eq!(
+        (t["exitCode"].as_i64(), t["signal"].as_i64()),
+        (Some(137), Some(9)),
+        "{}",
+        out.stderr
+    );
+    node.assert_clean();
+}

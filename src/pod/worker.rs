@@ -25,6 +25,8 @@ use super::state::{
 };
 use super::status::{self, NodeFacts};
 use super::volumes::{self, Volumes};
+use crate::probe::action::Target;
+use crate::probe::{Kind as ProbeKind, Update as ProbeUpdate, UpdateKind};
 use crate::runtime::api::{
     ContainerState, CreateContainer, Runtime, RuntimeError, SandboxConfig, SandboxInfo, Status,
 };
@@ -41,6 +43,8 @@ const SETUP_RETRY: Duration = Duration::from_secs(2);
 /// shorter retry only shows the next state (ImagePullBackOff,
 /// CrashLoopBackOff) sooner, never restarts faster than back-off allows.
 const SYNC_RETRY: Duration = Duration::from_secs(1);
+/// How long a postStart hook may run.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The kubelet's minimum grace once a container is being stopped.
 pub const MINIMUM_GRACE: Duration = Duration::from_secs(2);
 
@@ -114,6 +118,16 @@ pub struct Worker<R: Runtime, I: ImageService> {
     poll: Duration,
     handle: Arc<PodHandle>,
     commands: mpsc::UnboundedReceiver<Command>,
+    probe_tx: mpsc::UnboundedSender<ProbeUpdate>,
+    probe_rx: mpsc::UnboundedReceiver<ProbeUpdate>,
+    probers: HashMap<String, Prober>,
+}
+
+/// The probe tasks of a container's current instance.
+struct Prober {
+    instance: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    started: watch::Sender<bool>,
 }
 
 /// Starts a worker for `pod` (defaulted, valid, with a UID).
@@ -122,6 +136,7 @@ pub fn spawn<R: Runtime, I: ImageService>(
     pod: Pod,
 ) -> (Arc<PodHandle>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let pod_ref = PodRef {
         namespace: pod
             .metadata
@@ -152,6 +167,9 @@ pub fn spawn<R: Runtime, I: ImageService>(
         poll: MIN_POLL,
         handle: handle.clone(),
         commands: rx,
+        probe_tx,
+        probe_rx,
+        probers: HashMap::new(),
     };
     let span = tracing::info_span!("pod", pod = %pod_ref.name, namespace = %pod_ref.namespace);
     let task = tokio::spawn(w.run().instrument(span));
@@ -285,6 +303,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     // Nobody can reach this pod any more: stop it.
                     None => self.st.terminating = Some(Termination::Deleted { grace_seconds: None }),
                 },
+                Some(u) = self.probe_rx.recv() => self.on_probe(u).await,
             }
             self.poll = if changed {
                 MIN_POLL
@@ -416,6 +435,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         }
         let changed = *i != before;
         let running = i.phase == Phase::Running;
+        let exited_id = (i.phase == Phase::Exited).then(|| i.id.clone());
         // Without probes a running container is started and ready at once;
         // the prober owns these flags when probes exist.
         let (startup, readiness) = probes.unwrap_or_default();
@@ -428,6 +448,11 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             }
             if !readiness && cs.started {
                 cs.ready = true;
+            }
+        }
+        if let Some(id) = exited_id {
+            if self.probers.get(name).is_some_and(|p| p.instance == id) {
+                self.stop_probers(name);
             }
         }
         changed
@@ -773,6 +798,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     &fp,
                     format!("Started container {name}"),
                 );
+                self.post_start(name, kind, &c, &id).await;
             }
             Err(e) => {
                 let msg = match &e {
@@ -793,6 +819,45 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             }
         }
         self.poll = MIN_POLL;
+    }
+
+    /// Runs postStart (the container is not `started` until it returns; on
+    /// failure it is killed and restarted per policy), then the probes.
+    async fn post_start(&mut self, name: &str, kind: Kind, c: &Container, id: &str) {
+        let Some(instance) = self.st.container(name).and_then(|s| s.latest()).cloned() else {
+            return;
+        };
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+            // Started waits for the hook.
+            let had = self.st.container(name).is_some_and(|s| s.started);
+            self.st.container_mut(name).started = false;
+            let t = self.target(name, id);
+            let full = planner::pod_full_name(&self.pod);
+            let r = crate::probe::run_hook(&t, &h, name, &full, POST_START_TIMEOUT).await;
+            if let Err(m) = r {
+                let fp = kind.field_path(name);
+                self.event(EventType::Warning, "FailedPostStartHook", &fp, m.clone());
+                let grace = spec(&self.pod)
+                    .termination_grace_period_seconds
+                    .unwrap_or(30);
+                let ctx = self.stop_ctx(name, kind, &instance);
+                stop(
+                    &ctx,
+                    Grace::Normal(Duration::from_secs(u64::try_from(grace).unwrap_or(0))),
+                    "FailedPostStartHook".into(),
+                )
+                .await;
+                self.observe().await;
+                self.st.container_mut(name).waiting = Some(Waiting::new("PostStartHookError", m));
+                self.wake(SystemTime::now() + SYNC_RETRY);
+                return;
+            }
+            self.st.container_mut(name).started = had;
+            self.observe().await;
+        }
+        if kind != Kind::Init && self.st.container(name).is_some_and(Cs::running) {
+            self.start_probers(name, c, &instance);
+        }
     }
 
     /// Removes the runtime container and bundle of the instance before the
@@ -880,66 +945,205 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         Ok(term)
     }
 
+    /// Where handlers of `name`'s current instance run.
+    fn target(&self, name: &str, instance: &str) -> Target<R> {
+        let ports = find_container(&self.pod, name)
+            .and_then(|(_, c)| c.ports.clone())
+            .unwrap_or_default();
+        Target {
+            runtime: self.deps.runtime.clone(),
+            sandbox: self.uid.clone(),
+            container_id: instance.to_string(),
+            netns: self.sandbox.as_ref().and_then(|s| s.netns.clone()),
+            pod_ip: self.deps.node.pod_ip.clone(),
+            ports,
+        }
+    }
+
+    fn stop_ctx(&self, name: &str, kind: Kind, i: &Instance) -> StopCtx<R> {
+        StopCtx {
+            events: self.deps.events.clone(),
+            pod: self.handle.pod_ref.clone(),
+            pod_full_name: planner::pod_full_name(&self.pod),
+            name: name.to_string(),
+            kind,
+            instance: i.clone(),
+            container: find_container(&self.pod, name).map(|(_, c)| c.clone()),
+            target: self.target(name, &i.id),
+        }
+    }
+
+    /// Starts the probe tasks of a just-started container instance.
+    fn start_probers(&mut self, name: &str, c: &Container, i: &Instance) {
+        let probes = [
+            (ProbeKind::Startup, c.startup_probe.clone()),
+            (ProbeKind::Readiness, c.readiness_probe.clone()),
+            (ProbeKind::Liveness, c.liveness_probe.clone()),
+        ];
+        if probes.iter().all(|(_, p)| p.is_none()) {
+            return;
+        }
+        let started = self.st.container(name).is_some_and(|s| s.started);
+        let (tx, rx) = watch::channel(started);
+        let tasks = probes
+            .into_iter()
+            .filter_map(|(kind, p)| p.map(|p| (kind, p)))
+            .map(|(kind, p)| {
+                tokio::spawn(crate::probe::run(
+                    self.target(name, &i.id),
+                    p,
+                    kind,
+                    name.to_string(),
+                    i.started_at.unwrap_or_else(SystemTime::now),
+                    rx.clone(),
+                    self.probe_tx.clone(),
+                ))
+            })
+            .collect();
+        self.probers.insert(
+            name.to_string(),
+            Prober {
+                instance: i.id.clone(),
+                tasks,
+                started: tx,
+            },
+        );
+    }
+
+    fn stop_probers(&mut self, name: &str) {
+        if let Some(p) = self.probers.remove(name) {
+            for t in p.tasks {
+                t.abort();
+            }
+        }
+    }
+
+    /// A probe result: events, started/ready, and kills for liveness and
+    /// startup failures.
+    async fn on_probe(&mut self, u: ProbeUpdate) {
+        let Some((kind, c)) = find_container(&self.pod, &u.container).map(|(k, c)| (k, c.clone()))
+        else {
+            return;
+        };
+        let current = self
+            .st
+            .container(&u.container)
+            .and_then(|s| s.latest())
+            .filter(|i| i.id == u.instance && i.phase == Phase::Running)
+            .cloned();
+        let Some(instance) = current else {
+            return;
+        };
+        let fp = kind.field_path(&u.container);
+        match u.event {
+            UpdateKind::FailedAttempt => {
+                self.event(
+                    EventType::Warning,
+                    "Unhealthy",
+                    &fp,
+                    format!("{} probe failed: {}", u.kind.label(), u.message),
+                );
+            }
+            UpdateKind::Result(ok) => match (u.kind, ok) {
+                (ProbeKind::Startup, true) => {
+                    let cs = self.st.container_mut(&u.container);
+                    cs.started = true;
+                    if c.readiness_probe.is_none() {
+                        cs.ready = true;
+                    }
+                    if let Some(p) = self.probers.get(&u.container) {
+                        let _ = p.started.send(true);
+                    }
+                }
+                (ProbeKind::Readiness, ok) => self.st.container_mut(&u.container).ready = ok,
+                (ProbeKind::Liveness, true) => {}
+                (ProbeKind::Startup | ProbeKind::Liveness, false) => {
+                    let what = if u.kind == ProbeKind::Startup {
+                        "startup"
+                    } else {
+                        "liveness"
+                    };
+                    let probe = if u.kind == ProbeKind::Startup {
+                        &c.startup_probe
+                    } else {
+                        &c.liveness_probe
+                    };
+                    let grace = probe
+                        .as_ref()
+                        .and_then(|p| p.termination_grace_period_seconds)
+                        .or(spec(&self.pod).termination_grace_period_seconds)
+                        .unwrap_or(30);
+                    self.stop_probers(&u.container);
+                    let ctx = self.stop_ctx(&u.container, kind, &instance);
+                    stop(
+                        &ctx,
+                        Grace::Normal(Duration::from_secs(u64::try_from(grace).unwrap_or(0))),
+                        format!(
+                            "Container {} failed {what} probe, will be restarted",
+                            u.container
+                        ),
+                    )
+                    .await;
+                    self.observe().await;
+                }
+            },
+        }
+        self.publish();
+    }
+
     /// Terminating → Terminated: stop app (and regular init) containers in
     /// parallel, then sidecars in reverse order, then the sandbox.
     async fn terminate(&mut self, why: &Termination) {
+        let names: Vec<String> = self.probers.keys().cloned().collect();
+        for n in names {
+            self.stop_probers(&n);
+        }
         let pod_grace = spec(&self.pod)
             .termination_grace_period_seconds
             .unwrap_or(30);
-        let grace_s = match why {
+        let secs = |g: i64| Duration::from_secs(u64::try_from(g).unwrap_or(0));
+        // `--grace-period` overrides, without the 2 s minimum (0 = kill
+        // now); otherwise the pod's grace, at least 2 s per container.
+        let (grace, overridden) = match why {
             Termination::Deleted {
                 grace_seconds: Some(g),
-            } => *g,
-            _ => pod_grace,
+            } => (secs(*g), true),
+            _ => (secs(pod_grace), false),
         };
-        let grace = Duration::from_secs(u64::try_from(grace_s).unwrap_or(0));
         let deadline = Instant::now() + grace;
+        let grace_left = || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if overridden {
+                Grace::Override(left)
+            } else {
+                Grace::Normal(left)
+            }
+        };
         if self.st.sandbox == Sandbox::Ready {
-            let live = |w: &Self, kinds: &[Kind]| -> Vec<(String, Kind, Instance)> {
+            let live = |w: &Self, kinds: &[Kind]| -> Vec<StopCtx<R>> {
                 all_containers(&w.pod)
                     .filter(|(k, _)| kinds.contains(k))
                     .filter_map(|(k, c)| {
                         w.st.container(&c.name)
                             .and_then(Cs::latest)
                             .filter(|i| !i.exited())
-                            .map(|i| (c.name.clone(), k, i.clone()))
+                            .map(|i| w.stop_ctx(&c.name, k, i))
                     })
                     .collect()
             };
             let first = live(self, &[Kind::App, Kind::Init]);
-            let stops = first.iter().map(|(n, k, i)| {
-                stop(
-                    &self.deps,
-                    &self.handle.pod_ref,
-                    &self.uid,
-                    n,
-                    *k,
-                    i,
-                    deadline,
-                    grace_s == 0,
-                )
-            });
+            let g = grace_left();
+            let stops = first
+                .iter()
+                .map(|ctx| stop(ctx, g, format!("Stopping container {}", ctx.name)));
             futures_util::future::join_all(stops).await;
             let mut sidecars = live(self, &[Kind::Sidecar]);
             sidecars.reverse();
-            for (n, k, i) in &sidecars {
-                let d = deadline.max(
-                    Instant::now()
-                        + if grace_s == 0 {
-                            Duration::ZERO
-                        } else {
-                            MINIMUM_GRACE
-                        },
-                );
+            for ctx in &sidecars {
                 stop(
-                    &self.deps,
-                    &self.handle.pod_ref,
-                    &self.uid,
-                    n,
-                    *k,
-                    i,
-                    d,
-                    grace_s == 0,
+                    ctx,
+                    grace_left(),
+                    format!("Stopping container {}", ctx.name),
                 )
                 .await;
             }
@@ -972,47 +1176,100 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
     }
 }
 
-/// Stops one container: its stop signal, then SIGKILL at `deadline`.
-#[allow(clippy::too_many_arguments)]
-async fn stop<R: Runtime, I: ImageService>(
-    deps: &Deps<R, I>,
-    pod: &PodRef,
-    sandbox: &str,
-    name: &str,
+/// How long a container may take to stop.
+#[derive(Debug, Clone, Copy)]
+pub enum Grace {
+    /// The container's grace: preStop within it, then at least
+    /// [`MINIMUM_GRACE`] for the stop signal (kubelet's killContainer).
+    Normal(Duration),
+    /// `--grace-period`: exactly this, no preStop beyond it, 0 = SIGKILL now.
+    Override(Duration),
+}
+
+/// Everything needed to stop one container instance.
+pub struct StopCtx<R: Runtime> {
+    events: Arc<Recorder>,
+    pod: PodRef,
+    pod_full_name: String,
+    name: String,
     kind: Kind,
-    i: &Instance,
-    deadline: Instant,
-    force: bool,
-) {
-    deps.events.record(
-        pod,
+    instance: Instance,
+    container: Option<Container>,
+    target: Target<R>,
+}
+
+/// preStop → stop signal → grace → SIGKILL (`kuberuntime_container.go
+/// killContainer`).
+async fn stop<R: Runtime>(ctx: &StopCtx<R>, grace: Grace, message: String) {
+    let fp = ctx.kind.field_path(&ctx.name);
+    ctx.events.record(
+        &ctx.pod,
         EventType::Normal,
         "Killing",
-        &kind.field_path(name),
-        format!("Stopping container {name}"),
+        &fp,
+        message,
         SystemTime::now(),
     );
+    let rt = &ctx.target.runtime;
+    let (sandbox, id) = (&ctx.target.sandbox, &ctx.instance.id);
     let exited = |s: &Result<ContainerState, RuntimeError>| {
         s.as_ref().map_or(true, |s| s.status == Status::Exited)
     };
-    if !force {
-        let _ = deps
-            .runtime
-            .signal_container(sandbox, &i.id, i.stop_signal)
+    let mut left = match grace {
+        Grace::Normal(d) | Grace::Override(d) => d,
+    };
+    let pre_stop = ctx
+        .container
+        .as_ref()
+        .and_then(|c| c.lifecycle.as_ref())
+        .and_then(|l| l.pre_stop.clone());
+    if let Some(h) = pre_stop.filter(|_| !left.is_zero()) {
+        let started = Instant::now();
+        let run = crate::probe::run_hook(&ctx.target, &h, &ctx.name, &ctx.pod_full_name, left);
+        match tokio::time::timeout(left, run).await {
+            Ok(Ok(())) => {}
+            Ok(Err(m)) => ctx.events.record(
+                &ctx.pod,
+                EventType::Warning,
+                "FailedPreStopHook",
+                &fp,
+                m,
+                SystemTime::now(),
+            ),
+            Err(_) => ctx.events.record(
+                &ctx.pod,
+                EventType::Warning,
+                "FailedPreStopHook",
+                &fp,
+                format!(
+                    "PreStop hook for Container {:?} did not finish within the grace period",
+                    ctx.name
+                ),
+                SystemTime::now(),
+            ),
+        }
+        // kubelet subtracts whole seconds.
+        let used = Duration::from_secs(started.elapsed().as_secs());
+        left = left.saturating_sub(used);
+    }
+    if let Grace::Normal(_) = grace {
+        left = left.max(MINIMUM_GRACE);
+    }
+    if !left.is_zero() {
+        let _ = rt
+            .signal_container(sandbox, id, ctx.instance.stop_signal)
             .await;
+        let deadline = Instant::now() + left;
         while Instant::now() < deadline {
-            if exited(&deps.runtime.container_state(sandbox, &i.id).await) {
+            if exited(&rt.container_state(sandbox, id).await) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let _ = deps
-        .runtime
-        .signal_container(sandbox, &i.id, libc::SIGKILL)
-        .await;
+    let _ = rt.signal_container(sandbox, id, libc::SIGKILL).await;
     for _ in 0..500 {
-        if exited(&deps.runtime.container_state(sandbox, &i.id).await) {
+        if exited(&rt.container_state(sandbox, id).await) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

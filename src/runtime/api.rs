@@ -21,6 +21,9 @@ pub struct SandboxConfig {
 pub struct SandboxInfo {
     /// Holds the pod's `hosts`, `hostname` and `resolv.conf`.
     pub etc_dir: PathBuf,
+    /// The pod's network namespace (probes connect from inside it); none
+    /// for a runtime without one (the fake).
+    pub netns: Option<PathBuf>,
 }
 
 impl SandboxInfo {

@@ -78,6 +78,7 @@ impl Runtime for FakeRuntime {
         });
         Ok(SandboxInfo {
             etc_dir: std::path::PathBuf::from("/fake").join(&cfg.id),
+            netns: None,
         })
     }
 

@@ -99,7 +99,7 @@ impl Runtime for NativeRuntime {
             cfg.hostname.clone(),
         );
         let id = cfg.id.clone();
-        tokio::task::spawn_blocking(move || shim::launch(&bin, &dir, &host))
+        let pid = tokio::task::spawn_blocking(move || shim::launch(&bin, &dir, &host))
             .await
             .map_err(|e| RuntimeError::Shim {
                 sandbox: id.clone(),
@@ -113,6 +113,7 @@ impl Runtime for NativeRuntime {
             })?;
         Ok(SandboxInfo {
             etc_dir: self.state_dir(&cfg.id).join(shim::ETC_DIR),
+            netns: Some(PathBuf::from(format!("/proc/{pid}/ns/net"))),
         })
     }
 

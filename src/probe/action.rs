@@ -1,0 +1,272 @@
+//! The handlers probes and lifecycle hooks run: `exec` in the container,
+//! `tcpSocket` and `httpGet` from inside the pod's network namespace
+//! (`k8s:pkg/kubelet/prober/prober.go`, `k8s:pkg/probe/http/http.go`), and
+//! the hooks' `sleep`. A handler ends in success or failure with the
+//! output kubelet shows in its events.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::runtime::api::Runtime;
+
+/// `kube-probe/<major>.<minor>`: the Kubernetes version whose behaviour
+/// nodelet follows.
+pub const USER_AGENT: &str = "kube-probe/1.34";
+/// kubelet reads at most this much of a probe's HTTP body.
+pub const MAX_BODY: usize = 10 * 1024;
+/// Output kept from an exec probe or hook.
+pub const MAX_EXEC_OUTPUT: usize = 10 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success(String),
+    Failure(String),
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        matches!(self, Outcome::Success(_))
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Outcome::Success(m) | Outcome::Failure(m) => m,
+        }
+    }
+}
+
+/// Where a handler runs.
+pub struct Target<R: Runtime> {
+    pub runtime: std::sync::Arc<R>,
+    pub sandbox: String,
+    pub container_id: String,
+    pub netns: Option<PathBuf>,
+    /// The pod IP (default host of httpGet/tcpSocket); loopback inside the
+    /// pod's network namespace while pods have no routable address.
+    pub pod_ip: String,
+    pub ports: Vec<ContainerPort>,
+}
+
+pub async fn exec<R: Runtime>(t: &Target<R>, command: &[String], timeout: Duration) -> Outcome {
+    match t
+        .runtime
+        .exec(
+            &t.sandbox,
+            &t.container_id,
+            command,
+            timeout,
+            MAX_EXEC_OUTPUT,
+        )
+        .await
+    {
+        Ok(r) if r.timed_out => Outcome::Failure(format!(
+            "command {:?} timed out after {}",
+            command.join(" "),
+            crate::time::go_duration(timeout)
+        )),
+        Ok(r) => {
+            let out = format!("{}{}", r.stdout, r.stderr);
+            if r.exit_code == 0 {
+                Outcome::Success(out)
+            } else if out.is_empty() {
+                Outcome::Failure(format!(
+                    "command {:?} exited with {}",
+                    command.join(" "),
+                    r.exit_code
+                ))
+            } else {
+                Outcome::Failure(out)
+            }
+        }
+        Err(e) => Outcome::Failure(crate::error_chain(&e)),
+    }
+}
+
+fn port(t: &Target<impl Runtime>, p: &IntOrString) -> Result<u16, String> {
+    match p {
+        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
+        IntOrString::String(name) => {
+            if let Ok(n) = name.parse::<u16>() {
+                return Ok(n);
+            }
+            t.ports
+                .iter()
+                .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+                .and_then(|cp| u16::try_from(cp.container_port).ok())
+                .ok_or_else(|| format!("couldn't find port: {name}"))
+        }
+    }
+}
+
+fn host_ip(t: &Target<impl Runtime>, host: Option<&str>) -> Result<IpAddr, String> {
+    let h = host.filter(|h| !h.is_empty()).unwrap_or(&t.pod_ip);
+    if h.is_empty() {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    h.parse::<IpAddr>()
+        .map_err(|_| format!("host {h:?}: only IP addresses are supported (no DNS on this node)"))
+}
+
+/// Connects to `addr` from inside `netns`: a short-lived thread enters the
+/// namespace (a socket keeps the namespace it was made in), so no thread
+/// of the async runtime ever changes namespace.
+async fn connect(
+    netns: Option<PathBuf>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, String> {
+    let dial = move || -> std::io::Result<std::net::TcpStream> {
+        if let Some(ns) = &netns {
+            let f = std::fs::File::open(ns)?;
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        }
+        let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    };
+    let joined = tokio::task::spawn_blocking(move || std::thread::spawn(dial).join())
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = joined
+        .map_err(|_| "probe connect thread panicked".to_string())?
+        .map_err(|e| format!("dial tcp {addr}: connect: {}", strip_os(&e)))?;
+    tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())
+}
+
+/// `connection refused` rather than `Connection refused (os error 111)`.
+fn strip_os(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or_default().to_string();
+    let mut c = s.chars();
+    c.next().map_or(s.clone(), |f| {
+        f.to_lowercase().collect::<String>() + c.as_str()
+    })
+}
+
+pub async fn tcp<R: Runtime>(
+    t: &Target<R>,
+    host: Option<&str>,
+    p: &IntOrString,
+    timeout: Duration,
+) -> Outcome {
+    let addr = match (host_ip(t, host), port(t, p)) {
+        (Ok(ip), Ok(port)) => SocketAddr::new(ip, port),
+        (Err(e), _) | (_, Err(e)) => return Outcome::Failure(e),
+    };
+    match connect(t.netns.clone(), addr, timeout).await {
+        Ok(_) => Outcome::Success(String::new()),
+        Err(e) => Outcome::Failure(e),
+    }
+}
+
+pub async fn http<R: Runtime>(t: &Target<R>, get: &HTTPGetAction, timeout: Duration) -> Outcome {
+    if get.scheme.as_deref() == Some("HTTPS") {
+        return Outcome::Failure(
+            "not supported: HTTPS probes and hooks (nodelet speaks plain HTTP only so far)".into(),
+        );
+    }
+    let addr = match (host_ip(t, get.host.as_deref()), port(t, &get.port)) {
+        (Ok(ip), Ok(port)) => SocketAddr::new(ip, port),
+        (Err(e), _) | (_, Err(e)) => return Outcome::Failure(e),
+    };
+    let mut path = get
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    match tokio::time::timeout(timeout, http_get(t, addr, &path, get, timeout)).await {
+        Ok(o) => o,
+        Err(_) => Outcome::Failure(format!(
+            "Get \"http://{addr}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
+    }
+}
+
+async fn http_get<R: Runtime>(
+    t: &Target<R>,
+    addr: SocketAddr,
+    first: &str,
+    get: &HTTPGetAction,
+    timeout: Duration,
+) -> Outcome {
+    let mut path = first.to_string();
+    // Redirects are followed only on the same host, at most 10 times.
+    for _ in 0..10 {
+        let stream = match connect(t.netns.clone(), addr, timeout).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failure(format!("Get \"http://{addr}{path}\": {e}")),
+        };
+        let (mut send, conn) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok(x) => x,
+                Err(e) => return Outcome::Failure(e.to_string()),
+            };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = hyper::Request::builder()
+            .method("GET")
+            .uri(path.as_str())
+            .header("host", addr.to_string())
+            .header("user-agent", USER_AGENT)
+            .header("accept", "*/*");
+        for h in get.http_headers.iter().flatten() {
+            req = req.header(h.name.as_str(), h.value.as_str());
+        }
+        let req = match req.body(Empty::<Bytes>::new()) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failure(e.to_string()),
+        };
+        let resp = match send.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failure(format!("Get \"http://{addr}{path}\": {e}")),
+        };
+        let code = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        if (300..400).contains(&code) {
+            if let Some(loc) = location {
+                let same_host = format!("http://{addr}");
+                if let Some(p) = loc
+                    .strip_prefix(&same_host)
+                    .or_else(|| loc.starts_with('/').then_some(loc.as_str()))
+                {
+                    path = if p.is_empty() {
+                        "/".into()
+                    } else {
+                        p.to_string()
+                    };
+                    continue;
+                }
+                // Another host: kubelet does not follow, and counts it as success.
+                return Outcome::Success(format!(
+                    "Probe terminated redirects, Response body: {body}"
+                ));
+            }
+        }
+        return if (200..400).contains(&code) {
+            Outcome::Success(body)
+        } else {
+            Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
+        };
+    }
+    Outcome::Failure("stopped after 10 redirects".into())
+}
