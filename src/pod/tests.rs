@@ -632,6 +632,9 @@ mod worker {
         }
 
         async fn pull(&self, reference: &str) -> Result<(LocalImage, Duration), ImageServiceError> {
+            if reference.contains("slow") {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
             Err(ImageServiceError::Pull(format!("{reference}: not found")))
         }
     }
@@ -993,6 +996,37 @@ mod worker {
                 && e.message == "Error: exec: \"nope\": executable file not found in $PATH"));
         b.engine.delete_all(Some(0));
         b.engine.wait_all().await;
+    }
+
+    #[tokio::test]
+    async fn a_pod_deleted_while_its_image_is_pulling_stops_at_once() {
+        let b = bed();
+        let h = b
+            .engine
+            .add(pod(
+                "metadata: {name: p}\nspec:\n  containers: [{name: a, image: missing-slow:1}]\n",
+            ))
+            .unwrap();
+        // The pull has begun (the Pulling event) and will take 30 s.
+        let start = std::time::Instant::now();
+        while !b
+            .engine
+            .events()
+            .for_pod(&h.pod_ref.uid)
+            .iter()
+            .any(|e| e.reason == "Pulling")
+        {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        b.engine.delete("default", "p", None).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), b.engine.wait_all())
+            .await
+            .unwrap();
+        assert_eq!(h.status().phase.as_deref(), Some("Failed"));
+        assert!(h.pod().metadata.deletion_timestamp.is_some());
+        assert!(b.rt.list_sandboxes().await.unwrap().is_empty());
+        assert_eq!(starts(&b.rt), 0);
     }
 
     #[tokio::test]

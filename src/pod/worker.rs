@@ -272,7 +272,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 }
             }
             self.publish();
-            if replan {
+            if replan || self.st.terminating.is_some() {
                 continue;
             }
             let live = self
@@ -292,17 +292,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             }
             tokio::select! {
                 () = tokio::time::sleep_until(until.into()) => {}
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Delete { grace_seconds }) => {
-                        self.pod.metadata.deletion_timestamp = Some(status::time(SystemTime::now()));
-                        self.pod.metadata.deletion_grace_period_seconds = Some(
-                            grace_seconds.unwrap_or_else(|| spec(&self.pod).termination_grace_period_seconds.unwrap_or(30)),
-                        );
-                        self.st.terminating = Some(Termination::Deleted { grace_seconds });
-                    }
-                    // Nobody can reach this pod any more: stop it.
-                    None => self.st.terminating = Some(Termination::Deleted { grace_seconds: None }),
-                },
+                cmd = self.commands.recv() => self.on_command(cmd.as_ref()),
                 Some(u) = self.probe_rx.recv() => self.on_probe(u).await,
             }
             self.poll = if changed {
@@ -310,6 +300,29 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             } else {
                 (self.poll * 2).min(MAX_POLL)
             };
+        }
+    }
+
+    fn on_command(&mut self, cmd: Option<&Command>) {
+        match cmd {
+            Some(Command::Delete { grace_seconds }) => {
+                self.pod.metadata.deletion_timestamp = Some(status::time(SystemTime::now()));
+                self.pod.metadata.deletion_grace_period_seconds =
+                    Some(grace_seconds.unwrap_or_else(|| {
+                        spec(&self.pod)
+                            .termination_grace_period_seconds
+                            .unwrap_or(30)
+                    }));
+                self.st.terminating = Some(Termination::Deleted {
+                    grace_seconds: *grace_seconds,
+                });
+            }
+            // Nobody can reach this pod any more: stop it.
+            None => {
+                self.st.terminating = Some(Termination::Deleted {
+                    grace_seconds: None,
+                })
+            }
         }
     }
 
@@ -627,7 +640,20 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             format!("Pulling image \"{image}\""),
         );
         let started = Instant::now();
-        match self.deps.images.pull(image).await {
+        // The pull runs in its own task: a deletion meanwhile stops the pod
+        // at once and the pull finishes (or fails) on its own, leaving the
+        // store consistent.
+        let images = self.deps.images.clone();
+        let reference = image.to_string();
+        let pull = tokio::spawn(async move { images.pull(&reference).await });
+        let result = tokio::select! {
+            r = pull => r.unwrap_or_else(|e| Err(ImageServiceError::Pull(e.to_string()))),
+            cmd = self.commands.recv() => {
+                self.on_command(cmd.as_ref());
+                return None;
+            }
+        };
+        match result {
             Ok((l, waited)) => {
                 let total = started.elapsed();
                 self.pull_backoff.reset(&key);
