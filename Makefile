@@ -40,9 +40,17 @@ test: lint deps
 
 # The main job. Until the daemon lands it validates the example configuration
 # and pods; then it will run `nodelet daemon --config config/nodelet.yaml`.
+# The main job, until the daemon lands: the example pods in the foreground
+# (Ctrl-C stops them gracefully), with their image built locally and
+# imported under the name the manifests use. Try `nodelet --socket
+# $(RUN_ROOT)/nodelet.sock get pods` from another shell.
+RUN_ROOT ?= /tmp/nodelet-run
 run: build
 	$(DEBUG_BIN) config validate config/nodelet.yaml
 	$(DEBUG_BIN) validate config/pods
+	cargo run -q --example testbed -- $(RUN_ROOT)/layout >/dev/null
+	$(DEBUG_BIN) --root $(RUN_ROOT)/root image import $(RUN_ROOT)/layout --name 127.0.0.1:5000/nodelet/busybox:1
+	$(DEBUG_BIN) --root $(RUN_ROOT)/root --socket $(RUN_ROOT)/nodelet.sock --log-dir $(RUN_ROOT)/logs run config/pods
 
 bench: release
 	@bash bench/run.sh

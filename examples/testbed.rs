@@ -26,6 +26,8 @@ fn main() {
     let base = base_layer();
     let small = lb.image(&[layer(&base, Comp::Gzip)], "amd64", &["sh"], json!({}));
     lb.tag(small.clone(), "busybox-1");
+    // `make run` imports it as 127.0.0.1:5000/nodelet/busybox:1 (tag "1").
+    lb.tag(small.clone(), "1");
     let z = lb.image(&[layer(&base, Comp::Zstd)], "amd64", &["sh"], json!({}));
     lb.tag(z, "zstd-1");
     if big {

@@ -61,7 +61,7 @@ const CONTAINER_FIELDS: &[FieldSupport] = &[
     f("ports", Yes, "informational, as on a kubelet"),
     f("ports[].hostPort", NotYet, "needs port forwarding from the host"),
     f("ports[].hostIP", NotYet, "needs port forwarding from the host"),
-    f("resources", Yes, "cpu and memory requests/limits via cgroups"),
+    f("resources", NotYet, "requests/limits are not enforced until cgroups land; qosClass is computed from them"),
     f("resizePolicy", Ignored, "in-place resize needs the API server's resize subresource"),
     f("volumeMounts", Yes, "readOnly, subPath, mountPropagation"),
     f("volumeMounts[].subPathExpr", NotYet, ""),

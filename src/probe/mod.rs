@@ -165,7 +165,8 @@ pub async fn run_hook<R: Runtime>(
         return match action::exec(t, &cmd, timeout).await {
             Outcome::Success(_) => Ok(()),
             Outcome::Failure(m) => Err(format!(
-                "Exec lifecycle hook ({cmd:?}) for Container {container:?} in Pod {pod:?} failed - error: {m}"
+                "Exec lifecycle hook ({cmd:?}) for Container {container:?} in Pod {pod:?} failed - error: {}",
+                m.trim_end()
             )),
         };
     }
