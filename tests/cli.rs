@@ -346,10 +346,8 @@ fn bad_config_names_the_key() {
 #[test]
 fn not_yet_built_commands_exit_2_and_say_so() {
     for args in [
-        &["daemon"][..],
-        &["get", "sources"],
+        &["get", "sources"][..],
         &["logs", "web", "-f"],
-        &["apply", "-f", "config/pods/web.yaml"],
         &["events", "--watch"],
         &["pause", "web"],
         &["unpause", "web"],

@@ -909,3 +909,234 @@ spec:
     );
     node.assert_clean();
 }
+
+/// Every volume kind a pod can use here, seen from inside the container.
+#[test]
+fn volumes_config_maps_secrets_downward_api_and_memory_empty_dirs() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let out = node.run(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {greeting: hello, other: x}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vols, labels: {app: vols}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: IMAGE
+    command: [sh, -c, "cat /cfg/greeting /cfg/sub/other /creds/password /info/name /info/labels; echo; stat -c %a /creds/password; grep ' /mem ' /proc/mounts | cut -d' ' -f3,4; (echo hi > /cfg/x) 2>/dev/null || echo read-only; cat /one"]
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg}
+    - {name: creds, mountPath: /creds}
+    - {name: info, mountPath: /info}
+    - {name: mem, mountPath: /mem}
+    - {name: cfg2, mountPath: /one, subPath: greeting}
+  volumes:
+  - name: cfg
+    configMap: {name: cfg, items: [{key: greeting, path: greeting}, {key: other, path: sub/other}]}
+  - name: cfg2
+    configMap: {name: cfg}
+  - name: creds
+    secret: {secretName: creds, defaultMode: 0400}
+  - name: info
+    downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}, {path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+  - name: mem
+    emptyDir: {medium: Memory, sizeLimit: 1Mi}
+"#,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let log = node.log(out.pod("vols"), "c", 0);
+    let lines: Vec<&str> = log.lines().collect();
+    // The files carry no newline of their own.
+    assert_eq!(lines[0], "helloxs3cretvolsapp=\"vols\"", "{log}");
+    assert_eq!(lines[1], "400", "{log}");
+    assert!(
+        lines[2].starts_with("tmpfs rw,") && lines[2].contains("size=1024k"),
+        "{log}"
+    );
+    assert_eq!(lines[3], "read-only", "{log}");
+    assert_eq!(lines[4], "hello", "{log}");
+    node.assert_clean();
+}
+
+impl Node {
+    fn config(&self) -> PathBuf {
+        let p = self.tmp.path().join("config.yaml");
+        if !p.exists() {
+            std::fs::create_dir_all(self.tmp.path().join("static")).unwrap();
+            std::fs::write(
+                &p,
+                format!(
+                    "apiVersion: nodelet.dev/v1alpha1\nkind: NodeletConfiguration\nrootDir: {}\nlogDir: {}\nsocket: {}\nstaticPodPath: {}\nnodeName: testnode\n",
+                    self.root().display(),
+                    self.logs().display(),
+                    self.tmp.path().join("run/nodelet.sock").display(),
+                    self.tmp.path().join("static").display()
+                ),
+            )
+            .unwrap();
+        }
+        p
+    }
+
+    fn daemon(&self, extra: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_nodelet"))
+            .arg("--config")
+            .arg(self.config())
+            .arg("daemon")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+fn container_id(p: &Value, c: &str) -> String {
+    status(p, c)["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The daemon: static pods from a directory, pods created through the API,
+/// a kill -9 of the daemon that leaves every container, log line and
+/// restart count alone, a static pod removed while the daemon was down
+/// stopped when it comes back, and a graceful stop of everything on exit
+/// when asked.
+#[test]
+fn the_daemon_survives_kill_9_and_reconciles_static_pods() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    node.config();
+    let manifest = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: app, image: {}, command: [sh, -c, \"echo once; exec sleep 3600\"]}}]\n",
+            image()
+        )
+    };
+    std::fs::write(node.tmp.path().join("static/keep.yaml"), manifest("keep")).unwrap();
+    std::fs::write(node.tmp.path().join("static/drop.yaml"), manifest("drop")).unwrap();
+    let api_file = node.tmp.path().join("api.yaml");
+    std::fs::write(&api_file, manifest("viaapi")).unwrap();
+    let mut d = node.daemon(&[]);
+    let keep = wait_pod(&node, "keep-testnode", "static pod Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(
+        keep["metadata"]["annotations"]["kubernetes.io/config.source"],
+        "file"
+    );
+    let o = node.cli(&["apply", "-f", api_file.to_str().unwrap()]);
+    assert_eq!(
+        text(&o.stdout),
+        "pod/viaapi created\n",
+        "{}",
+        text(&o.stderr)
+    );
+    let api = wait_pod(&node, "viaapi", "API pod Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let drop = wait_pod(&node, "drop-testnode", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let ids = [container_id(&keep, "app"), container_id(&api, "app")];
+    // kill -9: containers keep running; meanwhile a static file goes away.
+    d.kill().unwrap();
+    d.wait().unwrap();
+    std::fs::remove_file(node.tmp.path().join("static/drop.yaml")).unwrap();
+    let mut d = node.daemon(&["--stop-pods-on-exit"]);
+    let keep2 = wait_pod(&node, "keep-testnode", "re-adopted", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let api2 = wait_pod(&node, "viaapi", "re-adopted", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(
+        [container_id(&keep2, "app"), container_id(&api2, "app")],
+        ids,
+        "same containers, not restarted"
+    );
+    assert_eq!(status(&keep2, "app")["restartCount"], 0);
+    assert_eq!(node.log(&keep2, "app", 0), "once\n");
+    // The pod whose file was removed while the daemon was down is stopped
+    // and leaves the API.
+    let start = Instant::now();
+    while node.cli(&["get", "pod", "drop-testnode"]).status.success() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "removed static pod still there"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = drop;
+    // SIGTERM with --stop-pods-on-exit: everything stops, nothing is left.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = d.wait().unwrap();
+    assert!(status.success());
+    node.assert_clean();
+    let left: Vec<_> = std::fs::read_dir(node.root().join("state/pods"))
+        .unwrap()
+        .collect();
+    let names: Vec<String> = left
+        .iter()
+        .map(|e| std::fs::read_to_string(e.as_ref().unwrap().path()).unwrap()[..300].to_string())
+        .collect();
+    assert!(left.is_empty(), "pod records left: {names:?}");
+    // A plain SIGTERM leaves pods running: a new daemon finds the static
+    // pod again.
+    let mut d = node.daemon(&[]);
+    let p = wait_pod(&node, "keep-testnode", "static pod again", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    d.wait().unwrap();
+    let pid = std::fs::read_to_string(
+        node.tmp
+            .path()
+            .join("run/pods")
+            .join(p["metadata"]["uid"].as_str().unwrap())
+            .join("shim.pid"),
+    )
+    .unwrap();
+    assert!(
+        Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the shim outlives the daemon"
+    );
+    // Clean up through a last daemon that stops everything.
+    let mut d = node.daemon(&["--stop-pods-on-exit"]);
+    wait_pod(&node, "keep-testnode", "re-adopted", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    d.wait().unwrap();
+    node.assert_clean();
+}

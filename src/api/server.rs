@@ -53,6 +53,43 @@ async fn list<R: Runtime, I: ImageService>(State(e): Shared<R, I>) -> Response {
         .into_response()
 }
 
+/// `POST /api/v1/namespaces/{ns}/pods`: defaulted and validated as the API
+/// server would, then started; 409 if the name is taken.
+async fn create<R: Runtime, I: ImageService>(
+    State(e): Shared<R, I>,
+    UrlPath(ns): UrlPath<String>,
+    Json(mut pod): Json<k8s_openapi::api::core::v1::Pod>,
+) -> Response {
+    match pod.metadata.namespace.as_deref() {
+        None | Some("") => pod.metadata.namespace = Some(ns.clone()),
+        Some(n) if n == ns => {}
+        Some(n) => {
+            return error(&EngineError::BadRequest(format!(
+                "the namespace of the provided object ({n}) does not match the namespace sent on the request ({ns})"
+            )))
+        }
+    }
+    crate::manifest::defaults::apply(&mut pod);
+    let errs = crate::manifest::validate::validate_pod(&pod);
+    if !errs.is_empty() {
+        let msg: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let code = StatusCode::UNPROCESSABLE_ENTITY;
+        return (
+            code,
+            Json(status_body(code.as_u16(), "Invalid", &msg.join(", "))),
+        )
+            .into_response();
+    }
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("kubernetes.io/config.source".into(), "api".into());
+    match e.add(pod) {
+        Ok(h) => (StatusCode::CREATED, Json(h.pod())).into_response(),
+        Err(err) => error(&err),
+    }
+}
+
 async fn get_pod<R: Runtime, I: ImageService>(
     State(e): Shared<R, I>,
     UrlPath((ns, name)): UrlPath<(String, String)>,
@@ -171,6 +208,7 @@ pub fn router<R: Runtime, I: ImageService>(engine: Arc<Engine<R, I>>) -> Router 
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/pods", get(list::<R, I>))
+        .route("/api/v1/namespaces/{ns}/pods", post(create::<R, I>))
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}",
             get(get_pod::<R, I>).delete(delete_pod::<R, I>),

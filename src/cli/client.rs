@@ -625,3 +625,59 @@ pub fn events(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// `apply -f`: create each pod, or replace it when its spec changed (a
+/// graceful delete, then a create), or leave it when unchanged.
+pub fn apply(global: &GlobalArgs, files: &[String], strict: bool) -> anyhow::Result<ExitCode> {
+    let prepared = crate::manifest::prepare(files, crate::manifest::PrepareOptions { strict });
+    for d in &prepared.diagnostics {
+        eprintln!("{d}");
+    }
+    if prepared.exit_code() != 0 {
+        return Ok(ExitCode::from(
+            u8::try_from(prepared.exit_code()).unwrap_or(2),
+        ));
+    }
+    let c = client(global)?;
+    runtime()?.block_on(async {
+        for m in prepared.pods {
+            let ns = m
+                .pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
+            let name = m.pod.metadata.name.clone().unwrap_or_default();
+            let body = serde_json::to_value(&m.pod).context("encode pod")?;
+            let create = format!("/api/v1/namespaces/{ns}/pods");
+            match c.call("POST", &create, Some(body.clone())).await {
+                Ok(_) => println!("pod/{name} created"),
+                Err(crate::api::client::ClientError::Status { code: 409, .. }) => {
+                    let current: Pod =
+                        serde_json::from_value(c.get_json(&pod_path(&ns, &name)).await?)
+                            .context("decode pod")?;
+                    let mut want = m.pod.spec.clone().unwrap_or_default();
+                    let have = current.spec.clone().unwrap_or_default();
+                    want.node_name.clone_from(&have.node_name);
+                    if want == have {
+                        println!("pod/{name} unchanged");
+                        continue;
+                    }
+                    c.call("DELETE", &pod_path(&ns, &name), None).await?;
+                    loop {
+                        match c.call("POST", &create, Some(body.clone())).await {
+                            Ok(_) => break,
+                            Err(crate::api::client::ClientError::Status { code: 409, .. }) => {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Err(e) => return Ok(fail(&e)),
+                        }
+                    }
+                    println!("pod/{name} configured");
+                }
+                Err(e) => return Ok(fail(&e)),
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

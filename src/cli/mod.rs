@@ -3,6 +3,7 @@
 //! `anyhow` is allowed here and in `main.rs` only.
 
 mod client;
+mod daemon;
 mod image;
 mod logging;
 mod run;
@@ -361,7 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             strict,
         } => run::run(&cli.global, &files, output, strict),
-        Command::Daemon { .. } => not_implemented("daemon"),
+        Command::Daemon { stop_pods_on_exit } => daemon::run(&cli.global, stop_pods_on_exit),
         Command::Get {
             what:
                 GetWhat::Pods {
@@ -412,7 +413,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &namespace,
             &command,
         ),
-        Command::Apply { .. } => not_implemented("apply"),
+        Command::Apply { files, strict } => client::apply(&cli.global, &files, strict),
         Command::Delete {
             what:
                 DeleteWhat::Pod {

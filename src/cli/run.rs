@@ -31,6 +31,7 @@ pub type NodeEngine = Engine<NativeRuntime, StoreImages>;
 pub fn node_engine(
     cfg: &NodeletConfiguration,
     objects: Objects,
+    state_dir: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Arc<NodeEngine>> {
     let store = ImageStore::open(&cfg.root_dir)
         .with_context(|| format!("open image store in {}", cfg.root_dir.display()))?;
@@ -78,6 +79,7 @@ pub fn node_engine(
         log_dir: cfg.log_dir.clone(),
         node,
         downward,
+        state_dir,
     }))
 }
 
@@ -128,7 +130,7 @@ pub fn run(
         .context("start async runtime")?;
     rt.block_on(async move {
         let objects = Objects::new(prepared.config_maps, prepared.secrets);
-        let engine = node_engine(&cfg, objects)?;
+        let engine = node_engine(&cfg, objects, None)?;
         let listener = crate::api::server::bind(&cfg.socket)?;
         let api = tokio::spawn(crate::api::server::serve(listener, engine.clone()));
         let mut events = engine.events().subscribe();

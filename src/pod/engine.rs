@@ -34,6 +34,9 @@ struct Entry {
 pub struct Engine<R: Runtime, I: ImageService> {
     deps: Arc<Deps<R, I>>,
     pods: Mutex<BTreeMap<(String, String), Entry>>,
+    /// Deleted pods leave once stopped (the daemon); `nodelet run` keeps
+    /// them to print.
+    forget_deleted: std::sync::atomic::AtomicBool,
 }
 
 /// A fresh UID in the kernel's UUID form.
@@ -54,6 +57,7 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         Arc::new(Engine {
             deps: Arc::new(deps),
             pods: Mutex::new(BTreeMap::new()),
+            forget_deleted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -68,7 +72,16 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
     }
 
     /// Starts `pod` (defaulted and valid); a missing UID is generated.
-    pub fn add(&self, mut pod: Pod) -> Result<Arc<PodHandle>, EngineError> {
+    pub fn add(&self, pod: Pod) -> Result<Arc<PodHandle>, EngineError> {
+        self.add_restored(pod, None)
+    }
+
+    /// Starts a worker for `pod`, re-adopting what a previous daemon saved.
+    pub fn add_restored(
+        &self,
+        mut pod: Pod,
+        restored: Option<super::store::Saved>,
+    ) -> Result<Arc<PodHandle>, EngineError> {
         let ns = pod
             .metadata
             .namespace
@@ -93,7 +106,7 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
                 spec.node_name = Some(self.deps.downward.node_name.clone());
             }
         }
-        let (handle, task) = worker::spawn(self.deps.clone(), pod);
+        let (handle, task) = worker::spawn(self.deps.clone(), pod, restored);
         pods.insert(
             (ns, name),
             Entry {
@@ -115,9 +128,14 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         self.lock().values().map(|e| e.handle.pod()).collect()
     }
 
+    pub fn forget_deleted(&self, on: bool) {
+        self.forget_deleted
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Asks a pod's worker to stop it gracefully.
     pub fn delete(
-        &self,
+        self: &Arc<Self>,
         namespace: &str,
         name: &str,
         grace_seconds: Option<i64>,
@@ -129,6 +147,12 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
                 name: name.into(),
             })?;
         h.send(Command::Delete { grace_seconds });
+        if self
+            .forget_deleted
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.forget_when_done(namespace, name);
+        }
         Ok(())
     }
 
@@ -257,6 +281,40 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             .exec(&uid, &id, args, timeout, EXEC_MAX_OUTPUT)
             .await
             .map_err(|e| EngineError::Runtime(crate::error_chain(&e)))
+    }
+
+    /// Forgets a pod once its worker has finished (deleted pods leave the
+    /// API then, and their saved record goes).
+    pub fn forget_when_done(self: &Arc<Self>, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        // Only the first request waits for the worker; later ones (a
+        // repeated delete) have nothing to add.
+        let Some(task) = self.lock().get_mut(&key).and_then(|e| e.task.take()) else {
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = task.await;
+            let gone = me.lock().remove(&key);
+            if let Some(e) = gone {
+                me.deps.events.forget(&e.handle.pod_ref.uid);
+                if let Some(dir) = &me.deps.state_dir {
+                    super::store::remove(dir, &e.handle.pod_ref.uid);
+                }
+            }
+        });
+    }
+
+    /// Pods by namespace and name with their UIDs.
+    pub fn uids(&self) -> Vec<(String, String, String)> {
+        self.lock()
+            .iter()
+            .map(|((ns, n), e)| (ns.clone(), n.clone(), e.handle.pod_ref.uid.clone()))
+            .collect()
+    }
+
+    pub fn runtime(&self) -> &Arc<R> {
+        &self.deps.runtime
     }
 
     /// Waits until every worker has finished (each pod terminal or

@@ -15,6 +15,7 @@ pub mod planner;
 pub mod qos;
 pub mod state;
 pub mod status;
+pub mod store;
 pub mod volumes;
 pub mod worker;
 

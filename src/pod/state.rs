@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     Created,
     Running,
@@ -15,7 +16,7 @@ pub enum Phase {
 }
 
 /// One runtime container: one start of a spec container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
     pub restart_count: u32,
@@ -46,7 +47,7 @@ impl Instance {
 }
 
 /// Why a container is waiting: the reason cache of the last failed attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waiting {
     pub reason: String,
     pub message: String,
@@ -61,7 +62,7 @@ impl Waiting {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerState {
     /// Oldest first; the worker keeps the two newest (state and lastState).
     pub instances: Vec<Instance>,
@@ -90,7 +91,7 @@ impl ContainerState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Sandbox {
     /// Never created.
     #[default]
@@ -101,7 +102,7 @@ pub enum Sandbox {
 }
 
 /// Everything observed about one pod.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PodState {
     pub sandbox: Sandbox,
     pub containers: BTreeMap<String, ContainerState>,
@@ -127,7 +128,7 @@ impl PodState {
 }
 
 /// Why a pod is being stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Termination {
     /// Deleted (API, `nodelet run` interrupted) with this grace period.
     Deleted { grace_seconds: Option<i64> },

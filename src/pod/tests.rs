@@ -657,6 +657,7 @@ mod worker {
             log_dir: tmp.path().join("logs"),
             node: NodeFacts::default(),
             downward: Default::default(),
+            state_dir: None,
         });
         Bed {
             rt,

@@ -60,6 +60,9 @@ pub struct Deps<R: Runtime, I: ImageService> {
     pub log_dir: PathBuf,
     pub node: NodeFacts,
     pub downward: Downward,
+    /// Where pod records are kept across daemon restarts; none for
+    /// `nodelet run` and tests.
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +124,8 @@ pub struct Worker<R: Runtime, I: ImageService> {
     probe_tx: mpsc::UnboundedSender<ProbeUpdate>,
     probe_rx: mpsc::UnboundedReceiver<ProbeUpdate>,
     probers: HashMap<String, Prober>,
+    /// Re-adopted after a daemon restart.
+    restored: bool,
 }
 
 /// The probe tasks of a container's current instance.
@@ -134,6 +139,7 @@ struct Prober {
 pub fn spawn<R: Runtime, I: ImageService>(
     deps: Arc<Deps<R, I>>,
     pod: Pod,
+    restored: Option<super::store::Saved>,
 ) -> (Arc<PodHandle>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
@@ -152,17 +158,22 @@ pub fn spawn<R: Runtime, I: ImageService>(
         version: watch::channel(0).0,
         commands: tx,
     });
+    let (st, status, restored_flag) = match restored {
+        Some(r) => (r.state, r.status, true),
+        None => (PodState::default(), None, false),
+    };
     let w = Worker {
         deps,
         uid: pod_ref.uid.clone(),
         pod,
-        st: PodState::default(),
+        st,
+        restored: restored_flag,
         restart_backoff: Backoff::default(),
         pull_backoff: Backoff::default(),
         pull_errors: HashMap::new(),
         sandbox: None,
         volumes: None,
-        status: None,
+        status,
         wake_at: None,
         poll: MIN_POLL,
         handle: handle.clone(),
@@ -241,11 +252,71 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = pod;
         self.handle.version.send_modify(|v| *v += 1);
+        self.persist();
+    }
+
+    fn persist(&self) {
+        let Some(dir) = &self.deps.state_dir else {
+            return;
+        };
+        let saved = super::store::Saved {
+            pod: self.pod.clone(),
+            state: self.st.clone(),
+            status: self.status.clone(),
+        };
+        if let Err(e) = super::store::save(dir, &self.uid, &saved) {
+            tracing::error!(error = %e, "save pod record");
+        }
+    }
+
+    /// Takes a pod over from a previous daemon: its sandbox if the shim
+    /// still serves, its volumes, its probes. Nothing is restarted.
+    async fn adopt(&mut self) {
+        if self.st.terminated {
+            return;
+        }
+        if self.st.sandbox == Sandbox::Ready {
+            match self.deps.runtime.sandbox_info(&self.uid).await {
+                Some(info) => self.sandbox = Some(info),
+                None => self.sandbox_lost(),
+            }
+        }
+        if self.st.sandbox == Sandbox::Ready {
+            self.volumes = volumes::setup(
+                &self.pod,
+                &self.deps.objects,
+                &self.deps.downward,
+                &self.pod_dir(),
+            )
+            .ok();
+            self.observe().await;
+            let running: Vec<(String, Kind, Container, Instance)> = all_containers(&self.pod)
+                .filter(|(k, _)| *k != Kind::Init)
+                .filter_map(|(k, c)| {
+                    self.st
+                        .container(&c.name)
+                        .and_then(Cs::latest)
+                        .filter(|i| i.phase == Phase::Running)
+                        .map(|i| (c.name.clone(), k, c.clone(), i.clone()))
+                })
+                .collect();
+            for (name, _, c, i) in running {
+                self.start_probers(&name, &c, &i);
+            }
+        }
+        tracing::info!(sandbox = ?self.st.sandbox, "pod re-adopted");
     }
 
     async fn run(mut self) {
-        self.st.start_time = Some(SystemTime::now());
+        if self.restored {
+            self.adopt().await;
+        } else {
+            self.st.start_time = Some(SystemTime::now());
+        }
         self.publish();
+        if self.st.terminated {
+            return;
+        }
         loop {
             let changed = self.observe().await;
             if let Some(t) = self.st.terminating.clone() {

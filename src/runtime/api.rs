@@ -87,6 +87,8 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SandboxInfo, RuntimeError>> + Send;
     /// Kills whatever still runs in the sandbox and removes it; idempotent.
     fn remove_sandbox(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// What a live sandbox offers (after a daemon restart); none if gone.
+    fn sandbox_info(&self, id: &str) -> impl Future<Output = Option<SandboxInfo>> + Send;
     /// Sandboxes that exist now (after a daemon restart, the live shims).
     fn list_sandboxes(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
     fn create_container(

@@ -88,6 +88,13 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn sandbox_info(&self, id: &str) -> Option<SandboxInfo> {
+        self.with(|s| s.contains_key(id)).then(|| SandboxInfo {
+            etc_dir: std::path::PathBuf::from("/fake").join(id),
+            netns: None,
+        })
+    }
+
     async fn list_sandboxes(&self) -> Result<Vec<String>, RuntimeError> {
         Ok(self.with(|s| s.keys().cloned().collect()))
     }

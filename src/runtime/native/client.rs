@@ -151,6 +151,20 @@ impl Runtime for NativeRuntime {
         }
     }
 
+    async fn sandbox_info(&self, id: &str) -> Option<SandboxInfo> {
+        let dir = self.state_dir(id);
+        let pid = std::fs::read_to_string(dir.join(PID_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())?;
+        if !matches!(self.call(id, Op::Ping).await, Ok(r) if r.ok) {
+            return None;
+        }
+        Some(SandboxInfo {
+            etc_dir: dir.join(shim::ETC_DIR),
+            netns: Some(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+        })
+    }
+
     async fn list_sandboxes(&self) -> Result<Vec<String>, RuntimeError> {
         let Ok(entries) = std::fs::read_dir(&self.run_dir) else {
             return Ok(Vec::new());

@@ -1,0 +1,235 @@
+//! `nodelet daemon`: the node agent as a service. Re-adopts the pods a
+//! previous daemon left (their shims kept running), garbage-collects
+//! sandboxes nobody wants, runs the static pod source (inotify plus a full
+//! resync every 20 s) and the API, and tells systemd it is ready. SIGTERM
+//! or SIGINT stops the daemon and leaves the pods running (kubelet's
+//! behaviour) unless `--stop-pods-on-exit`, which stops every pod
+//! gracefully and forgets them (static pods start again with the next
+//! daemon).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::run::{node_engine, NodeEngine};
+use super::GlobalArgs;
+use crate::daemon::{sd_notify, static_pods};
+use crate::pod::objects::Objects;
+use crate::pod::store;
+use crate::runtime::api::Runtime;
+
+/// kubelet's `fileCheckFrequency`.
+const RESYNC: Duration = Duration::from_secs(20);
+pub const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
+
+fn source_of(pod: &k8s_openapi::api::core::v1::Pod) -> String {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SOURCE_ANNOTATION).cloned())
+        .unwrap_or_else(|| "api".into())
+}
+
+/// Watches `dir` with inotify from a plain thread; each event becomes a
+/// wake-up on the returned channel.
+fn watch(dir: &Path) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let Ok(ino) = Inotify::init(InitFlags::IN_CLOEXEC) else {
+            return;
+        };
+        let flags = AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_CLOSE_WRITE;
+        if ino.add_watch(&dir, flags).is_err() {
+            return;
+        }
+        while ino.read_events().is_ok() {
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Brings the static pods in line with the directory. True when something
+/// must be retried soon (a replaced pod still terminating).
+fn reconcile(
+    engine: &std::sync::Arc<NodeEngine>,
+    dir: &Path,
+    node: &str,
+    errors: &mut HashMap<PathBuf, String>,
+) -> bool {
+    let entries = static_pods::scan(dir, node);
+    let mut desired = HashMap::new();
+    for e in entries {
+        match e.result {
+            Ok(p) => {
+                errors.remove(&e.path);
+                desired.insert(p.metadata.uid.clone().unwrap_or_default(), p);
+            }
+            Err(msg) => {
+                if errors.get(&e.path) != Some(&msg) {
+                    tracing::error!(file = %e.path.display(), error = %msg, "static pod file skipped");
+                }
+                errors.insert(e.path, msg);
+            }
+        }
+    }
+    let current: Vec<(String, String, String)> = engine
+        .list()
+        .into_iter()
+        .filter(|p| source_of(p) == "file")
+        .map(|p| {
+            (
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap_or_default(),
+                p.metadata.uid.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let have: HashSet<&String> = current.iter().map(|(_, _, u)| u).collect();
+    for (ns, name, uid) in &current {
+        let deleting = engine
+            .get(ns, name)
+            .is_some_and(|h| h.pod().metadata.deletion_timestamp.is_some());
+        if !desired.contains_key(uid) && !deleting {
+            tracing::info!(pod = %name, "static pod removed or changed: stopping it");
+            let _ = engine.delete(ns, name, None);
+        }
+    }
+    let mut retry = false;
+    for (uid, pod) in desired {
+        if have.contains(&uid) {
+            continue;
+        }
+        match engine.add(pod) {
+            Ok(h) => tracing::info!(pod = %h.pod_ref.name, "static pod added"),
+            Err(crate::pod::engine::EngineError::AlreadyExists { .. }) => retry = true,
+            Err(e) => tracing::error!(error = %e, "static pod not added"),
+        }
+    }
+    retry
+}
+
+pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitCode> {
+    let cfg = super::effective_config(global)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start async runtime")?;
+    rt.block_on(async move {
+        let state_dir = cfg.root_dir.join("state").join("pods");
+        let engine = node_engine(&cfg, Objects::default(), Some(state_dir.clone()))?;
+        engine.forget_deleted(true);
+        let listener = crate::api::server::bind(&cfg.socket)?;
+        let node = crate::pod::node::node_name(&cfg.node_name);
+        // Re-adopt what the previous daemon saved; pods whose static file
+        // went away meanwhile are stopped.
+        let desired_static: HashSet<String> = cfg
+            .static_pod_path
+            .as_deref()
+            .map(|d| static_pods::scan(d, &node))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| e.result.ok().and_then(|p| p.metadata.uid))
+            .collect();
+        let mut adopted = HashSet::new();
+        for saved in store::load_all(&state_dir) {
+            let pod = saved.pod.clone();
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let gone = source_of(&pod) == "file" && !desired_static.contains(&uid);
+            let (ns, name) = (
+                pod.metadata.namespace.clone().unwrap_or_default(),
+                pod.metadata.name.clone().unwrap_or_default(),
+            );
+            match engine.add_restored(pod, Some(saved)) {
+                Ok(_) => {
+                    adopted.insert(uid);
+                    if gone {
+                        let _ = engine.delete(&ns, &name, None);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "saved pod not re-adopted"),
+            }
+        }
+        // Sandboxes and pod directories no saved pod owns (a daemon killed
+        // mid-create) go.
+        for id in engine.runtime().list_sandboxes().await.unwrap_or_default() {
+            if !adopted.contains(&id) {
+                tracing::warn!(sandbox = %id, "removing a sandbox no pod owns");
+                let _ = engine.runtime().remove_sandbox(&id).await;
+            }
+        }
+        for e in std::fs::read_dir(cfg.root_dir.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !adopted.contains(&id) {
+                let _ = crate::pod::volumes::teardown(&e.path());
+            }
+        }
+        let api = tokio::spawn(crate::api::server::serve(listener, engine.clone()));
+        let mut errors = HashMap::new();
+        let mut wakes = cfg.static_pod_path.as_deref().map(watch);
+        if let Some(d) = cfg.static_pod_path.as_deref() {
+            reconcile(&engine, d, &node, &mut errors);
+        }
+        sd_notify(&format!("READY=1\nSTATUS={} pods", engine.list().len()));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut retry = false;
+        loop {
+            let wait = if retry {
+                Duration::from_secs(1)
+            } else {
+                RESYNC
+            };
+            let inotify = async {
+                match wakes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = inotify => {
+                    // Let a burst of events (an editor's save) settle.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            if let Some(d) = cfg.static_pod_path.as_deref() {
+                retry = reconcile(&engine, d, &node, &mut errors);
+            }
+            sd_notify(&format!("STATUS={} pods", engine.list().len()));
+        }
+        sd_notify("STOPPING=1");
+        if stop_pods_on_exit {
+            // Wait for every worker here (not in forget tasks), then drop
+            // the records: static pods start afresh with the next daemon,
+            // API pods are gone.
+            engine.forget_deleted(false);
+            engine.delete_all(None);
+            engine.wait_all().await;
+            for (_, _, uid) in engine.uids() {
+                store::remove(&state_dir, &uid);
+            }
+        }
+        api.abort();
+        let _ = std::fs::remove_file(&cfg.socket);
+        Ok(ExitCode::SUCCESS)
+    })
+}
