@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-
 use super::run::{node_engine, NodeEngine};
 use super::GlobalArgs;
 use crate::daemon::{sd_notify, static_pods};
@@ -123,11 +121,7 @@ fn reconcile(
 
 pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitCode> {
     let cfg = super::effective_config(global)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start async runtime")?;
+    let rt = super::async_runtime()?;
     rt.block_on(async move {
         let state_dir = cfg.root_dir.join("state").join("pods");
         let engine = node_engine(&cfg, Objects::default(), Some(state_dir.clone()))?;

@@ -19,11 +19,7 @@ use crate::image::store::{ImageStore, Progress, ProgressSink, PullOptions, PullR
 
 pub fn run(global: &GlobalArgs, command: ImageCommand) -> anyhow::Result<ExitCode> {
     let cfg = super::effective_config(global)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start async runtime")?;
+    let rt = super::async_runtime()?;
     rt.block_on(async move {
         let store = ImageStore::open(&cfg.root_dir).with_context(|| format!("open image store in {}", cfg.root_dir.display()))?;
         match command {

@@ -316,6 +316,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The async runtime of the long-running commands (`run`, `daemon`,
+/// `image`): two worker threads, like the machines nodelet targets.
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start async runtime")
+}
+
 fn not_implemented(what: &str) -> anyhow::Result<ExitCode> {
     eprintln!("not implemented yet: {what}");
     Ok(ExitCode::from(EXIT_USAGE))

@@ -123,11 +123,7 @@ pub fn run(
         return Ok(ExitCode::from(2));
     }
     let cfg = super::effective_config(global)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start async runtime")?;
+    let rt = super::async_runtime()?;
     rt.block_on(async move {
         let objects = Objects::new(prepared.config_maps, prepared.secrets);
         let engine = node_engine(&cfg, objects, None)?;
