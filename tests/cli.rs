@@ -347,8 +347,6 @@ fn bad_config_names_the_key() {
 fn not_yet_built_commands_exit_2_and_say_so() {
     for args in [
         &["get", "sources"][..],
-        &["logs", "web", "-f"],
-        &["events", "--watch"],
         &["pause", "web"],
         &["unpause", "web"],
         &["top", "pods"],

@@ -1140,3 +1140,70 @@ fn the_daemon_survives_kill_9_and_reconciles_static_pods() {
     d.wait().unwrap();
     node.assert_clean();
 }
+
+/// `logs -f` streams until the container exits; `get pods -w` and
+/// `events --watch` stream changes.
+#[test]
+fn logs_follow_and_watches_stream() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let watch = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nodelet"))
+            .arg("--socket")
+            .arg(node.tmp.path().join("run/nodelet.sock"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  restartPolicy: Never
+  initContainers: [{name: wait, image: IMAGE, command: [sleep, "1"]}]
+  containers: [{name: app, image: IMAGE, command: [sh, -c, "for i in 1 2 3 4 5; do echo line$i; sleep 0.3; done"]}]
+"#,
+        )
+        .spawn()
+        .unwrap();
+    wait_pod(&node, "talker", "initializing", |_| true);
+    let pods = watch(&["get", "pods", "-w"]);
+    let events = watch(&["events", "--watch"]);
+    wait_pod(&node, "talker", "app running", |p| {
+        status(p, "app")["state"]["running"].is_object()
+    });
+    let follow = node.cli(&["logs", "talker", "-f"]);
+    assert!(follow.status.success(), "{}", text(&follow.stderr));
+    assert_eq!(text(&follow.stdout), "line1\nline2\nline3\nline4\nline5\n");
+    let out = outcome(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let stop = |c: std::process::Child| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        text(&c.wait_with_output().unwrap().stdout)
+    };
+    let (pods, events) = (stop(pods), stop(events));
+    let statuses: Vec<&str> = pods
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(2).unwrap_or_default())
+        .collect();
+    assert!(statuses.contains(&"Init:0/1"), "{pods}");
+    assert!(
+        statuses.contains(&"Running") || statuses.contains(&"Completed"),
+        "{pods}"
+    );
+    assert!(pods.starts_with("NAME"), "{pods}");
+    assert!(events.contains("Started container app"), "{events}");
+}

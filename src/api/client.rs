@@ -93,6 +93,62 @@ impl Client {
         })
     }
 
+    /// GETs `path` and hands each chunk of the body to `sink` as it
+    /// arrives (follow and watch requests).
+    pub async fn stream(&self, path: &str, mut sink: impl FnMut(&[u8])) -> Result<(), ClientError> {
+        let http = |message: String| ClientError::Http {
+            what: format!("GET {path}"),
+            message,
+        };
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("host", "nodelet")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| http(e.to_string()))?
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(ClientError::Status {
+                code: status.as_u16(),
+                reason: v["reason"].as_str().unwrap_or_default().to_string(),
+                message: v["message"].as_str().map_or_else(
+                    || String::from_utf8_lossy(&bytes).into_owned(),
+                    str::to_string,
+                ),
+            });
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| http(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                sink(data);
+            }
+        }
+        Ok(())
+    }
+
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         let b = self.call("GET", path, None).await?;
         serde_json::from_slice(&b).map_err(|e| ClientError::Http {

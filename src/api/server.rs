@@ -48,9 +48,68 @@ fn error(e: &EngineError) -> Response {
 
 type Shared<R, I> = State<Arc<Engine<R, I>>>;
 
-async fn list<R: Runtime, I: ImageService>(State(e): Shared<R, I>) -> Response {
-    Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": e.list()}))
-        .into_response()
+#[derive(Debug, Deserialize)]
+struct WatchQuery {
+    #[serde(default)]
+    watch: bool,
+}
+
+fn watch_line(kind: &str, object: &impl serde::Serialize) -> String {
+    format!("{}\n", json!({"type": kind, "object": object}))
+}
+
+fn streaming<S>(stream: S) -> Response
+where
+    S: futures_util::Stream<Item = String> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    axum::body::Body::from_stream(stream.map(Ok::<_, std::io::Error>)).into_response()
+}
+
+/// `GET /api/v1/pods` (`?watch=true`: Kubernetes watch events, one JSON
+/// object per line: ADDED, MODIFIED, DELETED).
+async fn list<R: Runtime, I: ImageService>(
+    State(e): Shared<R, I>,
+    Query(w): Query<WatchQuery>,
+) -> Response {
+    if !w.watch {
+        return Json(
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": e.list()}),
+        )
+        .into_response();
+    }
+    let seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let stream = futures_util::stream::unfold((e, seen, true), |(e, mut seen, first)| async move {
+        loop {
+            if !first || !seen.is_empty() {
+                tokio::time::sleep(FOLLOW_POLL).await;
+            }
+            let pods = e.list();
+            let mut out = String::new();
+            let mut now = std::collections::HashMap::new();
+            for p in &pods {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                let text = serde_json::to_string(p).unwrap_or_default();
+                match seen.get(&uid) {
+                    None => out.push_str(&watch_line("ADDED", p)),
+                    Some(old) if *old != text => out.push_str(&watch_line("MODIFIED", p)),
+                    Some(_) => {}
+                }
+                now.insert(uid, text);
+            }
+            for (uid, text) in &seen {
+                if !now.contains_key(uid) {
+                    let p: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+                    out.push_str(&watch_line("DELETED", &p));
+                }
+            }
+            seen = now;
+            if !out.is_empty() {
+                return Some((out, (e, seen, false)));
+            }
+        }
+    });
+    streaming(stream)
 }
 
 /// `POST /api/v1/namespaces/{ns}/pods`: defaulted and validated as the API
@@ -135,7 +194,52 @@ struct LogQuery {
     tail_lines: Option<usize>,
     #[serde(default)]
     timestamps: bool,
+    #[serde(default)]
+    follow: bool,
 }
+
+/// Turns CRI log bytes into the lines a reader sees: `P` fragments joined,
+/// optionally prefixed with their first fragment's timestamp.
+struct LogLines {
+    timestamps: bool,
+    /// An incomplete physical line (the file is being written).
+    pending: Vec<u8>,
+    /// A logical line still missing its `F` fragment.
+    partial: String,
+}
+
+impl LogLines {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let Some(end) = self.pending.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
+        let complete: Vec<u8> = self.pending.drain(..=end).collect();
+        let mut out = Vec::new();
+        for raw in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(entry) = crate::runtime::logs::parse_line(raw) else {
+                continue;
+            };
+            if self.partial.is_empty() && self.timestamps {
+                self.partial.push_str(&entry.timestamp);
+                self.partial.push(' ');
+            }
+            self.partial
+                .push_str(&String::from_utf8_lossy(&entry.content));
+            if !entry.partial {
+                out.push(std::mem::take(&mut self.partial));
+            }
+        }
+        out
+    }
+}
+
+fn render(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// How often `follow` looks for new lines.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 async fn log<R: Runtime, I: ImageService>(
     State(e): Shared<R, I>,
@@ -146,37 +250,74 @@ async fn log<R: Runtime, I: ImageService>(
         Ok(f) => f,
         Err(err) => return error(&err),
     };
-    let mut lines: Vec<String> = Vec::new();
-    let mut partial = String::new();
-    for f in files {
-        let text = std::fs::read(&f).unwrap_or_default();
-        for raw in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let Some(entry) = crate::runtime::logs::parse_line(raw) else {
-                continue;
-            };
-            let content = String::from_utf8_lossy(&entry.content);
-            if partial.is_empty() && q.timestamps {
-                partial.push_str(&entry.timestamp);
-                partial.push(' ');
-            }
-            partial.push_str(&content);
-            if !entry.partial {
-                lines.push(std::mem::take(&mut partial));
-            }
-        }
+    let mut reader = LogLines {
+        timestamps: q.timestamps,
+        pending: Vec::new(),
+        partial: String::new(),
+    };
+    let mut lines = Vec::new();
+    let mut offset = 0u64;
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        offset = bytes.len() as u64;
+        lines.extend(reader.feed(&bytes));
     }
-    if !partial.is_empty() {
-        lines.push(partial);
+    if !q.follow && !reader.partial.is_empty() {
+        lines.push(std::mem::take(&mut reader.partial));
     }
     if let Some(n) = q.tail_lines {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
-    let mut body = lines.join("\n");
-    if !lines.is_empty() {
-        body.push('\n');
-    }
-    body.into_response()
+    let first = render(&lines);
+    let live = match (q.follow && !q.previous, files.last()) {
+        (true, Some(f)) => f.clone(),
+        _ => return first.into_response(),
+    };
+    // Follow: new lines as they are written, until the container instance
+    // is no longer running (or the client goes away).
+    let watch = e.instance(&ns, &name, q.container.as_deref());
+    let state = (
+        e,
+        ns,
+        name,
+        q.container,
+        watch,
+        live,
+        offset,
+        reader,
+        Some(first),
+    );
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(first) = st.8.take() {
+            return Some((Ok::<_, std::io::Error>(first), st));
+        }
+        loop {
+            tokio::time::sleep(FOLLOW_POLL).await;
+            let len = std::fs::metadata(&st.5).map(|m| m.len()).unwrap_or(0);
+            if len < st.6 {
+                // Rotated: the live file starts over.
+                st.6 = 0;
+            }
+            let mut chunk = String::new();
+            if len > st.6 {
+                let bytes = std::fs::read(&st.5).unwrap_or_default();
+                let from = usize::try_from(st.6).unwrap_or(usize::MAX).min(bytes.len());
+                st.6 = bytes.len() as u64;
+                chunk = render(&st.7.feed(&bytes[from..]));
+            }
+            if !chunk.is_empty() {
+                return Some((Ok(chunk), st));
+            }
+            let now = st.0.instance(&st.1, &st.2, st.3.as_deref());
+            if now.as_ref().map(|(id, running)| (id, *running))
+                != st.4.as_ref().map(|(id, _)| (id, true))
+            {
+                return None;
+            }
+        }
+    });
+    axum::body::Body::from_stream(stream).into_response()
 }
 
 async fn exec<R: Runtime, I: ImageService>(
@@ -197,11 +338,47 @@ async fn exec<R: Runtime, I: ImageService>(
     }
 }
 
-async fn events<R: Runtime, I: ImageService>(State(e): Shared<R, I>) -> Response {
+/// `GET /api/v1/events` (`?watch=true`: every event so far, then each new
+/// or repeated one as it happens).
+async fn events<R: Runtime, I: ImageService>(
+    State(e): Shared<R, I>,
+    Query(w): Query<WatchQuery>,
+) -> Response {
     let node = e.node_name().to_string();
-    let items: Vec<_> = e.events().all().iter().map(|ev| ev.to_api(&node)).collect();
-    Json(json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items}))
-        .into_response()
+    if !w.watch {
+        let items: Vec<_> = e.events().all().iter().map(|ev| ev.to_api(&node)).collect();
+        return Json(
+            json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items}),
+        )
+        .into_response();
+    }
+    let rx = e.events().subscribe();
+    let first: String = e
+        .events()
+        .all()
+        .iter()
+        .map(|ev| watch_line("ADDED", &ev.to_api(&node)))
+        .collect();
+    let stream = futures_util::stream::unfold(
+        (rx, Some(first), node),
+        |(mut rx, first, node)| async move {
+            if let Some(f) = first {
+                return Some((f, (rx, None, node)));
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        let kind = if ev.count > 1 { "MODIFIED" } else { "ADDED" };
+                        let line = watch_line(kind, &ev.to_api(&node));
+                        return Some((line, (rx, None, node)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    streaming(stream)
 }
 
 pub fn router<R: Runtime, I: ImageService>(engine: Arc<Engine<R, I>>) -> Router {

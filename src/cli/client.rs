@@ -186,6 +186,10 @@ fn restarts(pod: &Pod) -> i32 {
 }
 
 fn print_pods(pods: &[Pod], wide: bool, node: &str) {
+    print_pods_rows(pods, wide, node, false, true);
+}
+
+fn print_pods_rows(pods: &[Pod], wide: bool, node: &str, watching: bool, header: bool) {
     let mut rows = vec![if wide {
         vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
             .into_iter()
@@ -212,9 +216,17 @@ fn print_pods(pods: &[Pod], wide: bool, node: &str) {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
+    let mut widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
+    if watching {
+        // Rows printed one change at a time line up with the first header.
+        const MIN: [usize; 7] = [24, 7, 20, 10, 6, 15, 10];
+        widths = widths.iter().zip(MIN).map(|(w, m)| (*w).max(m)).collect();
+        if !header {
+            rows.remove(0);
+        }
+    }
     for r in rows {
         let line: Vec<String> = r
             .iter()
@@ -492,6 +504,7 @@ pub fn describe_pod(global: &GlobalArgs, name: &str, ns: &str) -> anyhow::Result
 
 pub struct LogArgs<'a> {
     pub pod: &'a str,
+    pub follow: bool,
     pub container: Option<&'a str>,
     pub previous: bool,
     pub tail: Option<i64>,
@@ -511,8 +524,22 @@ pub fn logs(global: &GlobalArgs, a: &LogArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = a.tail.filter(|t| *t >= 0) {
         q.push(format!("tailLines={t}"));
     }
+    if a.follow {
+        q.push("follow=true".into());
+    }
     let path = format!("{}/log?{}", pod_path(a.namespace, a.pod), q.join("&"));
     runtime()?.block_on(async {
+        if a.follow {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let r = c
+                .stream(&path, |b| {
+                    let _ = out.write_all(b);
+                    let _ = out.flush();
+                })
+                .await;
+            return Ok(r.map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS));
+        }
         match c.call("GET", &path, None).await {
             Ok(b) => {
                 use std::io::Write;
@@ -601,28 +628,80 @@ pub fn delete_pod(
     })
 }
 
-pub fn events(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+fn event_row(e: &Event) -> String {
+    format!(
+        "{:<9} {:<8} {:<22} {:<28} {}",
+        age(e.last_timestamp.as_ref()),
+        e.type_.clone().unwrap_or_default(),
+        e.reason.clone().unwrap_or_default(),
+        format!("pod/{}", e.involved_object.name.clone().unwrap_or_default()),
+        e.message.clone().unwrap_or_default()
+    )
+}
+
+/// Splits a watch stream into its JSON lines and hands each `object` on.
+fn watch_lines(buf: &mut Vec<u8>, chunk: &[u8], mut each: impl FnMut(&str, serde_json::Value)) {
+    buf.extend_from_slice(chunk);
+    while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=i).collect();
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
+            each(v["type"].as_str().unwrap_or_default(), v["object"].clone());
+        }
+    }
+}
+
+pub fn events(global: &GlobalArgs, watch: bool) -> anyhow::Result<ExitCode> {
     let c = client(global)?;
     runtime()?.block_on(async {
-        let events: Vec<Event> = match c.get_json("/api/v1/events").await {
-            Ok(v) => serde_json::from_value(v["items"].clone()).context("decode events")?,
-            Err(e) => return Ok(fail(&e)),
-        };
         println!(
             "{:<9} {:<8} {:<22} {:<28} MESSAGE",
             "LAST SEEN", "TYPE", "REASON", "OBJECT"
         );
+        if watch {
+            let mut buf = Vec::new();
+            let r = c
+                .stream("/api/v1/events?watch=true", |chunk| {
+                    watch_lines(&mut buf, chunk, |_, obj| {
+                        if let Ok(e) = serde_json::from_value::<Event>(obj) {
+                            println!("{}", event_row(&e));
+                        }
+                    });
+                })
+                .await;
+            return Ok(r.map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS));
+        }
+        let events: Vec<Event> = match c.get_json("/api/v1/events").await {
+            Ok(v) => serde_json::from_value(v["items"].clone()).context("decode events")?,
+            Err(e) => return Ok(fail(&e)),
+        };
         for e in events {
-            println!(
-                "{:<9} {:<8} {:<22} {:<28} {}",
-                age(e.last_timestamp.as_ref()),
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                format!("pod/{}", e.involved_object.name.unwrap_or_default()),
-                e.message.unwrap_or_default()
-            );
+            println!("{}", event_row(&e));
         }
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `get pods -w`: the table, then a row for every change.
+pub fn watch_pods(global: &GlobalArgs, ns: &str, wide: bool) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    let node = crate::pod::node::node_name(&super::effective_config(global)?.node_name);
+    runtime()?.block_on(async {
+        let mut buf = Vec::new();
+        let mut header = true;
+        let r = c
+            .stream("/api/v1/pods?watch=true", |chunk| {
+                watch_lines(&mut buf, chunk, |_, obj| {
+                    let Ok(p) = serde_json::from_value::<Pod>(obj) else {
+                        return;
+                    };
+                    if p.metadata.namespace.as_deref() == Some(ns) {
+                        print_pods_rows(&[p], wide, &node, true, header);
+                        header = false;
+                    }
+                });
+            })
+            .await;
+        Ok(r.map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS))
     })
 }
 

@@ -218,6 +218,9 @@ pub enum GetWhat {
         name: Option<String>,
         #[arg(short, long, value_enum)]
         output: Option<PodOutput>,
+        /// After the list, print a row for every change.
+        #[arg(short, long)]
+        watch: bool,
         #[arg(short, long, default_value = "default")]
         namespace: String,
     },
@@ -379,9 +382,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 GetWhat::Pods {
                     name,
                     output,
+                    watch,
                     namespace,
                 },
-        } => client::get_pods(&cli.global, name.as_deref(), output, &namespace),
+        } => {
+            if watch {
+                client::watch_pods(&cli.global, &namespace, output == Some(PodOutput::Wide))
+            } else {
+                client::get_pods(&cli.global, name.as_deref(), output, &namespace)
+            }
+        }
         Command::Get {
             what: GetWhat::Sources,
         } => not_implemented("get sources"),
@@ -396,22 +406,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tail,
             timestamps,
             namespace,
-        } => {
-            if follow {
-                return not_implemented("logs --follow");
-            }
-            client::logs(
-                &cli.global,
-                &client::LogArgs {
-                    pod: &pod,
-                    container: container.as_deref(),
-                    previous,
-                    tail,
-                    timestamps,
-                    namespace: &namespace,
-                },
-            )
-        }
+        } => client::logs(
+            &cli.global,
+            &client::LogArgs {
+                pod: &pod,
+                follow,
+                container: container.as_deref(),
+                previous,
+                tail,
+                timestamps,
+                namespace: &namespace,
+            },
+        ),
         Command::Exec {
             pod,
             container,
@@ -436,12 +442,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => client::delete_pod(&cli.global, &name, &namespace, grace_period, force, wait),
         Command::Image { command } => image::run(&cli.global, command),
-        Command::Events { watch } => {
-            if watch {
-                return not_implemented("events --watch");
-            }
-            client::events(&cli.global)
-        }
+        Command::Events { watch } => client::events(&cli.global, watch),
         Command::Pause { .. } => not_implemented("pause"),
         Command::Unpause { .. } => not_implemented("unpause"),
         Command::Top { .. } => not_implemented("top pods"),

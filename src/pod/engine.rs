@@ -205,6 +205,19 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         })
     }
 
+    /// The id of a container's current instance and whether it runs.
+    pub fn instance(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: Option<&str>,
+    ) -> Option<(String, bool)> {
+        let pod = self.pod_or_404(namespace, name).ok()?;
+        let c = Self::container_status(&pod, container).ok()?;
+        let running = c.state.as_ref().is_some_and(|s| s.running.is_some());
+        Some((c.container_id.unwrap_or_default(), running))
+    }
+
     /// A container's CRI log files, oldest first: rotated ones, then the
     /// live one, of the current instance or (`previous`) the one before.
     pub fn log_files(
