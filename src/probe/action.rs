@@ -270,3 +270,291 @@ async fn http_get<R: Runtime>(
     }
     Outcome::Failure("stopped after 10 redirects".into())
 }
+
+/// gRPC status names, for messages.
+fn grpc_code(code: &str) -> &'static str {
+    match code {
+        "1" => "Canceled",
+        "2" => "Unknown",
+        "3" => "InvalidArgument",
+        "4" => "DeadlineExceeded",
+        "5" => "NotFound",
+        "7" => "PermissionDenied",
+        "12" => "Unimplemented",
+        "13" => "Internal",
+        "14" => "Unavailable",
+        "16" => "Unauthenticated",
+        _ => "Unknown",
+    }
+}
+
+/// `grpc.health.v1.Health/Check` with the probe's service
+/// (`k8s:pkg/probe/grpc/grpc.go`): SERVING is success, anything else a
+/// failure with kubelet's message. Plain-text HTTP/2, as kubelet's probe.
+pub async fn grpc<R: Runtime>(
+    t: &Target<R>,
+    g: &k8s_openapi::api::core::v1::GRPCAction,
+    timeout: Duration,
+) -> Outcome {
+    let addr = match (host_ip(t, None), u16::try_from(g.port)) {
+        (Ok(ip), Ok(port)) => SocketAddr::new(ip, port),
+        (Err(e), _) => return Outcome::Failure(e),
+        (_, Err(_)) => return Outcome::Failure(format!("invalid port {}", g.port)),
+    };
+    let service = g.service.clone().unwrap_or_default();
+    let stream = match connect(t.netns.clone(), addr, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome::Failure(format!(
+                "timeout: failed to connect service \"{addr}\" within {}: {e}",
+                crate::time::go_duration(timeout)
+            ))
+        }
+    };
+    match tokio::time::timeout(timeout, health_check(stream, addr, &service)).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => Outcome::Failure(format!("error: health rpc probe failed: {e}")),
+        Err(_) => Outcome::Failure(format!(
+            "timeout: health rpc did not complete within {}",
+            crate::time::go_duration(timeout)
+        )),
+    }
+}
+
+async fn health_check(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    service: &str,
+) -> Result<Outcome, String> {
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    // HealthCheckRequest { string service = 1; } in a gRPC frame.
+    let mut msg = Vec::new();
+    if !service.is_empty() {
+        msg.push(0x0a);
+        let mut n = service.len();
+        while n >= 0x80 {
+            msg.push(u8::try_from(n & 0x7f).unwrap_or(0) | 0x80);
+            n >>= 7;
+        }
+        msg.push(u8::try_from(n).unwrap_or(0));
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(msg.len()).unwrap_or(0).to_be_bytes());
+    frame.extend_from_slice(&msg);
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("user-agent", USER_AGENT)
+        .body(http_body_util::Full::new(Bytes::from(frame)))
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let headers = resp.headers().clone();
+    let body = Limited::new(resp.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let trailers = body.trailers().cloned().unwrap_or_default();
+    let field = |k: &str| {
+        trailers
+            .get(k)
+            .or_else(|| headers.get(k))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let code = field("grpc-status").unwrap_or_else(|| "2".into());
+    if code != "0" {
+        return Ok(Outcome::Failure(format!(
+            "rpc error: code = {} desc = {}",
+            grpc_code(&code),
+            field("grpc-message").unwrap_or_default()
+        )));
+    }
+    // HealthCheckResponse { ServingStatus status = 1; }
+    let data = body.to_bytes();
+    let mut status = 0u64;
+    if data.len() > 5 {
+        let mut i = 5;
+        while i < data.len() {
+            let tag = data[i];
+            i += 1;
+            let mut v = 0u64;
+            let mut shift = 0;
+            while i < data.len() {
+                let b = data[i];
+                i += 1;
+                v |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            if tag == 0x08 {
+                status = v;
+            }
+        }
+    }
+    let name = match status {
+        1 => return Ok(Outcome::Success(String::new())),
+        2 => "NOT_SERVING",
+        3 => "SERVICE_UNKNOWN",
+        _ => "UNKNOWN",
+    };
+    Ok(Outcome::Failure(format!(
+        "service unhealthy (responded with \"{name}\")"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::runtime::fake::FakeRuntime;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    fn target() -> Target<FakeRuntime> {
+        Target {
+            runtime: std::sync::Arc::new(FakeRuntime::default()),
+            sandbox: "s".into(),
+            container_id: "c".into(),
+            netns: None,
+            pod_ip: "127.0.0.1".into(),
+            ports: vec![serde_json::from_value(
+                serde_json::json!({"name": "grpc", "containerPort": 1}),
+            )
+            .unwrap()],
+        }
+    }
+
+    /// A gRPC health server: service "good" is SERVING, "bad" NOT_SERVING,
+    /// anything else NOT_FOUND.
+    async fn health_server() -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                            assert_eq!(req.headers()["user-agent"], USER_AGENT);
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let service =
+                                String::from_utf8_lossy(body.get(7..).unwrap_or_default())
+                                    .into_owned();
+                            let mut trailers = hyper::HeaderMap::new();
+                            let data = match service.as_str() {
+                                "good" => vec![0, 0, 0, 0, 2, 0x08, 1],
+                                "bad" => vec![0, 0, 0, 0, 2, 0x08, 2],
+                                _ => Vec::new(),
+                            };
+                            let code = if data.is_empty() { "5" } else { "0" };
+                            trailers.insert("grpc-status", code.parse().unwrap());
+                            if data.is_empty() {
+                                trailers.insert("grpc-message", "unknown service".parse().unwrap());
+                            }
+                            let frames = vec![
+                                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(data))),
+                                Ok(Frame::trailers(trailers)),
+                            ];
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .body(StreamBody::new(futures_util::stream::iter(frames)))
+                                    .unwrap(),
+                            )
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+                });
+            }
+        });
+        port
+    }
+
+    fn grpc_action(port: u16, service: &str) -> k8s_openapi::api::core::v1::GRPCAction {
+        serde_json::from_value(serde_json::json!({"port": port, "service": service})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn grpc_health_checks_report_like_kubelet() {
+        let port = health_server().await;
+        let t = target();
+        let d = Duration::from_secs(2);
+        assert!(grpc(&t, &grpc_action(port, "good"), d).await.ok());
+        assert_eq!(
+            grpc(&t, &grpc_action(port, "bad"), d).await,
+            Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        assert_eq!(
+            grpc(&t, &grpc_action(port, "nope"), d).await,
+            Outcome::Failure("rpc error: code = NotFound desc = unknown service".into())
+        );
+        // Nothing listening.
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let o = grpc(&t, &grpc_action(free, ""), d).await;
+        assert!(
+            o.message()
+                .starts_with("timeout: failed to connect service \"127.0.0.1:"),
+            "{o:?}"
+        );
+        assert!(
+            o.message().ends_with("connect: connection refused"),
+            "{o:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_and_http_failures_read_like_kubelets() {
+        let t = target();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = i32::from(l.local_addr().unwrap().port());
+        assert!(
+            tcp(&t, None, &IntOrString::Int(port), Duration::from_secs(1))
+                .await
+                .ok()
+        );
+        drop(l);
+        let o = tcp(&t, None, &IntOrString::Int(port), Duration::from_secs(1)).await;
+        assert_eq!(
+            o,
+            Outcome::Failure(format!(
+                "dial tcp 127.0.0.1:{port}: connect: connection refused"
+            ))
+        );
+        let o = tcp(
+            &t,
+            None,
+            &IntOrString::String("nope".into()),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(o, Outcome::Failure("couldn't find port: nope".into()));
+        let get: HTTPGetAction =
+            serde_json::from_value(serde_json::json!({"port": port, "scheme": "HTTPS"})).unwrap();
+        assert!(http(&t, &get, Duration::from_secs(1))
+            .await
+            .message()
+            .starts_with("not supported: HTTPS"));
+    }
+}

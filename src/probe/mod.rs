@@ -62,8 +62,8 @@ pub async fn run_once<R: Runtime>(t: &Target<R>, p: &Probe) -> Outcome {
         action::tcp(t, s.host.as_deref(), &s.port, timeout).await
     } else if let Some(h) = &p.http_get {
         action::http(t, h, timeout).await
-    } else if p.grpc.is_some() {
-        Outcome::Failure("not supported: gRPC probes are not implemented in nodelet yet".into())
+    } else if let Some(g) = &p.grpc {
+        action::grpc(t, g, timeout).await
     } else {
         Outcome::Failure("probe has no handler".into())
     }
