@@ -720,6 +720,14 @@ spec:
         d.contains("Status:       Running") && d.contains("Started container app"),
         "{d}"
     );
+    let v = text(&node.cli(&["version"]).stdout);
+    assert_eq!(
+        v,
+        format!(
+            "Client Version: v{0}\nServer Version: v{0}\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
     let missing = node.cli(&["get", "pod", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
     assert_eq!(

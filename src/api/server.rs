@@ -384,6 +384,10 @@ async fn events<R: Runtime, I: ImageService>(
 pub fn router<R: Runtime, I: ImageService>(engine: Arc<Engine<R, I>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/version",
+            get(|| async { Json(json!({"gitVersion": concat!("v", env!("CARGO_PKG_VERSION")), "platform": "linux"})) }),
+        )
         .route("/api/v1/pods", get(list::<R, I>))
         .route("/api/v1/namespaces/{ns}/pods", post(create::<R, I>))
         .route(

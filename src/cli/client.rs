@@ -760,3 +760,19 @@ pub fn apply(global: &GlobalArgs, files: &[String], strict: bool) -> anyhow::Res
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// `version`: this binary's version and, when one runs, the API's.
+pub fn version(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
+    let c = client(global)?;
+    runtime()?.block_on(async {
+        match c.get_json("/version").await {
+            Ok(v) => println!(
+                "Server Version: {}",
+                v["gitVersion"].as_str().unwrap_or_default()
+            ),
+            Err(e) => eprintln!("{e}"),
+        }
+    });
+    Ok(ExitCode::SUCCESS)
+}

@@ -182,6 +182,15 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
             reconcile(&engine, d, &node, &mut errors);
         }
         sd_notify(&format!("READY=1\nSTATUS={} pods", engine.list().len()));
+        let watchdog = crate::daemon::watchdog_interval().map(|every| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    sd_notify("WATCHDOG=1");
+                }
+            })
+        });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut retry = false;
         loop {
@@ -223,6 +232,9 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
             }
         }
         api.abort();
+        if let Some(w) = watchdog {
+            w.abort();
+        }
         let _ = std::fs::remove_file(&cfg.socket);
         Ok(ExitCode::SUCCESS)
     })

@@ -154,6 +154,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Print the client's version and the running nodelet's.
+    Version,
     /// Print events.
     Events {
         #[arg(short, long)]
@@ -443,6 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => client::delete_pod(&cli.global, &name, &namespace, grace_period, force, wait),
         Command::Image { command } => image::run(&cli.global, command),
         Command::Events { watch } => client::events(&cli.global, watch),
+        Command::Version => client::version(&cli.global),
         Command::Pause { .. } => not_implemented("pause"),
         Command::Unpause { .. } => not_implemented("unpause"),
         Command::Top { .. } => not_implemented("top pods"),

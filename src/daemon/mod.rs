@@ -25,3 +25,18 @@ pub fn sd_notify(msg: &str) {
         tracing::warn!(error = %e, "sd_notify");
     }
 }
+
+/// Half of systemd's watchdog period (`WatchdogSec=`, given to the service
+/// as `$WATCHDOG_USEC`), how often to send `WATCHDOG=1`; none without one.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    {
+        if pid != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}
