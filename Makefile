@@ -40,17 +40,24 @@ test: lint deps
 
 # The main job. Until the daemon lands it validates the example configuration
 # and pods; then it will run `nodelet daemon --config config/nodelet.yaml`.
-# The main job, until the daemon lands: the example pods in the foreground
-# (Ctrl-C stops them gracefully), with their image built locally and
-# imported under the name the manifests use. Try `nodelet --socket
-# $(RUN_ROOT)/nodelet.sock get pods` from another shell.
+# The main job: the daemon in the foreground on a scratch root, with the
+# example pods of config/pods as static pods and their image built locally
+# and imported under the name the manifests use (no network). Ctrl-C stops
+# every pod and the daemon.
 RUN_ROOT ?= /tmp/nodelet-run
 run: build
 	$(DEBUG_BIN) config validate config/nodelet.yaml
 	$(DEBUG_BIN) validate config/pods
+	mkdir -p $(RUN_ROOT)
 	cargo run -q --example testbed -- $(RUN_ROOT)/layout >/dev/null
 	$(DEBUG_BIN) --root $(RUN_ROOT)/root image import $(RUN_ROOT)/layout --name 127.0.0.1:5000/nodelet/busybox:1
-	$(DEBUG_BIN) --root $(RUN_ROOT)/root --socket $(RUN_ROOT)/nodelet.sock --log-dir $(RUN_ROOT)/logs run config/pods
+	printf 'apiVersion: nodelet.dev/v1alpha1\nkind: NodeletConfiguration\nrootDir: $(RUN_ROOT)/root\nlogDir: $(RUN_ROOT)/logs\nsocket: $(RUN_ROOT)/nodelet.sock\nstaticPodPath: $(CURDIR)/config/pods\nnodeName: demo\n' > $(RUN_ROOT)/config.yaml
+	@echo "nodelet daemon: static pods from config/pods; in another shell try"
+	@echo "  $(DEBUG_BIN) --socket $(RUN_ROOT)/nodelet.sock get pods"
+	@echo "  $(DEBUG_BIN) --socket $(RUN_ROOT)/nodelet.sock describe pod web-demo"
+	@echo "  $(DEBUG_BIN) --socket $(RUN_ROOT)/nodelet.sock logs web-demo -c logger -f"
+	@echo "Ctrl-C stops every pod and the daemon."
+	$(DEBUG_BIN) -v info --config $(RUN_ROOT)/config.yaml daemon --stop-pods-on-exit
 
 bench: release
 	@bash bench/run.sh

@@ -1215,3 +1215,62 @@ spec:
     assert!(pods.starts_with("NAME"), "{pods}");
     assert!(events.contains("Started container app"), "{events}");
 }
+
+/// The termination timeline: a container that traps the stop signal exits
+/// at once (0, Completed); one that ignores it is killed at the end of the
+/// grace period; a preStop hook's time counts against the grace.
+#[test]
+fn termination_follows_the_grace_period() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stopper}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - {name: trapper, image: IMAGE, command: [sh, -c, "trap 'exit 0' TERM QUIT; while true; do sleep 0.1; done"]}
+  - {name: ignorer, image: IMAGE, command: [sleep, "3600"]}
+  - name: hooked
+    image: IMAGE
+    command: [sleep, "3600"]
+    lifecycle: {preStop: {exec: {command: [sleep, "1"]}}}
+"#,
+        )
+        .spawn()
+        .unwrap();
+    wait_pod(&node, "stopper", "Running", |p| {
+        p["status"]["phase"] == "Running" && condition(p, "Ready") == "True"
+    });
+    let start = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = outcome(child.wait_with_output().unwrap());
+    let took = start.elapsed();
+    let pod = out.pod("stopper");
+    let term = |c: &str| status(pod, c)["state"]["terminated"].clone();
+    assert_eq!(
+        (
+            term("trapper")["exitCode"].as_i64(),
+            term("trapper")["reason"].as_str()
+        ),
+        (Some(0), Some("Completed"))
+    );
+    assert_eq!(term("ignorer")["exitCode"], 137);
+    assert_eq!(term("hooked")["exitCode"], 137);
+    // Everything is over at the end of the 3 s grace (the preStop's second
+    // came out of it), not 4 s.
+    assert!(
+        took >= Duration::from_millis(2900) && took <= Duration::from_millis(3700),
+        "took {took:?}"
+    );
+    node.assert_clean();
+}
