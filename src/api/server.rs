@@ -449,12 +449,48 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     Ok(listener)
 }
 
-/// Serves the API until the task is dropped.
+/// Serves the API until `shutdown` resolves; requests in flight (a
+/// `logs -f` whose container just ended) may then finish.
 pub async fn serve<R: Runtime, I: ImageService>(
     listener: tokio::net::UnixListener,
     engine: Arc<Engine<R, I>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(engine)).await {
+    if let Err(e) = axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::error!(error = %e, "API server stopped");
+    }
+}
+
+/// The API server task and how to stop it.
+pub struct Server {
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+/// How long requests in flight may take once the server stops (watches
+/// never end by themselves).
+const DRAIN: Duration = Duration::from_secs(1);
+
+impl Server {
+    pub fn start<R: Runtime, I: ImageService>(
+        listener: tokio::net::UnixListener,
+        engine: Arc<Engine<R, I>>,
+    ) -> Server {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let s = stop.clone();
+        let task = tokio::spawn(serve(listener, engine, async move { s.notified().await }));
+        Server { task, stop }
+    }
+
+    /// Stops accepting, lets requests in flight finish (at most [`DRAIN`]),
+    /// then drops the rest.
+    pub async fn stop(mut self) {
+        self.stop.notify_one();
+        if tokio::time::timeout(DRAIN, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
     }
 }

@@ -175,7 +175,7 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
                 let _ = crate::pod::volumes::teardown(&e.path());
             }
         }
-        let api = tokio::spawn(crate::api::server::serve(listener, engine.clone()));
+        let api = crate::api::server::Server::start(listener, engine.clone());
         let mut errors = HashMap::new();
         let mut wakes = cfg.static_pod_path.as_deref().map(watch);
         if let Some(d) = cfg.static_pod_path.as_deref() {
@@ -231,7 +231,7 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
                 store::remove(&state_dir, &uid);
             }
         }
-        api.abort();
+        api.stop().await;
         if let Some(w) = watchdog {
             w.abort();
         }

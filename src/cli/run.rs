@@ -128,7 +128,7 @@ pub fn run(
         let objects = Objects::new(prepared.config_maps, prepared.secrets);
         let engine = node_engine(&cfg, objects, None)?;
         let listener = crate::api::server::bind(&cfg.socket)?;
-        let api = tokio::spawn(crate::api::server::serve(listener, engine.clone()));
+        let api = crate::api::server::Server::start(listener, engine.clone());
         let mut events = engine.events().subscribe();
         let printer = tokio::spawn(async move {
             loop {
@@ -185,7 +185,7 @@ pub fn run(
         });
         engine.wait_all().await;
         signals.abort();
-        api.abort();
+        api.stop().await;
         let _ = std::fs::remove_file(&cfg.socket);
         // Let the printer drain what is queued.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
