@@ -1274,3 +1274,85 @@ spec:
     );
     node.assert_clean();
 }
+
+/// A pod's shim killed with SIGKILL: its containers are reported lost
+/// (ContainerStatusUnknown, 137), the sandbox is re-created with a
+/// SandboxChanged event, and the pod runs again.
+#[test]
+fn a_killed_shim_is_reported_and_the_sandbox_recreated() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: fragile}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: app, image: IMAGE, command: [sleep, "3600"]}]
+"#,
+        )
+        .spawn()
+        .unwrap();
+    let p = wait_pod(&node, "fragile", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let pid_file = node.tmp.path().join("run/pods").join(&uid).join("shim.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The shim's children (the container's processes): without cgroups
+    // (their issue) nothing kills them when their shim dies, so the test
+    // does at the end.
+    let children: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(") ").map(|x| x.1).unwrap_or_default();
+            after
+                .split(' ')
+                .nth(1)
+                .and_then(|pp| pp.parse::<i32>().ok())
+                == Some(pid)
+        })
+        .collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let p = wait_pod(&node, "fragile", "running again", |p| {
+        status(p, "app")["restartCount"] == 1 && status(p, "app")["state"]["running"].is_object()
+    });
+    let last = &status(&p, "app")["lastState"]["terminated"];
+    assert_eq!(
+        (last["exitCode"].as_i64(), last["reason"].as_str()),
+        (Some(137), Some("ContainerStatusUnknown")),
+        "{p:#}"
+    );
+    let o = node.cli(&["delete", "pod", "fragile", "--grace-period", "0", "--force"]);
+    assert!(o.status.success());
+    let out = outcome(child.wait_with_output().unwrap());
+    assert!(
+        out.stderr.contains(
+            "Normal SandboxChanged: Pod sandbox changed, it will be killed and re-created."
+        ),
+        "{}",
+        out.stderr
+    );
+    for c in children {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    node.assert_clean();
+}

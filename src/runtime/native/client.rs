@@ -119,9 +119,16 @@ impl Runtime for NativeRuntime {
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.state_dir(id);
+        // The pid file may outlive its shim and the pid be reused: only a
+        // process that is this sandbox's shim is ever signalled.
         let pid = std::fs::read_to_string(dir.join(PID_FILE))
             .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok());
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                cmd.contains(" shim ") && cmd.contains(&dir.display().to_string())
+            });
         if self.call(id, Op::Shutdown).await.is_err() {
             // A dead or hung shim: kill it; the kernel takes its namespaces.
             if let Some(p) = pid {
