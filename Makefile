@@ -45,7 +45,7 @@ test: lint deps
 # and imported under the name the manifests use (no network). Ctrl-C stops
 # every pod and the daemon.
 RUN_ROOT ?= /tmp/nodelet-run
-run: build
+run: build deps
 	$(DEBUG_BIN) config validate config/nodelet.yaml
 	$(DEBUG_BIN) validate config/pods
 	mkdir -p $(RUN_ROOT)
