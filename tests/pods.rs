@@ -1064,6 +1064,37 @@ fn the_daemon_survives_kill_9_and_reconciles_static_pods() {
     let drop = wait_pod(&node, "drop-testnode", "Running", |p| {
         p["status"]["phase"] == "Running"
     });
+    // A bad file is reported by `get sources` and changes nothing else.
+    std::fs::write(
+        node.tmp.path().join("static/bad.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec: {containers: []}\n",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let sources = loop {
+        let t = text(&node.cli(&["get", "sources"]).stdout);
+        if t.contains("bad.yaml") {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "bad file never reported: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        sources.lines().any(|l| l.contains("bad.yaml")
+            && l.contains("error: ")
+            && l.contains("metadata.name")),
+        "{sources}"
+    );
+    assert!(
+        sources
+            .lines()
+            .any(|l| l.contains("keep.yaml") && l.ends_with("pod default/keep-testnode")),
+        "{sources}"
+    );
+    std::fs::remove_file(node.tmp.path().join("static/bad.yaml")).unwrap();
     let ids = [container_id(&keep, "app"), container_id(&api, "app")];
     // kill -9: containers keep running; meanwhile a static file goes away.
     d.kill().unwrap();

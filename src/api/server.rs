@@ -400,6 +400,10 @@ pub fn router<R: Runtime, I: ImageService>(engine: Arc<Engine<R, I>>) -> Router 
             post(exec::<R, I>),
         )
         .route("/api/v1/events", get(events::<R, I>))
+        .route(
+            "/api/v1/sources",
+            get(|State(e): Shared<R, I>| async move { Json(json!({"items": e.sources()})) }),
+        )
         .with_state(engine)
 }
 

@@ -776,3 +776,26 @@ pub fn version(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     });
     Ok(ExitCode::SUCCESS)
 }
+
+/// `get sources`: the static pod files the daemon read, and their errors.
+pub fn get_sources(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    runtime()?.block_on(async {
+        let v = match c.get_json("/api/v1/sources").await {
+            Ok(v) => v,
+            Err(e) => return Ok(fail(&e)),
+        };
+        let list: Vec<crate::pod::engine::SourceStatus> =
+            serde_json::from_value(v["items"].clone()).context("decode sources")?;
+        println!("{:<8} {:<48} STATUS", "SOURCE", "FILE");
+        for s in list {
+            let status = match (&s.pod, &s.error) {
+                (_, Some(e)) => format!("error: {e}"),
+                (Some(p), None) => format!("pod {p}"),
+                (None, None) => String::new(),
+            };
+            println!("{:<8} {:<48} {status}", s.source, s.path);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

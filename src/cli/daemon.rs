@@ -68,6 +68,23 @@ fn reconcile(
     errors: &mut HashMap<PathBuf, String>,
 ) -> bool {
     let entries = static_pods::scan(dir, node);
+    engine.set_sources(
+        entries
+            .iter()
+            .map(|e| crate::pod::engine::SourceStatus {
+                source: "file".into(),
+                path: e.path.display().to_string(),
+                pod: e.result.as_ref().ok().map(|p| {
+                    format!(
+                        "{}/{}",
+                        p.metadata.namespace.as_deref().unwrap_or_default(),
+                        p.metadata.name.as_deref().unwrap_or_default()
+                    )
+                }),
+                error: e.result.as_ref().err().cloned(),
+            })
+            .collect(),
+    );
     let mut desired = HashMap::new();
     for e in entries {
         match e.result {

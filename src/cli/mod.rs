@@ -344,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Describe { .. }
             | Command::Logs { .. }
             | Command::Events { .. }
+            | Command::Version
             | Command::Validate { .. }
             | Command::Completion { .. }
             | Command::Config { .. }
@@ -396,7 +397,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Get {
             what: GetWhat::Sources,
-        } => not_implemented("get sources"),
+        } => client::get_sources(&cli.global),
         Command::Describe {
             what: DescribeWhat::Pod { name, namespace },
         } => client::describe_pod(&cli.global, &name, &namespace),

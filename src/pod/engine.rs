@@ -37,6 +37,21 @@ pub struct Engine<R: Runtime, I: ImageService> {
     /// Deleted pods leave once stopped (the daemon); `nodelet run` keeps
     /// them to print.
     forget_deleted: std::sync::atomic::AtomicBool,
+    /// What the manifest sources last read (`get sources`).
+    sources: Mutex<Vec<SourceStatus>>,
+}
+
+/// One manifest file a source read, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    pub source: String,
+    pub path: String,
+    /// `namespace/name` of the pod it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A fresh UID in the kernel's UUID form.
@@ -58,6 +73,7 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             deps: Arc::new(deps),
             pods: Mutex::new(BTreeMap::new()),
             forget_deleted: std::sync::atomic::AtomicBool::new(false),
+            sources: Mutex::new(Vec::new()),
         })
     }
 
@@ -126,6 +142,20 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
     /// Every pod with its status, by namespace and name.
     pub fn list(&self) -> Vec<Pod> {
         self.lock().values().map(|e| e.handle.pod()).collect()
+    }
+
+    pub fn set_sources(&self, list: Vec<SourceStatus>) {
+        *self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = list;
+    }
+
+    pub fn sources(&self) -> Vec<SourceStatus> {
+        self.sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn forget_deleted(&self, on: bool) {
