@@ -37,13 +37,14 @@ impl Client {
         }
     }
 
-    /// Sends a request; returns the body of a 2xx reply, a `Status` error otherwise.
-    pub async fn call(
+    /// Connects, sends one request, and returns the reply with its body
+    /// still to read.
+    async fn send(
         &self,
         method: &str,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<Bytes, ClientError> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let http = |message: String| ClientError::Http {
             what: format!("{method} {path}"),
             message,
@@ -68,16 +69,26 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(data)))
             .map_err(|e| http(e.to_string()))?;
-        let resp = sender
+        sender
             .send_request(req)
             .await
-            .map_err(|e| http(e.to_string()))?;
+            .map_err(|e| http(e.to_string()))
+    }
+
+    /// The body of a reply, or its `Status` error when it is not a 2xx.
+    async fn body(
+        what: &str,
+        resp: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Bytes, ClientError> {
         let status = resp.status();
         let bytes = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| http(e.to_string()))?
+            .map_err(|e| ClientError::Http {
+                what: what.to_string(),
+                message: e.to_string(),
+            })?
             .to_bytes();
         if status.is_success() {
             return Ok(bytes);
@@ -93,55 +104,31 @@ impl Client {
         })
     }
 
+    /// Sends a request; returns the body of a 2xx reply, a `Status` error otherwise.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Bytes, ClientError> {
+        let resp = self.send(method, path, body).await?;
+        Self::body(&format!("{method} {path}"), resp).await
+    }
+
     /// GETs `path` and hands each chunk of the body to `sink` as it
     /// arrives (follow and watch requests).
     pub async fn stream(&self, path: &str, mut sink: impl FnMut(&[u8])) -> Result<(), ClientError> {
-        let http = |message: String| ClientError::Http {
-            what: format!("GET {path}"),
-            message,
-        };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| http(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = Request::builder()
-            .method("GET")
-            .uri(path)
-            .header("host", "nodelet")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| http(e.to_string()))?;
-        let status = resp.status();
-        let mut body = resp.into_body();
-        if !status.is_success() {
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| http(e.to_string()))?
-                .to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Err(ClientError::Status {
-                code: status.as_u16(),
-                reason: v["reason"].as_str().unwrap_or_default().to_string(),
-                message: v["message"].as_str().map_or_else(
-                    || String::from_utf8_lossy(&bytes).into_owned(),
-                    str::to_string,
-                ),
-            });
+        let what = format!("GET {path}");
+        let resp = self.send("GET", path, None).await?;
+        if !resp.status().is_success() {
+            return Self::body(&what, resp).await.map(|_| ());
         }
+        let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| http(e.to_string()))?;
+            let frame = frame.map_err(|e| ClientError::Http {
+                what: what.clone(),
+                message: e.to_string(),
+            })?;
             if let Some(data) = frame.data_ref() {
                 sink(data);
             }
