@@ -53,20 +53,26 @@ impl Node {
         self.tmp.path().join("logs")
     }
 
-    fn command(&self, manifest: &str) -> Command {
-        let file = self
-            .tmp
-            .path()
-            .join(format!("pods-{}.yaml", manifest.len()));
-        std::fs::write(&file, manifest.replace("IMAGE", &image())).unwrap();
+    /// The nodelet binary with this node's root, socket and log dir.
+    fn nodelet(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nodelet"));
         c.arg("--root")
             .arg(self.root())
             .arg("--socket")
             .arg(self.tmp.path().join("run/nodelet.sock"))
             .arg("--log-dir")
-            .arg(self.logs())
-            .args(["run", "-o", "json"])
+            .arg(self.logs());
+        c
+    }
+
+    fn command(&self, manifest: &str) -> Command {
+        let file = self
+            .tmp
+            .path()
+            .join(format!("pods-{}.yaml", manifest.len()));
+        std::fs::write(&file, manifest.replace("IMAGE", &image())).unwrap();
+        let mut c = self.nodelet();
+        c.args(["run", "-o", "json"])
             .arg(&file)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -349,11 +355,7 @@ spec:
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&child);
     let stop = Instant::now();
     let out = outcome(child.wait_with_output().unwrap());
     let pod = out.pod("svc");
@@ -605,11 +607,7 @@ spec:
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&child);
     let out = outcome(child.wait_with_output().unwrap());
     let started: Vec<f64> = (0..5)
         .map(|n| {
@@ -642,18 +640,18 @@ spec:
 impl Node {
     /// Runs a client command against this node's socket.
     fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_nodelet"))
-            .arg("--root")
-            .arg(self.root())
-            .arg("--socket")
-            .arg(self.tmp.path().join("run/nodelet.sock"))
-            .arg("--log-dir")
-            .arg(self.logs())
+        self.nodelet()
             .args(args)
             .stdin(Stdio::null())
             .output()
             .unwrap()
     }
+}
+
+/// Asks a `nodelet run` or `nodelet daemon` child to stop.
+fn sigterm(c: &std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
 }
 
 fn text(b: &[u8]) -> String {
@@ -1126,11 +1124,7 @@ fn the_daemon_survives_kill_9_and_reconciles_static_pods() {
     }
     let _ = drop;
     // SIGTERM with --stop-pods-on-exit: everything stops, nothing is left.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&d);
     let status = d.wait().unwrap();
     assert!(status.success());
     node.assert_clean();
@@ -1148,11 +1142,7 @@ fn the_daemon_survives_kill_9_and_reconciles_static_pods() {
     let p = wait_pod(&node, "keep-testnode", "static pod again", |p| {
         p["status"]["phase"] == "Running"
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&d);
     d.wait().unwrap();
     let pid = std::fs::read_to_string(
         node.tmp
@@ -1171,11 +1161,7 @@ fn the_daemon_survives_kill_9_and_reconciles_static_pods() {
     wait_pod(&node, "keep-testnode", "re-adopted", |p| {
         p["status"]["phase"] == "Running"
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&d);
     d.wait().unwrap();
     node.assert_clean();
 }
@@ -1189,9 +1175,7 @@ fn logs_follow_and_watches_stream() {
     }
     let node = Node::new();
     let watch = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_nodelet"))
-            .arg("--socket")
-            .arg(node.tmp.path().join("run/nodelet.sock"))
+        node.nodelet()
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1225,11 +1209,7 @@ spec:
     let out = outcome(child.wait_with_output().unwrap());
     assert_eq!(out.code, 0, "{}", out.stderr);
     let stop = |c: std::process::Child| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap()),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        sigterm(&c);
         text(&c.wait_with_output().unwrap().stdout)
     };
     let (pods, events) = (stop(pods), stop(events));
@@ -1279,11 +1259,7 @@ spec:
         p["status"]["phase"] == "Running" && condition(p, "Ready") == "True"
     });
     let start = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    sigterm(&child);
     let out = outcome(child.wait_with_output().unwrap());
     let took = start.elapsed();
     let pod = out.pod("stopper");

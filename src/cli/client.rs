@@ -37,11 +37,10 @@ pub fn age(since: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>)
     let Some(t) = since else {
         return "<unknown>".into();
     };
-    let then = crate::time::parse_rfc3339(&t.0.to_string()).unwrap_or_else(SystemTime::now);
-    let s = SystemTime::now()
-        .duration_since(then)
-        .unwrap_or_default()
-        .as_secs();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let s = u64::try_from(now - t.0.as_second()).unwrap_or(0);
     match s {
         0..=119 => format!("{s}s"),
         120..=7199 => format!("{}m", s / 60),

@@ -467,15 +467,17 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         cs.ready = false;
     }
 
-    fn sandbox_lost(&mut self) {
-        tracing::warn!("sandbox lost");
+    /// Marks every live instance as gone.
+    fn lose_all(&mut self, message: &str) {
         let names: Vec<String> = self.st.containers.keys().cloned().collect();
         for n in names {
-            self.lost(
-                &n,
-                "The container could not be located when the pod was running",
-            );
+            self.lost(&n, message);
         }
+    }
+
+    fn sandbox_lost(&mut self) {
+        tracing::warn!("sandbox lost");
+        self.lose_all("The container could not be located when the pod was running");
         self.st.sandbox = Sandbox::Gone;
         self.sandbox = None;
     }
@@ -1250,13 +1252,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             }
         }
         // Anything still marked live is gone with the sandbox.
-        let names: Vec<String> = self.st.containers.keys().cloned().collect();
-        for n in names {
-            self.lost(
-                &n,
-                "The container could not be located when the pod was terminated",
-            );
-        }
+        self.lose_all("The container could not be located when the pod was terminated");
         if let Err(e) = volumes::teardown(&self.pod_dir()) {
             tracing::warn!(error = %e, "remove pod directory");
         }
