@@ -3,6 +3,7 @@
 //! Knows nothing of Kubernetes.
 
 pub mod api;
+pub mod cgroup;
 pub mod fake;
 pub mod logs;
 pub mod native;
