@@ -403,6 +403,7 @@ mod native_runtime {
         rt.create_sandbox(&SandboxConfig {
             id: "uid-1".into(),
             hostname: "web".into(),
+            cgroups: Vec::new(),
         })
         .await
         .unwrap();
@@ -465,6 +466,7 @@ mod native_runtime {
         rt.create_sandbox(&SandboxConfig {
             id: "uid-2".into(),
             hostname: "p".into(),
+            cgroups: Vec::new(),
         })
         .await
         .unwrap();
@@ -665,6 +667,7 @@ async fn pod_containers_see_the_pods_hosts_hostname_and_resolv_conf() {
         .create_sandbox(&SandboxConfig {
             id: "uid-etc".into(),
             hostname: "web-0".into(),
+            cgroups: Vec::new(),
         })
         .await
         .unwrap();

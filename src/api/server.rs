@@ -38,6 +38,7 @@ fn error(e: &EngineError) -> Response {
         EngineError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
         EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
         EngineError::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        EngineError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
     };
     (
         code,
@@ -181,6 +182,28 @@ async fn delete_pod<R: Runtime, I: ImageService>(
                 .map(|h| Json(h.pod()).into_response())
                 .unwrap_or_else(|| StatusCode::OK.into_response())
         }
+        Err(err) => error(&err),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PauseQuery {
+    container: Option<String>,
+}
+
+/// `POST …/pause` and `…/unpause`: the pod with its new status.
+async fn pause<R: Runtime, I: ImageService>(
+    e: Arc<Engine<R, I>>,
+    ns: String,
+    name: String,
+    q: PauseQuery,
+    freeze: bool,
+) -> Response {
+    match e.pause(&ns, &name, q.container.as_deref(), freeze).await {
+        Ok(_) => e
+            .get(&ns, &name)
+            .map(|h| Json(h.pod()).into_response())
+            .unwrap_or_else(|| StatusCode::OK.into_response()),
         Err(err) => error(&err),
     }
 }
@@ -398,6 +421,22 @@ pub fn router<R: Runtime, I: ImageService>(engine: Arc<Engine<R, I>>) -> Router 
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
             post(exec::<R, I>),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/pause",
+            post(
+                |State(e): Shared<R, I>, UrlPath((ns, name)), Query(q)| async move {
+                    pause(e, ns, name, q, true).await
+                },
+            ),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/unpause",
+            post(
+                |State(e): Shared<R, I>, UrlPath((ns, name)), Query(q)| async move {
+                    pause(e, ns, name, q, false).await
+                },
+            ),
         )
         .route("/api/v1/events", get(events::<R, I>))
         .route(

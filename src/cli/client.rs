@@ -139,6 +139,14 @@ pub fn pod_status_column(pod: &Pod) -> String {
             };
         }
     }
+    let paused = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == crate::pod::status::PAUSED_CONDITION && c.status == "True");
+    if paused {
+        reason = "Paused".into();
+    }
     if pod.metadata.deletion_timestamp.is_some()
         && !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
     {
@@ -622,6 +630,33 @@ pub fn delete_pod(
                 Err(e) => return Ok(fail(&e)),
                 Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `nodelet pause|unpause POD [-c C]`: exit 1 when the pod or container
+/// is not running, already paused, or not paused.
+pub fn pause(
+    global: &GlobalArgs,
+    name: &str,
+    container: Option<&str>,
+    ns: &str,
+    freeze: bool,
+) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    let verb = if freeze { "pause" } else { "unpause" };
+    let mut path = format!("{}/{verb}", pod_path(ns, name));
+    if let Some(cn) = container {
+        path.push_str(&format!("?container={cn}"));
+    }
+    runtime()?.block_on(async {
+        if let Err(e) = c.call("POST", &path, None).await {
+            return Ok(fail(&e));
+        }
+        match container {
+            Some(cn) => println!("container \"{cn}\" of pod \"{name}\" {verb}d"),
+            None => println!("pod \"{name}\" {verb}d"),
         }
         Ok(ExitCode::SUCCESS)
     })

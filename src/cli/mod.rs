@@ -178,12 +178,16 @@ pub enum Command {
         pod: String,
         #[arg(short, long)]
         container: Option<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
     },
     /// Thaw a paused pod or container.
     Unpause {
         pod: String,
         #[arg(short, long)]
         container: Option<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
     },
     /// Resource usage.
     Top {
@@ -447,8 +451,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image { command } => image::run(&cli.global, command),
         Command::Events { watch } => client::events(&cli.global, watch),
         Command::Version => client::version(&cli.global),
-        Command::Pause { .. } => not_implemented("pause"),
-        Command::Unpause { .. } => not_implemented("unpause"),
+        Command::Pause {
+            pod,
+            container,
+            namespace,
+        } => client::pause(&cli.global, &pod, container.as_deref(), &namespace, true),
+        Command::Unpause {
+            pod,
+            container,
+            namespace,
+        } => client::pause(&cli.global, &pod, container.as_deref(), &namespace, false),
         Command::Top { .. } => not_implemented("top pods"),
     }
 }

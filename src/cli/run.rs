@@ -13,7 +13,7 @@ use anyhow::Context;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::{DataOutput, GlobalArgs};
-use crate::config::NodeletConfiguration;
+use crate::config::{CgroupDriver, NodeletConfiguration};
 use crate::image::store::{ImageStore, PullOptions};
 use crate::manifest::support::Support;
 use crate::manifest::{self, PrepareOptions};
@@ -21,7 +21,9 @@ use crate::pod::engine::Engine;
 use crate::pod::events::{Event, EventType, Recorder};
 use crate::pod::images::StoreImages;
 use crate::pod::objects::Objects;
+use crate::pod::resources::CgroupLayout;
 use crate::pod::worker::Deps;
+use crate::runtime::cgroup::{self, Cgroups};
 use crate::runtime::native::client::NativeRuntime;
 
 pub type NodeEngine = Engine<NativeRuntime, StoreImages>;
@@ -68,7 +70,9 @@ pub fn node_engine(
             std::path::Path::to_path_buf,
         )
         .join("pods");
-    let runtime = NativeRuntime::new(&run_dir, &exe, log_max, cfg.container_log_max_files);
+    let cgroups = node_cgroups(cfg)?;
+    let runtime = NativeRuntime::new(&run_dir, &exe, log_max, cfg.container_log_max_files)
+        .with_cgroups(cgroups);
     let (node, downward) = crate::pod::node::facts(&cfg.node_name);
     Ok(Engine::new(Deps {
         runtime: Arc::new(runtime),
@@ -80,7 +84,36 @@ pub fn node_engine(
         node,
         downward,
         state_dir,
+        cgroups: Some(CgroupLayout {
+            root: cfg.cgroup_root.clone(),
+            pod_pids_limit: cfg.pod_pids_limit,
+        }),
     }))
+}
+
+/// The host's cgroup interface, with `cgroupRoot` created and writable:
+/// a clear start-up error otherwise. Also lowers our own oom_score_adj as
+/// kubelet does (-999); without CAP_SYS_RESOURCE that, and Guaranteed
+/// containers' -997, cannot be had: said once here.
+fn node_cgroups(cfg: &NodeletConfiguration) -> anyhow::Result<Arc<dyn Cgroups>> {
+    if cfg.cgroup_driver == CgroupDriver::Systemd {
+        anyhow::bail!("cgroupDriver: systemd is not supported yet; use cgroupfs (the default)");
+    }
+    let cg: Arc<dyn Cgroups> = Arc::from(cgroup::detect().context("cgroups")?);
+    cg.create(&cfg.cgroup_root, &cgroup::Resources::default())
+        .with_context(|| {
+            format!(
+                "cgroup root {} (cgroupRoot) cannot be created in the cgroup v{} hierarchy",
+                cfg.cgroup_root,
+                cg.version()
+            )
+        })?;
+    if std::fs::write("/proc/self/oom_score_adj", "-999").is_err() {
+        tracing::warn!(
+            "cannot lower oom_score_adj (no CAP_SYS_RESOURCE): nodelet and Guaranteed containers keep the inherited score"
+        );
+    }
+    Ok(cg)
 }
 
 fn print_event(e: &Event) {

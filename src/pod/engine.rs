@@ -21,6 +21,9 @@ pub enum EngineError {
     BadRequest(String),
     #[error("{0}")]
     Runtime(String),
+    /// The pod is not in a state that allows the request.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Output kept per stream of an API exec.
@@ -184,6 +187,33 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             self.forget_when_done(namespace, name);
         }
         Ok(())
+    }
+
+    /// Freezes (`pause`) or thaws one container of a pod, or all its
+    /// running ones; returns the containers that changed.
+    pub async fn pause(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: Option<&str>,
+        pause: bool,
+    ) -> Result<Vec<String>, EngineError> {
+        let h = self
+            .get(namespace, name)
+            .ok_or_else(|| EngineError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            })?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        h.send(Command::Pause {
+            container: container.map(str::to_string),
+            pause,
+            reply,
+        });
+        match rx.await {
+            Ok(r) => r.map_err(EngineError::Conflict),
+            Err(_) => Err(EngineError::Conflict(format!("pod {name} is not running"))),
+        }
     }
 
     /// Asks every pod to stop.

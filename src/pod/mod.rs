@@ -13,6 +13,7 @@ pub mod node;
 pub mod objects;
 pub mod planner;
 pub mod qos;
+pub mod resources;
 pub mod state;
 pub mod status;
 pub mod store;

@@ -71,6 +71,9 @@ pub struct ContainerState {
     pub started: bool,
     /// Readiness probe passed (or none).
     pub ready: bool,
+    /// Its running instance is frozen (`nodelet pause`): not ready, probes wait.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl ContainerState {

@@ -179,7 +179,7 @@ pub fn container_status(
         Kind::Init => (running, latest.succeeded()),
         Kind::Sidecar | Kind::App => {
             let started = running && cs.started;
-            (started, started && cs.ready)
+            (started, started && cs.ready && !cs.paused)
         }
     };
     ContainerStatus {
@@ -405,11 +405,28 @@ fn conditions(
         r.message = pod_ready.message;
         r
     };
-    vec![
+    let mut all = vec![
         cond("PodReadyToStartContainers", sandbox_ok, "", String::new()),
         init_cond,
         pod_ready,
         ready,
         cond("PodScheduled", true, "", String::new()),
-    ]
+    ];
+    // nodelet's own condition, present while any container is frozen.
+    let paused: Vec<&str> = all_containers(pod)
+        .map(|(_, c)| c.name.as_str())
+        .filter(|n| st.container(n).is_some_and(|c| c.paused))
+        .collect();
+    if !paused.is_empty() {
+        all.push(cond(
+            PAUSED_CONDITION,
+            true,
+            "Paused",
+            format!("paused containers: {}", names(&paused)),
+        ));
+    }
+    all
 }
+
+/// The condition a pod with frozen containers carries.
+pub const PAUSED_CONDITION: &str = "nodelet.dev/Paused";

@@ -658,6 +658,7 @@ mod worker {
             node: NodeFacts::default(),
             downward: Default::default(),
             state_dir: None,
+            cgroups: None,
         });
         Bed {
             rt,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use super::backoff::Backoff;
@@ -19,6 +19,7 @@ use super::events::{EventType, PodRef, Recorder};
 use super::images::{ImageService, ImageServiceError, LocalImage};
 use super::objects::Objects;
 use super::planner::{self, backoff_key, Action};
+use super::resources;
 use super::state::{
     all_containers, find_container, spec, ContainerState as Cs, Instance, Kind, Phase, PodState,
     Sandbox, Termination, Waiting,
@@ -63,12 +64,21 @@ pub struct Deps<R: Runtime, I: ImageService> {
     /// Where pod records are kept across daemon restarts; none for
     /// `nodelet run` and tests.
     pub state_dir: Option<PathBuf>,
+    /// Where pod cgroups go; none = no cgroups (fake runtimes).
+    pub cgroups: Option<super::resources::CgroupLayout>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
     /// Stop the pod; `None` = the pod's terminationGracePeriodSeconds.
     Delete { grace_seconds: Option<i64> },
+    /// Freeze (`pause`) or thaw one container or, without a name, every
+    /// running one; the reply names the containers that changed.
+    Pause {
+        container: Option<String>,
+        pause: bool,
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
+    },
 }
 
 /// A running pod as others see it.
@@ -133,6 +143,8 @@ struct Prober {
     instance: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     started: watch::Sender<bool>,
+    /// Probes wait while this holds (the container is frozen).
+    paused: watch::Sender<bool>,
 }
 
 /// Starts a worker for `pod` (defaulted, valid, with a UID).
@@ -363,7 +375,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             }
             tokio::select! {
                 () = tokio::time::sleep_until(until.into()) => {}
-                cmd = self.commands.recv() => self.on_command(cmd.as_ref()),
+                cmd = self.commands.recv() => self.on_command(cmd).await,
                 Some(u) = self.probe_rx.recv() => self.on_probe(u).await,
             }
             self.poll = if changed {
@@ -374,8 +386,15 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         }
     }
 
-    fn on_command(&mut self, cmd: Option<&Command>) {
+    async fn on_command(&mut self, cmd: Option<Command>) {
         match cmd {
+            Some(Command::Pause {
+                container,
+                pause,
+                reply,
+            }) => {
+                let _ = reply.send(self.pause(container.as_deref(), pause).await);
+            }
             Some(Command::Delete { grace_seconds }) => {
                 self.pod.metadata.deletion_timestamp = Some(status::time(SystemTime::now()));
                 self.pod.metadata.deletion_grace_period_seconds =
@@ -384,9 +403,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                             .termination_grace_period_seconds
                             .unwrap_or(30)
                     }));
-                self.st.terminating = Some(Termination::Deleted {
-                    grace_seconds: *grace_seconds,
-                });
+                self.st.terminating = Some(Termination::Deleted { grace_seconds });
             }
             // Nobody can reach this pod any more: stop it.
             None => {
@@ -394,6 +411,86 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     grace_seconds: None,
                 })
             }
+        }
+    }
+
+    /// Freezes or thaws the running containers named (all when `only` is
+    /// none) through their cgroups. Probes of a paused container wait, it
+    /// is not ready, and the pod carries the `nodelet.dev/Paused` condition.
+    async fn pause(&mut self, only: Option<&str>, pause: bool) -> Result<Vec<String>, String> {
+        let pod = &self.handle.pod_ref.name;
+        if self.st.terminating.is_some() {
+            return Err(format!("pod {pod} is terminating"));
+        }
+        if let Some(n) = only.filter(|n| find_container(&self.pod, n).is_none()) {
+            return Err(format!("container {n} is not valid for pod {pod}"));
+        }
+        let running: Vec<(String, String, bool)> = all_containers(&self.pod)
+            .filter(|(_, c)| only.is_none_or(|n| n == c.name))
+            .filter_map(|(_, c)| {
+                let cs = self.st.container(&c.name)?;
+                let i = cs.latest().filter(|i| i.phase == Phase::Running)?;
+                Some((c.name.clone(), i.id.clone(), cs.paused))
+            })
+            .collect();
+        if running.is_empty() {
+            return Err(match only {
+                Some(n) => format!("container {n} of pod {pod} is not running"),
+                None => format!("pod {pod} is not running"),
+            });
+        }
+        let todo: Vec<(String, String)> = running
+            .into_iter()
+            .filter(|(_, _, paused)| *paused != pause)
+            .map(|(n, id, _)| (n, id))
+            .collect();
+        if todo.is_empty() {
+            let what = only.map_or_else(|| format!("pod {pod}"), |n| format!("container {n}"));
+            return Err(if pause {
+                format!("{what} is already paused")
+            } else {
+                format!("{what} is not paused")
+            });
+        }
+        let mut done = Vec::new();
+        for (name, id) in todo {
+            let r = if pause {
+                self.deps.runtime.pause_container(&self.uid, &id).await
+            } else {
+                self.deps.runtime.resume_container(&self.uid, &id).await
+            };
+            if let Err(e) = r {
+                self.publish();
+                return Err(format!(
+                    "{} container {name}: {}",
+                    if pause { "pause" } else { "unpause" },
+                    crate::error_chain(&e)
+                ));
+            }
+            self.set_paused(&name, pause);
+            let kind = find_container(&self.pod, &name).map_or(Kind::App, |(k, _)| k);
+            let (reason, verb) = if pause {
+                ("Paused", "Paused")
+            } else {
+                ("Resumed", "Resumed")
+            };
+            self.event(
+                EventType::Normal,
+                reason,
+                &kind.field_path(&name),
+                format!("{verb} container {name}"),
+            );
+            done.push(name);
+        }
+        self.publish();
+        Ok(done)
+    }
+
+    /// Records `name` as paused or not and lets its probes wait or go on.
+    fn set_paused(&mut self, name: &str, paused: bool) {
+        self.st.container_mut(name).paused = paused;
+        if let Some(p) = self.probers.get(name) {
+            let _ = p.paused.send(paused);
         }
     }
 
@@ -519,8 +616,10 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 }
             }
         }
-        let changed = *i != before;
         let running = i.phase == Phase::Running;
+        let paused_changed = cs.paused != (running && s.paused);
+        cs.paused = running && s.paused;
+        let changed = *i != before || paused_changed;
         let exited_id = (i.phase == Phase::Exited).then(|| i.id.clone());
         // Without probes a running container is started and ready at once;
         // the prober owns these flags when probes exist.
@@ -569,6 +668,12 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         let cfg = SandboxConfig {
             id: self.uid.clone(),
             hostname,
+            cgroups: self
+                .deps
+                .cgroups
+                .as_ref()
+                .map(|l| l.pod_cgroups(&self.pod, &self.uid))
+                .unwrap_or_default(),
         };
         if self.st.sandbox == Sandbox::Gone {
             self.event(
@@ -718,12 +823,19 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         // store consistent.
         let images = self.deps.images.clone();
         let reference = image.to_string();
-        let pull = tokio::spawn(async move { images.pull(&reference).await });
-        let result = tokio::select! {
-            r = pull => r.unwrap_or_else(|e| Err(ImageServiceError::Pull(e.to_string()))),
-            cmd = self.commands.recv() => {
-                self.on_command(cmd.as_ref());
-                return None;
+        let mut pull = tokio::spawn(async move { images.pull(&reference).await });
+        let result = loop {
+            tokio::select! {
+                r = &mut pull => {
+                    break r.unwrap_or_else(|e| Err(ImageServiceError::Pull(e.to_string())));
+                }
+                cmd = self.commands.recv() => {
+                    let stop = !matches!(cmd, Some(Command::Pause { .. }));
+                    self.on_command(cmd).await;
+                    if stop {
+                        return None;
+                    }
+                }
             }
         };
         match result {
@@ -829,7 +941,8 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             .join("containers")
             .join(name)
             .join(restart_count.to_string());
-        let created = self.write_bundle(&bundle, &c, &image, proc, mounts);
+        let cgroup = sandbox.cgroup.as_ref().map(|p| format!("{p}/{id}"));
+        let created = self.write_bundle(&bundle, &c, &image, proc, mounts, cgroup);
         let termination_file = match created {
             Ok(f) => f,
             Err(e) => {
@@ -995,6 +1108,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         image: &LocalImage,
         proc: super::container::Process,
         mut mounts: Vec<crate::runtime::plan::BindMount>,
+        cgroup_path: Option<String>,
     ) -> Result<PathBuf, String> {
         if proc.args.is_empty() {
             return Err("failed to generate container spec: no command specified".into());
@@ -1036,6 +1150,16 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             cap_drop: proc.cap_drop,
             no_new_privileges: proc.no_new_privileges,
             pod_namespaces: true,
+            oom_score_adj: cgroup_path.as_ref().map(|_| {
+                resources::oom_score_adj(
+                    &self.pod,
+                    c,
+                    self.deps.downward.node_memory_bytes,
+                    resources::is_critical(&self.pod),
+                )
+            }),
+            resources: resources::container_resources(c),
+            cgroup_path,
         };
         let spec = build_spec(&cfg).map_err(|e| crate::error_chain(&e))?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
@@ -1083,7 +1207,9 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             return;
         }
         let started = self.st.container(name).is_some_and(|s| s.started);
+        let paused = self.st.container(name).is_some_and(|s| s.paused);
         let (tx, rx) = watch::channel(started);
+        let (paused_tx, paused_rx) = watch::channel(paused);
         let tasks = probes
             .into_iter()
             .filter_map(|(kind, p)| p.map(|p| (kind, p)))
@@ -1095,6 +1221,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     name.to_string(),
                     i.started_at.unwrap_or_else(SystemTime::now),
                     rx.clone(),
+                    paused_rx.clone(),
                     self.probe_tx.clone(),
                 ))
             })
@@ -1105,6 +1232,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 instance: i.id.clone(),
                 tasks,
                 started: tx,
+                paused: paused_tx,
             },
         );
     }
@@ -1133,6 +1261,12 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         let Some(instance) = current else {
             return;
         };
+        // A probe that was in flight when the container froze says nothing
+        // about its health.
+        let paused = self.st.container(&u.container).is_some_and(|c| c.paused);
+        if paused && !matches!(u.event, UpdateKind::Result(_) if u.kind == ProbeKind::Readiness) {
+            return;
+        }
         let fp = kind.field_path(&u.container);
         match u.event {
             UpdateKind::FailedAttempt => {
@@ -1196,6 +1330,20 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         let names: Vec<String> = self.probers.keys().cloned().collect();
         for n in names {
             self.stop_probers(&n);
+        }
+        // A frozen container could not see its stop signal: thaw it first.
+        let frozen: Vec<(String, String)> = self
+            .st
+            .containers
+            .iter()
+            .filter(|(_, c)| c.paused)
+            .filter_map(|(n, c)| c.latest().map(|i| (n.clone(), i.id.clone())))
+            .collect();
+        for (name, id) in frozen {
+            if let Err(e) = self.deps.runtime.resume_container(&self.uid, &id).await {
+                tracing::warn!(container = %name, error = %crate::error_chain(&e), "thaw before stop");
+            }
+            self.st.container_mut(&name).paused = false;
         }
         let pod_grace = spec(&self.pod)
             .termination_grace_period_seconds

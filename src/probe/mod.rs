@@ -78,6 +78,7 @@ pub async fn run<R: Runtime>(
     container: String,
     started_at: SystemTime,
     mut started: watch::Receiver<bool>,
+    mut paused: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<Update>,
 ) {
     if kind != Kind::Startup && started.wait_for(|s| *s).await.is_err() {
@@ -111,6 +112,10 @@ pub async fn run<R: Runtime>(
             .unwrap_or_default();
         if since < delay {
             tokio::time::sleep(delay - since).await;
+        }
+        // Suspended while the container is frozen (`nodelet pause`).
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
         }
         let out = run_once(&target, &probe).await;
         if out.ok() {

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
+pub use super::cgroup::{Resources, Stats};
 pub use super::native::protocol::{ContainerState, ExecResult, Status};
 pub use super::record::ExitRecord;
 
@@ -14,6 +15,10 @@ pub struct SandboxConfig {
     pub id: String,
     /// The pod's hostname (its name, or `spec.hostname`).
     pub hostname: String,
+    /// cgroups to ensure, parents first; the last is the sandbox's own,
+    /// under which each container gets `<sandbox cgroup>/<container id>`.
+    /// Empty: no cgroups (a runtime may then refuse containers asking for one).
+    pub cgroups: Vec<(String, Resources)>,
 }
 
 /// What a created sandbox offers its containers.
@@ -24,6 +29,8 @@ pub struct SandboxInfo {
     /// The pod's network namespace (probes connect from inside it); none
     /// for a runtime without one (the fake).
     pub netns: Option<PathBuf>,
+    /// The sandbox's cgroup, if it has one.
+    pub cgroup: Option<String>,
 }
 
 impl SandboxInfo {
@@ -116,6 +123,26 @@ pub trait Runtime: Send + Sync + 'static {
         sandbox: &str,
         id: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Freezes a running container's cgroup; returns once it is frozen.
+    fn pause_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Thaws a paused container.
+    fn resume_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Usage of a container's cgroup; none without one.
+    fn container_stats(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> impl Future<Output = Option<Stats>> + Send;
+    /// Usage of the sandbox's cgroup (all its containers); none without one.
+    fn sandbox_stats(&self, sandbox: &str) -> impl Future<Output = Option<Stats>> + Send;
     /// Runs `args` in a running container with its user, root and
     /// namespaces; at `timeout` the command's process group is killed.
     /// Each of stdout and stderr keeps at most `max_output` bytes.

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::api::{
     ContainerState, CreateContainer, ExecResult, ExitRecord, Runtime, RuntimeError, SandboxConfig,
-    SandboxInfo, Status,
+    SandboxInfo, Stats, Status,
 };
 use super::record::RECORD_VERSION;
 
@@ -37,6 +37,24 @@ impl FakeRuntime {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn set_paused(&self, sandbox: &str, id: &str, paused: bool) -> Result<(), RuntimeError> {
+        self.with(|s| {
+            let c = s
+                .get_mut(sandbox)
+                .and_then(|p| p.get_mut(id))
+                .ok_or_else(|| missing(sandbox, id))?;
+            if c.status != Status::Running {
+                return Err(RuntimeError::Container {
+                    sandbox: sandbox.into(),
+                    id: id.into(),
+                    message: "not running".into(),
+                });
+            }
+            c.paused = paused;
+            Ok(())
+        })
     }
 
     /// Makes a running container exit with `code`.
@@ -79,6 +97,7 @@ impl Runtime for FakeRuntime {
         Ok(SandboxInfo {
             etc_dir: std::path::PathBuf::from("/fake").join(&cfg.id),
             netns: None,
+            cgroup: None,
         })
     }
 
@@ -92,6 +111,7 @@ impl Runtime for FakeRuntime {
         self.with(|s| s.contains_key(id)).then(|| SandboxInfo {
             etc_dir: std::path::PathBuf::from("/fake").join(id),
             netns: None,
+            cgroup: None,
         })
     }
 
@@ -114,6 +134,7 @@ impl Runtime for FakeRuntime {
                 pid: 0,
                 started_at: None,
                 exit: None,
+                paused: false,
             };
             pod.insert(req.id.clone(), st.clone());
             Ok(st)
@@ -177,6 +198,28 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn pause_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
+        self.log(format!("pause {id}"));
+        self.set_paused(sandbox, id, true)
+    }
+
+    async fn resume_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
+        self.log(format!("resume {id}"));
+        self.set_paused(sandbox, id, false)
+    }
+
+    async fn container_stats(&self, sandbox: &str, id: &str) -> Option<Stats> {
+        self.with(|s| {
+            s.get(sandbox)
+                .and_then(|p| p.get(id))
+                .map(|_| Stats::default())
+        })
+    }
+
+    async fn sandbox_stats(&self, sandbox: &str) -> Option<Stats> {
+        self.with(|s| s.contains_key(sandbox).then(Stats::default))
+    }
+
     async fn exec(
         &self,
         sandbox: &str,
@@ -231,6 +274,7 @@ mod tests {
         rt.create_sandbox(&SandboxConfig {
             id: "p".into(),
             hostname: "p".into(),
+            cgroups: Vec::new(),
         })
         .await
         .unwrap();
@@ -289,6 +333,7 @@ mod tests {
         rt.create_sandbox(&SandboxConfig {
             id: "p".into(),
             hostname: "p".into(),
+            cgroups: Vec::new(),
         })
         .await
         .unwrap();

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use oci_spec::runtime::Spec;
 use serde_json::json;
 
+use super::cgroup::Resources;
+
 /// Docker's default capability set, which containerd's CRI uses too.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
@@ -141,6 +143,12 @@ pub struct ContainerConfig {
     /// Join the pod's network, IPC and UTS namespaces (held by the shim)
     /// instead of creating new ones.
     pub pod_namespaces: bool,
+    /// `linux.cgroupsPath`: the cgroup the container runs in (created with
+    /// `resources` by the runtime); none = the runtime's own.
+    pub cgroup_path: Option<String>,
+    pub resources: Resources,
+    /// `process.oomScoreAdj`.
+    pub oom_score_adj: Option<i32>,
 }
 
 impl ContainerConfig {
@@ -161,6 +169,9 @@ impl ContainerConfig {
             cap_drop: Vec::new(),
             no_new_privileges: true,
             pod_namespaces: false,
+            cgroup_path: None,
+            resources: Resources::default(),
+            oom_score_adj: None,
         }
     }
 
@@ -226,7 +237,17 @@ pub fn build_spec(cfg: &ContainerConfig) -> Result<Spec, PlanError> {
     } else {
         json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}])
     };
-    let spec = json!({
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS,
+        "rootfsPropagation": "rprivate",
+        "resources": cfg.resources.to_spec_json(),
+    });
+    if let Some(p) = &cfg.cgroup_path {
+        linux["cgroupsPath"] = json!(p);
+    }
+    let mut spec = json!({
         // 1.0.2: the newest version runc 1.1 and crun 1.8 (Debian 12) accept.
         "ociVersion": "1.0.2",
         "process": {
@@ -242,13 +263,11 @@ pub fn build_spec(cfg: &ContainerConfig) -> Result<Spec, PlanError> {
         "hostname": cfg.hostname,
         "mounts": mounts,
         "annotations": annotations,
-        "linux": {
-            "namespaces": namespaces,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "rootfsPropagation": "rprivate",
-        },
+        "linux": linux,
     });
+    if let Some(adj) = cfg.oom_score_adj {
+        spec["process"]["oomScoreAdj"] = json!(adj);
+    }
     serde_json::from_value(spec).map_err(PlanError)
 }
 

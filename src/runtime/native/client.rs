@@ -2,6 +2,7 @@
 //! `<run_dir>/<sandbox id>/`, spoken to over its socket.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -11,13 +12,20 @@ use super::protocol::{
     ContainerState, Op, Request, Response, PID_FILE, PROTOCOL_VERSION, SOCKET_NAME,
 };
 use super::shim;
-use crate::runtime::api::{CreateContainer, Runtime, RuntimeError, SandboxConfig, SandboxInfo};
+use crate::runtime::api::{
+    CreateContainer, Runtime, RuntimeError, SandboxConfig, SandboxInfo, Stats,
+};
+use crate::runtime::cgroup::{CgroupError, Cgroups};
+
+/// The file in a sandbox's state dir naming its cgroup.
+const CGROUP_FILE: &str = "cgroup";
 
 pub struct NativeRuntime {
     run_dir: PathBuf,
     nodelet: PathBuf,
     log_max_size: u64,
     log_max_files: u32,
+    cgroups: Option<Arc<dyn Cgroups>>,
 }
 
 impl NativeRuntime {
@@ -28,11 +36,55 @@ impl NativeRuntime {
             nodelet: nodelet.to_path_buf(),
             log_max_size,
             log_max_files,
+            cgroups: None,
         }
+    }
+
+    /// Sandboxes and containers asking for cgroups get them from `cgroups`.
+    pub fn with_cgroups(mut self, cgroups: Arc<dyn Cgroups>) -> Self {
+        self.cgroups = Some(cgroups);
+        self
+    }
+
+    pub fn cgroups(&self) -> Option<&Arc<dyn Cgroups>> {
+        self.cgroups.as_ref()
     }
 
     fn state_dir(&self, sandbox: &str) -> PathBuf {
         self.run_dir.join(sandbox)
+    }
+
+    /// The sandbox's cgroup, as recorded at its creation.
+    fn sandbox_cgroup(&self, sandbox: &str) -> Option<String> {
+        std::fs::read_to_string(self.state_dir(sandbox).join(CGROUP_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// A container's cgroup (`<sandbox cgroup>/<id>`) and the backend.
+    fn container_cgroup(&self, sandbox: &str, id: &str) -> Option<(Arc<dyn Cgroups>, String)> {
+        let cg = self.cgroups.clone()?;
+        let path = format!("{}/{id}", self.sandbox_cgroup(sandbox)?);
+        cg.exists(&path).then_some((cg, path))
+    }
+
+    /// Runs a cgroup operation off the async threads (kill and removal
+    /// wait for the kernel).
+    async fn blocking<T: Send + 'static>(
+        sandbox: &str,
+        action: &str,
+        f: impl FnOnce() -> Result<T, CgroupError> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let shim_err = |e: std::io::Error| RuntimeError::Shim {
+            sandbox: sandbox.to_string(),
+            action: action.to_string(),
+            source: e,
+        };
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| shim_err(std::io::Error::other(e)))?
+            .map_err(|e| shim_err(std::io::Error::other(crate::error_chain(&e))))
     }
 
     async fn call(&self, sandbox: &str, op: Op) -> Result<Response, RuntimeError> {
@@ -78,6 +130,19 @@ impl NativeRuntime {
         }
     }
 
+    fn cgroup_or_err(
+        &self,
+        sandbox: &str,
+        id: &str,
+    ) -> Result<(Arc<dyn Cgroups>, String), RuntimeError> {
+        self.container_cgroup(sandbox, id)
+            .ok_or_else(|| RuntimeError::Container {
+                sandbox: sandbox.into(),
+                id: id.into(),
+                message: "container has no cgroup".into(),
+            })
+    }
+
     fn expect_ok(sandbox: &str, id: &str, r: Response) -> Result<(), RuntimeError> {
         if r.ok {
             Ok(())
@@ -93,27 +158,68 @@ impl NativeRuntime {
 
 impl Runtime for NativeRuntime {
     async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<SandboxInfo, RuntimeError> {
+        let cgroup = cfg.cgroups.last().map(|(p, _)| p.clone());
+        if let Some(pod_cgroup) = &cgroup {
+            let Some(cg) = self.cgroups.clone() else {
+                return Err(RuntimeError::Shim {
+                    sandbox: cfg.id.clone(),
+                    action: format!("create cgroup {pod_cgroup}"),
+                    source: std::io::Error::other("no cgroup filesystem configured"),
+                });
+            };
+            let wanted = cfg.cgroups.clone();
+            let pod_cgroup = pod_cgroup.clone();
+            Self::blocking(&cfg.id, "create cgroups", move || {
+                let made = wanted.iter().try_for_each(|(p, r)| cg.create(p, r));
+                if made.is_err() {
+                    let _ = cg.remove(&pod_cgroup);
+                }
+                made
+            })
+            .await?;
+        }
         let (bin, dir, host) = (
             self.nodelet.clone(),
             self.state_dir(&cfg.id),
             cfg.hostname.clone(),
         );
         let id = cfg.id.clone();
-        let pid = tokio::task::spawn_blocking(move || shim::launch(&bin, &dir, &host))
-            .await
-            .map_err(|e| RuntimeError::Shim {
-                sandbox: id.clone(),
-                action: "launch shim".into(),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(|e| RuntimeError::Shim {
-                sandbox: id,
-                action: e.action.clone(),
-                source: e.source,
-            })?;
+        let launched = tokio::task::spawn_blocking(move || {
+            let pid = shim::launch(&bin, &dir, &host)?;
+            if let Some(c) = &cgroup {
+                std::fs::write(dir.join(CGROUP_FILE), c).map_err(|source| shim::ShimError {
+                    action: "record cgroup".into(),
+                    source,
+                })?;
+            }
+            Ok::<_, shim::ShimError>(pid)
+        })
+        .await
+        .map_err(|e| RuntimeError::Shim {
+            sandbox: id.clone(),
+            action: "launch shim".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|e| RuntimeError::Shim {
+            sandbox: id.clone(),
+            action: e.action.clone(),
+            source: e.source,
+        });
+        let pid = match launched {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = self.remove_sandbox(&id).await;
+                if let (Some(cg), Some((p, _))) = (self.cgroups.clone(), cfg.cgroups.last()) {
+                    let p = p.clone();
+                    let _ = Self::blocking(&id, "remove cgroup", move || cg.remove(&p)).await;
+                }
+                return Err(e);
+            }
+        };
         Ok(SandboxInfo {
             etc_dir: self.state_dir(&cfg.id).join(shim::ETC_DIR),
             netns: Some(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+            cgroup: self.sandbox_cgroup(&cfg.id),
         })
     }
 
@@ -147,6 +253,11 @@ impl Runtime for NativeRuntime {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        // Whatever still runs in the pod's cgroup (a dead shim's containers,
+        // escapees) dies with it.
+        if let (Some(cg), Some(path)) = (self.cgroups.clone(), self.sandbox_cgroup(id)) {
+            Self::blocking(id, "remove cgroup", move || cg.remove(&path)).await?;
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -169,6 +280,7 @@ impl Runtime for NativeRuntime {
         Some(SandboxInfo {
             etc_dir: dir.join(shim::ETC_DIR),
             netns: Some(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+            cgroup: self.sandbox_cgroup(id),
         })
     }
 
@@ -243,7 +355,33 @@ impl Runtime for NativeRuntime {
         id: &str,
     ) -> Result<ContainerState, RuntimeError> {
         let r = self.call(sandbox, Op::State { id: id.into() }).await?;
-        Self::expect_state(sandbox, id, r)
+        let mut state = Self::expect_state(sandbox, id, r)?;
+        if state.status == super::protocol::Status::Running {
+            state.paused = self
+                .container_cgroup(sandbox, id)
+                .is_some_and(|(cg, p)| cg.is_frozen(&p).unwrap_or(false));
+        }
+        Ok(state)
+    }
+
+    async fn pause_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
+        let (cg, path) = self.cgroup_or_err(sandbox, id)?;
+        Self::blocking(sandbox, "freeze container", move || cg.freeze(&path)).await
+    }
+
+    async fn resume_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
+        let (cg, path) = self.cgroup_or_err(sandbox, id)?;
+        Self::blocking(sandbox, "thaw container", move || cg.thaw(&path)).await
+    }
+
+    async fn container_stats(&self, sandbox: &str, id: &str) -> Option<Stats> {
+        let (cg, path) = self.container_cgroup(sandbox, id)?;
+        cg.stats(&path).ok()
+    }
+
+    async fn sandbox_stats(&self, sandbox: &str) -> Option<Stats> {
+        let cg = self.cgroups.as_ref()?;
+        cg.stats(&self.sandbox_cgroup(sandbox)?).ok()
     }
 
     async fn exec(

@@ -32,6 +32,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, execve, pivot_root, sethostname, setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::Spec;
 
+use super::super::cgroup::Cgroups;
 use super::super::plan::{ANNOTATION_LOWER, ANNOTATION_UPPER, ANNOTATION_WORK};
 use crate::sys;
 
@@ -122,7 +123,12 @@ pub struct Spawned {
 /// process (an intermediate process enters a new PID namespace so that the
 /// container's init is PID 1 of its own), and returns once it waits for
 /// the start gate. The caller reaps it (be a child subreaper).
-pub fn spawn(bundle: &Path, spec: &Spec, io: ChildIo) -> Result<Spawned, ContainerError> {
+pub fn spawn(
+    bundle: &Path,
+    spec: &Spec,
+    io: ChildIo,
+    cgroups: Option<&dyn Cgroups>,
+) -> Result<Spawned, ContainerError> {
     let (err_rd, err_wr) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create error pipe"))?;
     let (pid_rd, pid_wr) =
@@ -132,6 +138,8 @@ pub fn spawn(bundle: &Path, spec: &Spec, io: ChildIo) -> Result<Spawned, Contain
             drop(err_rd);
             drop(pid_rd);
             let outcome = (|| -> Result<(), ContainerError> {
+                enter_cgroup(spec, cgroups)?;
+                oom_score_adj(spec)?;
                 unshare(CloneFlags::CLONE_NEWPID).map_err(setup("unshare PID namespace"))?;
                 match fork()? {
                     nix::unistd::ForkResult::Child => {
@@ -198,13 +206,17 @@ pub fn spawn_exec(
     args: &[String],
     stdout: OwnedFd,
     stderr: OwnedFd,
+    cgroups: Option<&dyn Cgroups>,
 ) -> Result<ExecSpawned, ContainerError> {
     let (pid_rd, pid_wr) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create pid pipe"))?;
     match fork()? {
         nix::unistd::ForkResult::Child => {
             drop(pid_rd);
-            let code = match exec_helper(init, spec, args, &stdout, &stderr, pid_wr) {
+            let joined = enter_cgroup(spec, cgroups).and_then(|()| oom_score_adj(spec));
+            let code = match joined
+                .and_then(|()| exec_helper(init, spec, args, &stdout, &stderr, pid_wr))
+            {
                 Ok(code) => code,
                 Err(e) => {
                     let _ = nix::unistd::write(&stderr, format!("{e}\n").as_bytes());
@@ -375,6 +387,43 @@ fn child(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> String {
 }
 
 enum Never {}
+
+/// Moves the calling process into the spec's `linux.cgroupsPath` (its
+/// children, the container, inherit it), as runc does before the init runs.
+fn enter_cgroup(spec: &Spec, cgroups: Option<&dyn Cgroups>) -> Result<(), ContainerError> {
+    let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    match (path, cgroups) {
+        (Some(path), Some(cg)) => {
+            cg.join(&path.to_string_lossy(), 0)
+                .map_err(|e| ContainerError::Setup {
+                    action: "join cgroup".into(),
+                    source: std::io::Error::other(crate::error_chain(&e)),
+                })
+        }
+        (Some(path), None) => Err(ContainerError::Start(format!(
+            "the spec asks for cgroup {} but no cgroup filesystem is available",
+            path.display()
+        ))),
+        (None, _) => Ok(()),
+    }
+}
+
+/// Writes the spec's `process.oomScoreAdj`. Lowering the score needs
+/// CAP_SYS_RESOURCE; without it the inherited score stays (nodelet warns
+/// about this once at start-up, see `runtime::native::oom`).
+fn oom_score_adj(spec: &Spec) -> Result<(), ContainerError> {
+    let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+        return Ok(());
+    };
+    match std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => Ok(()),
+        Err(source) => Err(ContainerError::Setup {
+            action: format!("set oom_score_adj {adj}"),
+            source,
+        }),
+    }
+}
 
 /// The namespaces of the spec other than PID (which the parent creates):
 /// a pod's containers share the shim's network, IPC and UTS namespaces, so

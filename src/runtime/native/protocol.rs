@@ -89,6 +89,9 @@ pub struct ContainerState {
     pub pid: i32,
     pub started_at: Option<String>,
     pub exit: Option<ExitRecord>,
+    /// Its cgroup is frozen (filled in by the runtime, not the shim).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

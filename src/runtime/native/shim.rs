@@ -25,6 +25,7 @@ use super::protocol::{
     ContainerState, ExecResult, Op, Request, Response, Status, PID_FILE, PROTOCOL_VERSION,
     SOCKET_NAME,
 };
+use crate::runtime::cgroup::{self, Cgroups, Resources};
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 use crate::runtime::record::{ExitRecord, RECORD_VERSION};
 
@@ -118,6 +119,8 @@ struct Container {
     outputs: Vec<Output>,
     log: LogWriter,
     dir: PathBuf,
+    /// Its cgroup (`linux.cgroupsPath`), removed once it exited.
+    cgroup: Option<String>,
 }
 
 impl Container {
@@ -145,6 +148,7 @@ impl Container {
             pid: self.pid.as_raw(),
             started_at: self.started_at.clone(),
             exit: self.exit.clone(),
+            paused: false,
         }
     }
 
@@ -187,6 +191,7 @@ pub struct Shim {
     clients: Vec<(UnixStream, Vec<u8>)>,
     execs: Vec<PendingExec>,
     shutting_down: bool,
+    cgroups: Option<Box<dyn Cgroups>>,
 }
 
 /// Entry point of `nodelet shim`: sets the process up as the pod's
@@ -233,6 +238,7 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
         clients: Vec::new(),
         execs: Vec::new(),
         shutting_down: false,
+        cgroups: cgroup::detect().ok(),
     };
     shim.serve(&sfd)
 }
@@ -403,13 +409,15 @@ impl Shim {
                         } else {
                             (exit.code, c.termination_message(exit.code))
                         };
+                        let finished_at = crate::time::rfc3339_nano(SystemTime::now());
+                        let oom_killed = release_cgroup(self.cgroups.as_deref(), c);
                         let rec = ExitRecord {
                             version: RECORD_VERSION.into(),
                             exit_code: code,
                             signal: exit.signal,
                             started_at: c.started_at.clone().unwrap_or_default(),
-                            finished_at: crate::time::rfc3339_nano(SystemTime::now()),
-                            oom_killed: false,
+                            finished_at,
+                            oom_killed,
                             message,
                         };
                         if let Err(e) = rec.save(&c.dir.join("exit.json")) {
@@ -505,10 +513,11 @@ impl Shim {
                     Response::err(format!("container {id} is running; stop it first"))
                 }
                 Some(_) => {
-                    if let Some(c) = self.containers.remove(&id) {
+                    if let Some(mut c) = self.containers.remove(&id) {
                         if c.status == Status::Created {
                             let _ = nix::sys::signal::kill(c.pid, Signal::SIGKILL);
                         }
+                        release_cgroup(self.cgroups.as_deref(), &mut c);
                         let _ = std::fs::remove_dir_all(&c.dir);
                     }
                     Response::ok()
@@ -550,8 +559,9 @@ impl Shim {
             nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
                 .map_err(|e| format!("nonblocking pipe: {e}"))?;
         }
-        let spawned = container::spawn_exec(c.pid, &c.spec, args, out_w, err_w)
-            .map_err(|e| crate::error_chain(&e))?;
+        let spawned =
+            container::spawn_exec(c.pid, &c.spec, args, out_w, err_w, self.cgroups.as_deref())
+                .map_err(|e| crate::error_chain(&e))?;
         let client = client
             .try_clone()
             .map_err(|e| format!("keep client: {e}"))?;
@@ -590,6 +600,30 @@ impl Shim {
             action: "parse config.json".into(),
             source: std::io::Error::other(e),
         })?;
+        let cgroup = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy().into_owned());
+        if let Some(path) = &cgroup {
+            let Some(cg) = self.cgroups.as_deref() else {
+                return Ok(Response::err(format!(
+                    "cgroup {path} requested, but this host has no usable cgroup filesystem"
+                )));
+            };
+            let res = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .map(Resources::from_spec)
+                .unwrap_or_default();
+            // A leftover of an earlier attempt with the same id goes first.
+            let created = cg.remove(path).and_then(|()| cg.create(path, &res));
+            if let Err(e) = created {
+                let _ = cg.remove(path);
+                return Ok(Response::err(crate::error_chain(&e)));
+            }
+        }
         let dir = self.state_dir.join("containers").join(id);
         std::fs::create_dir_all(&dir).map_err(err("create container state directory"))?;
         let _ = std::fs::remove_file(dir.join("exit.json"));
@@ -621,9 +655,15 @@ impl Shim {
                 stderr: err_w,
                 start: gate_r,
             },
+            self.cgroups.as_deref(),
         ) {
             Ok(s) => s,
-            Err(e) => return Ok(Response::err(crate::error_chain(&e))),
+            Err(e) => {
+                if let (Some(cg), Some(path)) = (self.cgroups.as_deref(), &cgroup) {
+                    let _ = cg.remove(path);
+                }
+                return Ok(Response::err(crate::error_chain(&e)));
+            }
         };
         let c = Container {
             spec,
@@ -649,6 +689,7 @@ impl Shim {
             ],
             log,
             dir,
+            cgroup,
         };
         let resp = Response {
             state: Some(c.state()),
@@ -712,6 +753,19 @@ impl Shim {
             ..Response::ok()
         }
     }
+}
+
+/// Reads whether the OOM killer struck in `c`'s cgroup, then removes the
+/// cgroup with anything left in it. True when there was an OOM kill.
+fn release_cgroup(cgroups: Option<&dyn Cgroups>, c: &mut Container) -> bool {
+    let (Some(cg), Some(path)) = (cgroups, c.cgroup.take()) else {
+        return false;
+    };
+    let oom = cg.stats(&path).is_ok_and(|s| s.oom_kills > 0);
+    if let Err(e) = cg.remove(&path) {
+        tracing::error!(container = %c.id, error = %crate::error_chain(&e), "cannot remove cgroup");
+    }
+    oom
 }
 
 fn send(mut s: &UnixStream, resp: &Response) {
