@@ -17,6 +17,32 @@ use serde_json::Value;
 
 struct Node {
     tmp: tempfile::TempDir,
+    /// Lines added to this node's config file.
+    extra_config: String,
+}
+
+/// The v1 controllers (or the v2 mount) where a node's cgroups live.
+fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    if base.join("cgroup.controllers").exists() {
+        return vec![base.join(path.trim_start_matches('/'))];
+    }
+    ["cpu", "cpuacct", "memory", "pids", "freezer"]
+        .iter()
+        .map(|c| base.join(c).join(path.trim_start_matches('/')))
+        .collect()
+}
+
+impl Drop for Node {
+    /// The node's (by then empty) cgroup root goes too.
+    fn drop(&mut self) {
+        let root = self.cgroup_root();
+        for d in cgroup_dirs(&root) {
+            for sub in ["kubepods/besteffort", "kubepods/burstable", "kubepods", ""] {
+                let _ = std::fs::remove_dir(d.join(sub));
+            }
+        }
+    }
 }
 
 struct Outcome {
@@ -40,9 +66,37 @@ fn image() -> String {
 
 impl Node {
     fn new() -> Node {
+        Node::with_config("")
+    }
+
+    fn with_config(extra: &str) -> Node {
         Node {
             tmp: tempfile::tempdir().unwrap(),
+            extra_config: extra.to_string(),
         }
+    }
+
+    /// This node's `cgroupRoot`: its own, so tests can check that nothing
+    /// of theirs is left.
+    fn cgroup_root(&self) -> String {
+        let name = self.tmp.path().file_name().unwrap().to_string_lossy();
+        format!("/nodelet-test-{}", name.trim_start_matches('.'))
+    }
+
+    /// Every cgroup under this node's root other than the QoS levels.
+    fn cgroups_left(&self) -> Vec<PathBuf> {
+        let mut left = Vec::new();
+        for d in cgroup_dirs(&self.cgroup_root()) {
+            for q in ["kubepods", "kubepods/besteffort", "kubepods/burstable"] {
+                for e in std::fs::read_dir(d.join(q)).into_iter().flatten().flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if e.path().is_dir() && n != "besteffort" && n != "burstable" {
+                        left.push(e.path());
+                    }
+                }
+            }
+        }
+        left
     }
 
     fn root(&self) -> PathBuf {
@@ -56,7 +110,9 @@ impl Node {
     /// The nodelet binary with this node's root, socket and log dir.
     fn nodelet(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nodelet"));
-        c.arg("--root")
+        c.arg("--config")
+            .arg(self.config())
+            .arg("--root")
             .arg(self.root())
             .arg("--socket")
             .arg(self.tmp.path().join("run/nodelet.sock"))
@@ -110,6 +166,8 @@ impl Node {
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "pod directories left: {left:?}");
+        let cgroups = self.cgroups_left();
+        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
         for p in std::fs::read_dir("/proc").unwrap().flatten() {
             let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
@@ -986,11 +1044,13 @@ impl Node {
             std::fs::write(
                 &p,
                 format!(
-                    "apiVersion: nodelet.dev/v1alpha1\nkind: NodeletConfiguration\nrootDir: {}\nlogDir: {}\nsocket: {}\nstaticPodPath: {}\nnodeName: testnode\n",
+                    "apiVersion: nodelet.dev/v1alpha1\nkind: NodeletConfiguration\nrootDir: {}\nlogDir: {}\nsocket: {}\nstaticPodPath: {}\nnodeName: testnode\ncgroupRoot: {}\n{}",
                     self.root().display(),
                     self.logs().display(),
                     self.tmp.path().join("run/nodelet.sock").display(),
-                    self.tmp.path().join("static").display()
+                    self.tmp.path().join("static").display(),
+                    self.cgroup_root(),
+                    self.extra_config,
                 ),
             )
             .unwrap();
@@ -1009,6 +1069,20 @@ impl Node {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+}
+
+impl Node {
+    /// Waits until a daemon serves this node's socket.
+    fn wait_api(&self) {
+        let start = Instant::now();
+        while !self.cli(&["version"]).status.success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the API never came up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -1315,9 +1389,8 @@ spec:
         .trim()
         .parse()
         .unwrap();
-    // The shim's children (the container's processes): without cgroups
-    // (their issue) nothing kills them when their shim dies, so the test
-    // does at the end.
+    // The shim's children (the container's processes) outlive it; the
+    // pod's cgroup is how nodelet finds and kills them.
     let children: Vec<i32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -1356,11 +1429,399 @@ spec:
         "{}",
         out.stderr
     );
+    assert!(!children.is_empty());
     for c in children {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(c),
-            nix::sys::signal::Signal::SIGKILL,
+        let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "container process {c} of the dead shim still runs: {stat}"
         );
     }
+    node.assert_clean();
+}
+
+/// The host's cgroup file `file` of cgroup `path` in `controller`'s
+/// hierarchy (v1) or the unified one.
+fn cgroup_file(controller: &str, path: &str, file: &str) -> String {
+    let base = Path::new("/sys/fs/cgroup");
+    let dir = if base.join("cgroup.controllers").exists() {
+        base.join(path.trim_start_matches('/'))
+    } else {
+        base.join(controller).join(path.trim_start_matches('/'))
+    };
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
+        .trim()
+        .to_string()
+}
+
+/// QoS classes pick the cgroup parent and the oom_score_adj; limits land
+/// in the container's and the pod's cgroup files; a container over its
+/// memory limit is OOMKilled (137) and restarted; a fork bomb stays under
+/// the pod's pids limit; nothing of ours is left afterwards.
+#[test]
+fn cgroups_enforce_limits_qos_and_report_oom_kills() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::with_config("podPidsLimit: 64\n");
+    let root = node.cgroup_root();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: gold}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "cat /proc/self/oom_score_adj; exec sleep 3600"]
+    resources: {limits: {cpu: 250m, memory: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: silver}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "cat /proc/self/oom_score_adj; exec sleep 3600"]
+    resources: {requests: {cpu: 100m, memory: 32Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bronze}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "cat /proc/self/oom_score_adj; bomb() { bomb | bomb & }; bomb; sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hungry}
+spec:
+  restartPolicy: OnFailure
+  volumes: [{name: d, emptyDir: {}}]
+  containers:
+  - name: app
+    image: IMAGE
+    volumeMounts: [{name: d, mountPath: /d}]
+    command: [sh, -c, "if [ -e /d/once ]; then echo fed; exit 0; fi; touch /d/once; x=$(head -c 100m /dev/zero | tr '\\0' a); echo survived"]
+    resources: {limits: {memory: 16Mi}}
+"#,
+        )
+        .spawn()
+        .unwrap();
+    let running = |p: &Value| status(p, "app")["state"]["running"].is_object();
+    let gold = wait_pod(&node, "gold", "gold running", running);
+    let silver = wait_pod(&node, "silver", "silver running", running);
+    let bronze = wait_pod(&node, "bronze", "bronze running", running);
+    let uid = |p: &Value| p["metadata"]["uid"].as_str().unwrap().to_string();
+    let qos = |p: &Value| p["status"]["qosClass"].as_str().unwrap().to_string();
+    assert_eq!(
+        (qos(&gold), qos(&silver), qos(&bronze)),
+        ("Guaranteed".into(), "Burstable".into(), "BestEffort".into())
+    );
+    let gold_pod = format!("{root}/kubepods/pod{}", uid(&gold));
+    let gold_ctr = format!(
+        "{gold_pod}/{}",
+        container_id(&gold, "app").trim_start_matches("nodelet://")
+    );
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        assert_eq!(cgroup_file("cpu", &gold_ctr, "cpu.max"), "25000 100000");
+        assert_eq!(cgroup_file("memory", &gold_ctr, "memory.max"), "67108864");
+    } else {
+        assert_eq!(cgroup_file("cpu", &gold_ctr, "cpu.cfs_quota_us"), "25000");
+        assert_eq!(cgroup_file("cpu", &gold_ctr, "cpu.cfs_period_us"), "100000");
+        assert_eq!(cgroup_file("cpu", &gold_ctr, "cpu.shares"), "256");
+        assert_eq!(
+            cgroup_file("memory", &gold_ctr, "memory.limit_in_bytes"),
+            "67108864"
+        );
+        assert_eq!(cgroup_file("cpu", &gold_pod, "cpu.cfs_quota_us"), "25000");
+        assert_eq!(
+            cgroup_file("memory", &gold_pod, "memory.limit_in_bytes"),
+            "67108864"
+        );
+        assert_eq!(cgroup_file("pids", &gold_pod, "pids.max"), "64");
+        let silver_pod = format!("{root}/kubepods/burstable/pod{}", uid(&silver));
+        assert_eq!(cgroup_file("cpu", &silver_pod, "cpu.shares"), "102");
+        assert_eq!(cgroup_file("cpu", &silver_pod, "cpu.cfs_quota_us"), "-1");
+        let bronze_pod = format!("{root}/kubepods/besteffort/pod{}", uid(&bronze));
+        assert_eq!(cgroup_file("cpu", &bronze_pod, "cpu.shares"), "2");
+        assert_eq!(
+            cgroup_file("cpu", &format!("{root}/kubepods/besteffort"), "cpu.shares"),
+            "2"
+        );
+        // The fork bomb hit the pods limit and stayed there.
+        let pids: u32 = cgroup_file("pids", &bronze_pod, "pids.current")
+            .parse()
+            .unwrap();
+        assert!(pids <= 64, "{pids} pids in {bronze_pod}");
+    }
+    // oom_score_adj: BestEffort 1000; Burstable 1000 - 1000*request/capacity;
+    // Guaranteed -997 when the daemon may lower it (CAP_SYS_RESOURCE).
+    let first_line = |p: &Value| {
+        node.log(p, "app", 0)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(first_line(&bronze), "1000");
+    let silver_adj: i64 = first_line(&silver).parse().unwrap();
+    assert!((3..1000).contains(&silver_adj), "{silver_adj}");
+    let can_lower = Command::new("sh")
+        .args(["-c", "echo -1 > /proc/self/oom_score_adj"])
+        .status()
+        .unwrap()
+        .success();
+    let inherited = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    let expected = if can_lower { "-997" } else { inherited.trim() };
+    assert_eq!(first_line(&gold), expected, "CAP_SYS_RESOURCE: {can_lower}");
+
+    let hungry = wait_pod(&node, "hungry", "hungry restarted and done", |p| {
+        status(p, "app")["state"]["terminated"]["exitCode"] == 0
+    });
+    let last = &status(&hungry, "app")["lastState"]["terminated"];
+    assert_eq!(last["reason"], "OOMKilled", "{hungry:#}");
+    assert_eq!(last["exitCode"], 137);
+    assert_eq!(status(&hungry, "app")["restartCount"], 1);
+    assert_eq!(node.log(&hungry, "app", 1), "fed\n");
+    assert!(!node.log(&hungry, "app", 0).contains("survived"));
+
+    sigterm(&child);
+    let out = outcome(child.wait_with_output().unwrap());
+    assert_eq!(out.pods.len(), 4, "{}", out.stderr);
+    node.assert_clean();
+}
+
+/// The container's upper dir on the host: its writes, readable without
+/// entering it (a frozen container cannot run an exec).
+fn upper_file(node: &Node, pod: &Value, restart: u32, file: &str) -> PathBuf {
+    node.root()
+        .join("pods")
+        .join(pod["metadata"]["uid"].as_str().unwrap())
+        .join("containers/app")
+        .join(restart.to_string())
+        .join("upper")
+        .join(file)
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// pause freezes the container (a busy counter stops, probes stop, not
+/// ready, condition and STATUS Paused, events); a daemon restart keeps it
+/// paused; unpause resumes everything; errors for the wrong state; a
+/// paused pod is deleted gracefully well within its grace period.
+#[test]
+fn pause_freezes_a_pod_across_a_daemon_restart_and_delete_thaws_it() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    node.config();
+    let manifest = node.tmp.path().join("busy.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: busy}}
+spec:
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: app
+    image: {}
+    command: [sh, -c, "trap 'exit 0' TERM QUIT; i=0; while true; do i=$((i+1)); echo $i >> /tmp/count; done"]
+    readinessProbe: {{exec: {{command: [sh, -c, "date >> /tmp/probes"]}}, periodSeconds: 1}}
+    livenessProbe: {{exec: {{command: [test, -e, /tmp/count]}}, periodSeconds: 1, failureThreshold: 1}}
+"#,
+            image()
+        ),
+    )
+    .unwrap();
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    let o = node.cli(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let ready = |p: &Value| status(p, "app")["ready"] == true;
+    let pod = wait_pod(&node, "busy", "Ready", ready);
+    let count = upper_file(&node, &pod, 0, "tmp/count");
+    let probes = upper_file(&node, &pod, 0, "tmp/probes");
+    // The counter appends: its size only grows while the loop runs.
+    let read_count = || -> u64 { std::fs::metadata(&count).map_or(0, |m| m.len()) };
+
+    let o = node.cli(&["pause", "busy"]);
+    assert_eq!(
+        text(&o.stdout),
+        "pod \"busy\" paused\n",
+        "{}",
+        text(&o.stderr)
+    );
+    let paused = node.cli(&["get", "pod", "busy", "-o", "json"]);
+    let p: Value = serde_json::from_slice(&paused.stdout).unwrap();
+    assert_eq!(condition(&p, "nodelet.dev/Paused"), "True");
+    assert_eq!(status(&p, "app")["ready"], false);
+    assert_eq!(condition(&p, "Ready"), "False");
+    let row = text(&node.cli(&["get", "pods"]).stdout);
+    assert!(row.lines().nth(1).unwrap().contains(" Paused "), "{row}");
+    let (c1, p1) = (read_count(), lines(&probes));
+    std::thread::sleep(Duration::from_millis(2500));
+    let (c2, p2) = (read_count(), lines(&probes));
+    assert_eq!(c1, c2, "the counter advanced while paused");
+    assert_eq!(p1, p2, "probes ran while paused");
+    let o = node.cli(&["pause", "busy"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stderr), "error: pod busy is already paused\n");
+
+    let ev = text(&node.cli(&["events"]).stdout);
+    assert!(ev.contains("Paused container app"), "{ev}");
+    assert!(!ev.contains("Unhealthy"), "{ev}");
+
+    // A new daemon (events are its own, in memory) finds it still paused.
+    d.kill().unwrap();
+    d.wait().unwrap();
+    let mut d = node.daemon(&[]);
+    let p = wait_pod(&node, "busy", "re-adopted paused", |p| {
+        condition(p, "nodelet.dev/Paused") == "True"
+    });
+    assert_eq!(status(&p, "app")["restartCount"], 0);
+    assert_eq!(read_count(), c2);
+
+    let o = node.cli(&["unpause", "busy", "-c", "app"]);
+    assert_eq!(
+        text(&o.stdout),
+        "container \"app\" of pod \"busy\" unpaused\n",
+        "{}",
+        text(&o.stderr)
+    );
+    let p = wait_pod(&node, "busy", "Ready after unpause", ready);
+    assert_eq!(condition(&p, "nodelet.dev/Paused"), "");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        read_count() > c2,
+        "the counter did not advance after unpause"
+    );
+    assert!(lines(&probes) > p2, "probes did not resume");
+    let o = node.cli(&["unpause", "busy"]);
+    assert_eq!(text(&o.stderr), "error: pod busy is not paused\n");
+    let o = node.cli(&["pause", "nope"]);
+    assert_eq!(
+        text(&o.stderr),
+        "error: pods \"nope\" not found in namespace \"default\"\n"
+    );
+    let ev = text(&node.cli(&["events"]).stdout);
+    assert!(ev.contains("Resumed container app"), "{ev}");
+    assert!(!ev.contains("Unhealthy"), "{ev}");
+
+    // Deleting a paused pod thaws it first: the stop signal (the image says
+    // SIGQUIT) is handled, exit 0, long
+    // before the 30 s grace period would end.
+    node.cli(&["pause", "busy"]);
+    let start = Instant::now();
+    let o = node.cli(&["delete", "pod", "busy", "--wait"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    sigterm(&d);
+    d.wait().unwrap();
+    node.assert_clean();
+}
+
+/// `nodelet run` in a private mount namespace where `prep` changed the
+/// cgroup mounts.
+fn run_with_cgroup_mounts(node: &Node, prep: &str) -> std::process::Output {
+    let c = node.command(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: app, image: IMAGE, command: [\"true\"]}]\n",
+    );
+    Command::new("unshare")
+        .args(["-m", "sh", "-c", &format!("{prep} && exec \"$@\""), "sh"])
+        .arg(c.get_program())
+        .args(c.get_args())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A cgroup hierarchy nodelet cannot use stops it at start-up with an
+/// error that names it, before anything is created.
+#[test]
+fn a_missing_or_read_only_cgroup_hierarchy_is_a_clear_start_up_error() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let mount = if v2 {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/memory"
+    };
+    let o = run_with_cgroup_mounts(&node, &format!("mount -o remount,bind,ro {mount}"));
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cgroup root {} (cgroupRoot) is not writable",
+            node.cgroup_root()
+        )) && err.contains("Read-only file system"),
+        "{err}"
+    );
+    if !v2 {
+        let o = run_with_cgroup_mounts(&node, &format!("umount {mount}"));
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("the cgroup v1 controller(s) memory are not mounted"),
+            "{err}"
+        );
+    }
+    node.assert_clean();
+}
+
+/// At start-up the daemon removes pod cgroups no pod owns, killing what
+/// runs in them (left by a daemon killed mid-teardown, say).
+#[test]
+fn the_daemon_removes_pod_cgroups_no_pod_owns() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    node.config();
+    let path = format!("{}/kubepods/besteffort/podstray", node.cgroup_root());
+    let mut stray = Command::new("sleep").arg("600").spawn().unwrap();
+    for d in cgroup_dirs(&path) {
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("cgroup.procs"), stray.id().to_string()).unwrap();
+    }
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    let status = stray.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let start = Instant::now();
+    while cgroup_dirs(&path).iter().any(|d| d.exists()) {
+        assert!(start.elapsed() < Duration::from_secs(10), "{path} left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sigterm(&d);
+    d.wait().unwrap();
     node.assert_clean();
 }

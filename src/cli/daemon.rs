@@ -182,6 +182,25 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
                 let _ = engine.runtime().remove_sandbox(&id).await;
             }
         }
+        // So do pod cgroups (with whatever still runs in them).
+        if let Some(cg) = engine.runtime().cgroups().cloned() {
+            let layout = crate::pod::resources::CgroupLayout {
+                root: cfg.cgroup_root.clone(),
+                pod_pids_limit: cfg.pod_pids_limit,
+            };
+            let owned = adopted.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for (path, uid) in layout.pod_cgroups_on(cg.as_ref()) {
+                    if !owned.contains(&uid) {
+                        tracing::warn!(cgroup = %path, "removing a pod cgroup no pod owns");
+                        if let Err(e) = cg.remove(&path) {
+                            tracing::error!(error = %crate::error_chain(&e), "cgroup not removed");
+                        }
+                    }
+                }
+            })
+            .await;
+        }
         for e in std::fs::read_dir(cfg.root_dir.join("pods"))
             .into_iter()
             .flatten()

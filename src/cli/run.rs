@@ -100,10 +100,18 @@ fn node_cgroups(cfg: &NodeletConfiguration) -> anyhow::Result<Arc<dyn Cgroups>> 
         anyhow::bail!("cgroupDriver: systemd is not supported yet; use cgroupfs (the default)");
     }
     let cg: Arc<dyn Cgroups> = Arc::from(cgroup::detect().context("cgroups")?);
-    cg.create(&cfg.cgroup_root, &cgroup::Resources::default())
+    // An existing root may still be read-only: a child made and removed
+    // proves every hierarchy takes new cgroups.
+    let probe = format!(
+        "{}/.probe-{}",
+        cfg.cgroup_root.trim_end_matches('/'),
+        std::process::id()
+    );
+    cg.create(&probe, &cgroup::Resources::default())
+        .and_then(|()| cg.remove(&probe))
         .with_context(|| {
             format!(
-                "cgroup root {} (cgroupRoot) cannot be created in the cgroup v{} hierarchy",
+                "cgroup root {} (cgroupRoot) is not writable in the cgroup v{} hierarchy",
                 cfg.cgroup_root,
                 cg.version()
             )

@@ -594,7 +594,7 @@ mod worker {
 
     use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-    use crate::pod::engine::Engine;
+    use crate::pod::engine::{Engine, EngineError};
     use crate::pod::events::Recorder;
     use crate::pod::images::{ImageService, ImageServiceError, LocalImage};
     use crate::pod::objects::Objects;
@@ -1051,5 +1051,96 @@ mod worker {
         );
         b.engine.delete_all(Some(0));
         b.engine.wait_all().await;
+    }
+
+    #[tokio::test]
+    async fn pause_freezes_running_containers_masks_readiness_and_delete_thaws_first() {
+        let b = bed();
+        let h = b
+            .engine
+            .add(pod(
+                "metadata: {name: web}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{name: a, image: busybox:1}, {name: b, image: busybox:1}]\n",
+            ))
+            .unwrap();
+        let uid = h.pod_ref.uid.clone();
+        wait_for(&h, "ready", |h| {
+            find(h, "a").is_some_and(|c| c.ready) && find(h, "b").is_some_and(|c| c.ready)
+        })
+        .await;
+        let e = &b.engine;
+        assert!(matches!(
+            e.pause("default", "web", Some("nope"), true).await,
+            Err(EngineError::Conflict(m)) if m == "container nope is not valid for pod web"
+        ));
+        assert!(matches!(
+            e.pause("default", "web", None, false).await,
+            Err(EngineError::Conflict(m)) if m == "pod web is not paused"
+        ));
+        assert_eq!(
+            e.pause("default", "web", Some("a"), true).await.unwrap(),
+            ["a"]
+        );
+        let paused = |h: &PodHandle| {
+            h.status()
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == crate::pod::status::PAUSED_CONDITION)
+        };
+        let c = paused(&h).expect("Paused condition");
+        assert_eq!(
+            (c.status.as_str(), c.message.as_deref()),
+            ("True", Some("paused containers: [a]"))
+        );
+        assert!(!find(&h, "a").unwrap().ready && find(&h, "b").unwrap().ready);
+        // The pod level pauses what is left, and says when nothing is.
+        assert_eq!(e.pause("default", "web", None, true).await.unwrap(), ["b"]);
+        assert!(matches!(
+            e.pause("default", "web", None, true).await,
+            Err(EngineError::Conflict(m)) if m == "pod web is already paused"
+        ));
+        assert_eq!(
+            e.pause("default", "web", None, false).await.unwrap(),
+            ["a", "b"]
+        );
+        assert!(paused(&h).is_none());
+        wait_for(&h, "ready again", |h| find(h, "a").is_some_and(|c| c.ready)).await;
+        e.pause("default", "web", None, true).await.unwrap();
+        let reasons: Vec<String> = e
+            .events()
+            .for_pod(&uid)
+            .into_iter()
+            .map(|ev| format!("{} {}", ev.reason, ev.message))
+            .filter(|r| r.starts_with("Paused") || r.starts_with("Resumed"))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "Paused Paused container a",
+                "Paused Paused container b",
+                "Resumed Resumed container a",
+                "Resumed Resumed container b",
+            ]
+        );
+        // Deletion thaws before the stop signal.
+        e.delete("default", "web", None).unwrap();
+        wait_for(&h, "stopped", |h| {
+            state_of(h, "a").starts_with("terminated") && state_of(h, "b").starts_with("terminated")
+        })
+        .await;
+        let calls = b.rt.calls.lock().unwrap().clone();
+        let id_a = calls
+            .iter()
+            .rev()
+            .find(|c| c.starts_with("resume "))
+            .cloned()
+            .unwrap();
+        let resume_at = calls.iter().rposition(|c| *c == id_a).unwrap();
+        let signal_at = calls.iter().position(|c| c.starts_with("signal ")).unwrap();
+        assert!(resume_at < signal_at, "{calls:#?}");
+        assert!(matches!(
+            e.pause("default", "web", None, true).await,
+            Err(EngineError::Conflict(_))
+        ));
     }
 }

@@ -98,7 +98,7 @@ pub struct Stats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("cgroup {path}: {action} {}: {source}", file.display())]
+    #[error("cgroup {path}: {action} {}", file.display())]
     Io {
         path: String,
         action: &'static str,
