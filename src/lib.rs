@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod image;
 pub mod manifest;
+pub mod metrics;
 pub mod pod;
 pub mod probe;
 pub mod quantity;

@@ -1586,6 +1586,48 @@ spec:
     let expected = if can_lower { "-997" } else { inherited.trim() };
     assert_eq!(first_line(&gold), expected, "CAP_SYS_RESOURCE: {can_lower}");
 
+    // Usage: the Summary API, `top pods`, kubelet's resource metrics.
+    let o = node.cli(&["get", "--raw", "/stats/summary"]);
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let gold_stats = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "gold")
+        .unwrap_or_else(|| panic!("{summary:#}"))
+        .clone();
+    assert!(
+        gold_stats["memory"]["workingSetBytes"].as_u64().unwrap() > 0,
+        "{gold_stats:#}"
+    );
+    assert!(
+        gold_stats["process_stats"]["process_count"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(gold_stats["containers"][0]["name"], "app");
+    assert!(
+        summary["node"]["memory"]["availableBytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let top = text(&node.cli(&["top", "pods"]).stdout);
+    let row = top
+        .lines()
+        .find(|l| l.starts_with("gold "))
+        .unwrap_or_else(|| panic!("{top}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(cells[1].ends_with('m') && cells[2].ends_with("Mi"), "{top}");
+    assert!(top.starts_with("NAME"), "{top}");
+    let metrics = text(&node.cli(&["get", "--raw", "/metrics"]).stdout);
+    assert!(
+        metrics.contains("container_cpu_usage_seconds_total{container=\"app\",pod=\"gold\",namespace=\"default\"}")
+            && metrics.contains("pod_memory_working_set_bytes{pod=\"gold\",namespace=\"default\"}"),
+        "{metrics}"
+    );
+
     let hungry = wait_pod(&node, "hungry", "hungry restarted and done", |p| {
         status(p, "app")["state"]["terminated"]["exitCode"] == 0
     });
@@ -1717,6 +1759,12 @@ spec:
     assert!(lines(&probes) > p2, "probes did not resume");
     let o = node.cli(&["unpause", "busy"]);
     assert_eq!(text(&o.stderr), "error: pod busy is not paused\n");
+    let metrics = text(&node.cli(&["get", "--raw", "/metrics"]).stdout);
+    assert!(
+        metrics.contains("prober_probe_total{probe_type=\"Readiness\",result=\"successful\",container=\"app\",pod=\"busy\",namespace=\"default\"")
+            && metrics.contains("prober_probe_duration_seconds_count{probe_type=\"Liveness\",container=\"app\",pod=\"busy\""),
+        "{metrics}"
+    );
     let o = node.cli(&["pause", "nope"]);
     assert_eq!(
         text(&o.stderr),

@@ -438,6 +438,22 @@ pub fn router<R: Runtime, I: ImageService>(engine: Arc<Engine<R, I>>) -> Router 
                 },
             ),
         )
+        .route(
+            "/stats/summary",
+            get(|State(e): Shared<R, I>| async move { Json(e.summary().await) }),
+        )
+        .route(
+            "/metrics",
+            get(|State(e): Shared<R, I>| async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    crate::metrics::render(&e.summary().await),
+                )
+            }),
+        )
         .route("/api/v1/events", get(events::<R, I>))
         .route(
             "/api/v1/sources",

@@ -223,24 +223,12 @@ fn print_pods_rows(pods: &[Pod], wide: bool, node: &str, watching: bool, header:
         }
         rows.push(row);
     }
-    let mut widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    if watching {
-        // Rows printed one change at a time line up with the first header.
-        const MIN: [usize; 7] = [24, 7, 20, 10, 6, 15, 10];
-        widths = widths.iter().zip(MIN).map(|(w, m)| (*w).max(m)).collect();
-        if !header {
-            rows.remove(0);
-        }
-    }
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", line.join("   ").trim_end());
+    // Rows printed one change at a time line up with the first header.
+    const MIN: [usize; 7] = [24, 7, 20, 10, 6, 15, 10];
+    let lines = columns(&rows, if watching { &MIN } else { &[] });
+    let skip = usize::from(watching && !header);
+    for l in lines.iter().skip(skip) {
+        println!("{l}");
     }
 }
 
@@ -633,6 +621,152 @@ pub fn delete_pod(
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `nodelet get --raw PATH`: the reply body as it is.
+pub fn get_raw(global: &GlobalArgs, path: &str) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    runtime()?.block_on(async {
+        match c.call("GET", path, None).await {
+            Ok(b) => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&b);
+                if !b.ends_with(b"\n") {
+                    let _ = out.write_all(b"\n");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Ok(fail(&e)),
+        }
+    })
+}
+
+/// kubectl's CPU column: millicores.
+fn cpu_cell(v: &serde_json::Value) -> String {
+    v["usageNanoCores"]
+        .as_u64()
+        .map_or_else(|| "<unknown>".into(), |n| format!("{}m", n / 1_000_000))
+}
+
+/// kubectl's MEMORY column: the working set in MiB.
+fn memory_cell(v: &serde_json::Value) -> String {
+    format!("{}Mi", v["workingSetBytes"].as_u64().unwrap_or(0) >> 20)
+}
+
+/// `nodelet top pods [-n NS | -A] [--containers]`: usage from
+/// `/stats/summary`. CPU is a rate, so a first look without one asks
+/// again a second later.
+pub fn top_pods(
+    global: &GlobalArgs,
+    ns: Option<&str>,
+    containers: bool,
+) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    runtime()?.block_on(async {
+        let mut summary = match c.get_json("/stats/summary").await {
+            Ok(v) => v,
+            Err(e) => return Ok(fail(&e)),
+        };
+        let pods = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+            v["pods"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| ns.is_none_or(|n| p["podRef"]["namespace"] == n))
+                .cloned()
+                .collect()
+        };
+        if pods(&summary)
+            .iter()
+            .any(|p| p["cpu"]["usageNanoCores"].is_null())
+        {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            summary = match c.get_json("/stats/summary").await {
+                Ok(v) => v,
+                Err(e) => return Ok(fail(&e)),
+            };
+        }
+        let mut list = pods(&summary);
+        list.sort_by_key(|p| {
+            (
+                p["podRef"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["podRef"]["name"].as_str().unwrap_or_default().to_string(),
+            )
+        });
+        let mut rows = vec![];
+        let mut head = vec![];
+        if ns.is_none() {
+            head.push("NAMESPACE");
+        }
+        head.extend(if containers {
+            vec!["POD", "NAME", "CPU(cores)", "MEMORY(bytes)"]
+        } else {
+            vec!["NAME", "CPU(cores)", "MEMORY(bytes)"]
+        });
+        rows.push(head.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        for p in &list {
+            let mut lead = vec![];
+            if ns.is_none() {
+                lead.push(
+                    p["podRef"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+            let name = p["podRef"]["name"].as_str().unwrap_or_default().to_string();
+            if containers {
+                for ct in p["containers"].as_array().into_iter().flatten() {
+                    let mut r = lead.clone();
+                    r.push(name.clone());
+                    r.push(ct["name"].as_str().unwrap_or_default().to_string());
+                    r.push(cpu_cell(&ct["cpu"]));
+                    r.push(memory_cell(&ct["memory"]));
+                    rows.push(r);
+                }
+            } else {
+                let mut r = lead;
+                r.push(name);
+                r.push(cpu_cell(&p["cpu"]));
+                r.push(memory_cell(&p["memory"]));
+                rows.push(r);
+            }
+        }
+        if rows.len() == 1 {
+            eprintln!("No resources found");
+            return Ok(ExitCode::SUCCESS);
+        }
+        for l in columns(&rows, &[]) {
+            println!("{l}");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Left-aligned columns, three spaces apart, as kubectl's tables; each at
+/// least as wide as `min` says.
+fn columns(rows: &[Vec<String>], min: &[usize]) -> Vec<String> {
+    let n = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            let w = rows.iter().map(|r| r.get(i).map_or(0, String::len)).max();
+            w.unwrap_or(0).max(min.get(i).copied().unwrap_or(0))
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            cells.join("   ").trim_end().to_string()
+        })
+        .collect()
 }
 
 /// `nodelet pause|unpause POD [-c C]`: exit 1 when the pod or container

@@ -101,9 +101,14 @@ pub enum Command {
         stop_pods_on_exit: bool,
     },
     /// List pods (or other resources).
+    #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
     Get {
+        /// GET an API path and print the reply as it is (`/metrics`,
+        /// `/stats/summary`), as `kubectl get --raw`.
+        #[arg(long, value_name = "PATH")]
+        raw: Option<String>,
         #[command(subcommand)]
-        what: GetWhat,
+        what: Option<GetWhat>,
     },
     /// Show a pod in detail, with its events.
     Describe {
@@ -264,8 +269,18 @@ pub enum DeleteWhat {
 
 #[derive(Debug, Subcommand)]
 pub enum TopWhat {
+    /// CPU (millicores) and memory (working set) per pod.
     #[command(alias = "pod", alias = "po")]
-    Pods,
+    Pods {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// One row per container.
+        #[arg(long)]
+        containers: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -336,11 +351,6 @@ fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("start async runtime")
 }
 
-fn not_implemented(what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("not implemented yet: {what}");
-    Ok(ExitCode::from(EXIT_USAGE))
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if matches!(
         cli.command,
@@ -385,13 +395,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => run::run(&cli.global, &files, output, strict),
         Command::Daemon { stop_pods_on_exit } => daemon::run(&cli.global, stop_pods_on_exit),
         Command::Get {
+            raw: Some(path), ..
+        } => client::get_raw(&cli.global, &path),
+        Command::Get { what: None, .. } => {
+            eprintln!("error: get needs a resource or --raw PATH");
+            Ok(ExitCode::from(EXIT_USAGE))
+        }
+        Command::Get {
             what:
-                GetWhat::Pods {
+                Some(GetWhat::Pods {
                     name,
                     output,
                     watch,
                     namespace,
-                },
+                }),
+            ..
         } => {
             if watch {
                 client::watch_pods(&cli.global, &namespace, output == Some(PodOutput::Wide))
@@ -400,7 +418,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Get {
-            what: GetWhat::Sources,
+            what: Some(GetWhat::Sources),
+            ..
         } => client::get_sources(&cli.global),
         Command::Describe {
             what: DescribeWhat::Pod { name, namespace },
@@ -461,7 +480,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             container,
             namespace,
         } => client::pause(&cli.global, &pod, container.as_deref(), &namespace, false),
-        Command::Top { .. } => not_implemented("top pods"),
+        Command::Top {
+            what:
+                TopWhat::Pods {
+                    namespace,
+                    all_namespaces,
+                    containers,
+                },
+        } => client::top_pods(
+            &cli.global,
+            (!all_namespaces).then_some(namespace.as_str()),
+            containers,
+        ),
     }
 }
 

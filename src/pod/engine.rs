@@ -42,6 +42,8 @@ pub struct Engine<R: Runtime, I: ImageService> {
     forget_deleted: std::sync::atomic::AtomicBool,
     /// What the manifest sources last read (`get sources`).
     sources: Mutex<Vec<SourceStatus>>,
+    /// Previous CPU samples, for usage rates.
+    sampler: super::stats::Sampler,
 }
 
 /// One manifest file a source read, and what came of it.
@@ -77,7 +79,20 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             pods: Mutex::new(BTreeMap::new()),
             forget_deleted: std::sync::atomic::AtomicBool::new(false),
             sources: Mutex::new(Vec::new()),
+            sampler: super::stats::Sampler::default(),
         })
+    }
+
+    /// Usage of the node, its pods and their running containers.
+    pub async fn summary(&self) -> super::stats::Summary {
+        let pods = self.list();
+        super::stats::summary(
+            self.deps.runtime.as_ref(),
+            &self.sampler,
+            &self.deps.downward.node_name,
+            &pods,
+        )
+        .await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Entry>> {

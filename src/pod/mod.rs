@@ -15,6 +15,7 @@ pub mod planner;
 pub mod qos;
 pub mod resources;
 pub mod state;
+pub mod stats;
 pub mod status;
 pub mod store;
 pub mod volumes;

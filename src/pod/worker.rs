@@ -1180,6 +1180,12 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             netns: self.sandbox.as_ref().and_then(|s| s.netns.clone()),
             pod_ip: self.deps.node.pod_ip.clone(),
             ports,
+            owner: crate::metrics::ProbeOwner {
+                container: name.to_string(),
+                pod: self.handle.pod_ref.name.clone(),
+                namespace: self.handle.pod_ref.namespace.clone(),
+                pod_uid: self.uid.clone(),
+            },
         }
     }
 

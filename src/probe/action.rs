@@ -35,6 +35,15 @@ impl Outcome {
         matches!(self, Outcome::Success(_))
     }
 
+    /// The `result` label of `prober_probe_total`.
+    pub fn metric_result(&self) -> &'static str {
+        if self.ok() {
+            "successful"
+        } else {
+            "failed"
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
             Outcome::Success(m) | Outcome::Failure(m) => m,
@@ -52,6 +61,8 @@ pub struct Target<R: Runtime> {
     /// pod's network namespace while pods have no routable address.
     pub pod_ip: String,
     pub ports: Vec<ContainerPort>,
+    /// The container and pod, as probe metrics label them.
+    pub owner: crate::metrics::ProbeOwner,
 }
 
 pub async fn exec<R: Runtime>(t: &Target<R>, command: &[String], timeout: Duration) -> Outcome {
@@ -434,6 +445,7 @@ mod tests {
                 serde_json::json!({"name": "grpc", "containerPort": 1}),
             )
             .unwrap()],
+            owner: crate::metrics::ProbeOwner::default(),
         }
     }
 

@@ -117,7 +117,14 @@ pub async fn run<R: Runtime>(
         if paused.wait_for(|p| !*p).await.is_err() {
             return;
         }
+        let began = std::time::Instant::now();
         let out = run_once(&target, &probe).await;
+        crate::metrics::record_probe(
+            kind.label(),
+            out.metric_result(),
+            &target.owner,
+            began.elapsed().as_secs_f64(),
+        );
         if out.ok() {
             oks += 1;
             fails = 0;
