@@ -344,12 +344,20 @@ fn bad_config_names_the_key() {
 }
 
 #[test]
-fn not_yet_built_commands_exit_2_and_say_so() {
-    for args in [&["pause", "web"][..], &["unpause", "web"], &["top", "pods"]] {
-        let o = run(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
+fn pause_unpause_and_top_need_a_running_nodelet() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    for args in [
+        &["pause", "web"][..],
+        &["unpause", "web", "-c", "app"],
+        &["top", "pods"],
+    ] {
+        let mut all = vec!["--socket", sock.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let o = run(&all);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
         assert!(
-            stderr(&o).starts_with("not implemented yet: "),
+            stderr(&o).contains("is `nodelet daemon` (or `nodelet run`) running?"),
             "{args:?}: {}",
             stderr(&o)
         );

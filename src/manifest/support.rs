@@ -61,7 +61,9 @@ const CONTAINER_FIELDS: &[FieldSupport] = &[
     f("ports", Yes, "informational, as on a kubelet"),
     f("ports[].hostPort", NotYet, "needs port forwarding from the host"),
     f("ports[].hostIP", NotYet, "needs port forwarding from the host"),
-    f("resources", NotYet, "requests/limits are not enforced until cgroups land; qosClass is computed from them"),
+    f("resources", Yes, "cpu and memory in the container's and pod's cgroups (shares, CFS quota, memory limit without swap), qosClass, oom_score_adj"),
+    f("resources.limits.ephemeral-storage", NotYet, "not enforced: no eviction yet"),
+    f("resources.requests.ephemeral-storage", Ignored, "used for scheduling only"),
     f("resizePolicy", Ignored, "in-place resize needs the API server's resize subresource"),
     f("volumeMounts", Yes, "readOnly, subPath, mountPropagation"),
     f("volumeMounts[].subPathExpr", NotYet, ""),
@@ -403,14 +405,14 @@ mod tests {
     fn every_table_path_is_a_real_pod_field() {
         // Build a pod with each path set to null and decode it strictly: a
         // typo in the table would surface as an unknown field.
-        for (pattern, _) in table() {
+        let build = |pattern: &str, leaf_value: &Value| {
             let mut root = json!({"apiVersion": "v1", "kind": "Pod"});
             let mut cur = &mut root;
             let segs: Vec<&str> = pattern.split('.').collect();
             for (i, seg) in segs.iter().enumerate() {
                 let last = i + 1 == segs.len();
                 let (name, list) = seg.strip_suffix("[]").map_or((*seg, false), |n| (n, true));
-                let leaf = if last { Value::Null } else { json!({}) };
+                let leaf = if last { leaf_value.clone() } else { json!({}) };
                 let node = if list { json!([leaf]) } else { leaf };
                 cur[name] = node;
                 cur = if list {
@@ -419,12 +421,15 @@ mod tests {
                     &mut cur[name]
                 };
             }
-            let res =
-                crate::manifest::load::decode_strict::<k8s_openapi::api::core::v1::Pod>(&root);
-            assert!(
-                res.is_ok(),
-                "support table path {pattern} is not a Pod field"
-            );
+            root
+        };
+        let decode =
+            |v: &Value| crate::manifest::load::decode_strict::<k8s_openapi::api::core::v1::Pod>(v);
+        for (pattern, _) in table() {
+            // A map entry (resources.limits.<name>) takes a value, not null.
+            let ok = decode(&build(&pattern, &Value::Null)).is_ok()
+                || decode(&build(&pattern, &json!("1"))).is_ok();
+            assert!(ok, "support table path {pattern} is not a Pod field");
         }
     }
 

@@ -725,6 +725,10 @@ fn resource_quantities_parse_and_requests_fit_limits() {
             ("spec.containers[0].resources.requests[memory]", Invalid),
         ],
     );
+    expect_msg(
+        &container("    resources: {requests: {cpu: 1.5x}}\n"),
+        "spec.containers[0].resources.requests[cpu]: Invalid value: \"1.5x\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+    );
     expect(
         &container("    resources: {requests: {memory: \"-1\"}}\n"),
         &[("spec.containers[0].resources.requests[memory]", Invalid)],
