@@ -7,3 +7,4 @@ bash bench/images.sh
 bash bench/runtime.sh
 bash bench/shim-memory.sh
 bash bench/pods.sh
+bash bench/cgroups.sh

@@ -2,7 +2,7 @@
 //! rootfs directory `DIR/rootfs`, so runc, crun and `nodelet run-container`
 //! can run the same bundle (`make bench`):
 //!
-//!     cargo run --example bundle -- DIR ARGS...
+//!     [CGROUP=/path] cargo run --example bundle -- DIR ARGS...
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -16,6 +16,8 @@ fn main() {
         argv,
     );
     cfg.hostname = "bench".into();
+    // CGROUP=/path: run in that cgroup (linux.cgroupsPath), as runc would.
+    cfg.cgroup_path = std::env::var("CGROUP").ok().filter(|p| !p.is_empty());
     let spec = match nodelet::runtime::plan::build_spec(&cfg) {
         Ok(s) => s,
         Err(e) => {

@@ -501,7 +501,34 @@ fn run_container(bundle: &std::path::Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("read {}/config.json", bundle.display()))?;
     let spec: oci_spec::runtime::Spec = serde_json::from_str(&text)
         .with_context(|| format!("parse {}/config.json", bundle.display()))?;
-    match crate::runtime::native::container::run(bundle, &spec) {
+    // A cgroupsPath in the bundle is honoured as runc does: created with
+    // the spec's limits, removed when the container is done.
+    let cgroup = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned());
+    let cgroups = match &cgroup {
+        Some(path) => {
+            let cg = crate::runtime::cgroup::detect().context("cgroups")?;
+            let res = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .map(crate::runtime::cgroup::Resources::from_spec)
+                .unwrap_or_default();
+            cg.create(path, &res)
+                .with_context(|| format!("create cgroup {path}"))?;
+            Some(cg)
+        }
+        None => None,
+    };
+    let ran = crate::runtime::native::container::run(bundle, &spec, cgroups.as_deref());
+    if let (Some(cg), Some(path)) = (&cgroups, &cgroup) {
+        cg.remove(path)
+            .with_context(|| format!("remove cgroup {path}"))?;
+    }
+    match ran {
         Ok(exit) => Ok(ExitCode::from(u8::try_from(exit.code).unwrap_or(255))),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -186,6 +186,9 @@ impl Cgroups for V1 {
     /// Freeze, SIGKILL everything listed, thaw (the signals land once the
     /// tasks run), until the tree is empty: nothing forks past a freeze.
     fn kill_all(&self, path: &str) -> Result<(), CgroupError> {
+        if self.procs(path).is_empty() {
+            return Ok(());
+        }
         let frozen = self.freeze(path).is_ok();
         kill_pids(&self.procs(path));
         if frozen {

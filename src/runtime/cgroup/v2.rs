@@ -146,6 +146,9 @@ impl Cgroups for V2 {
     /// `cgroup.kill` (Linux 5.14) kills the whole subtree at once; without
     /// it, freeze + SIGKILL + thaw as on v1.
     fn kill_all(&self, path: &str) -> Result<(), CgroupError> {
+        if self.procs(path).is_empty() {
+            return Ok(());
+        }
         let kill = self.dir(path).join("cgroup.kill");
         if kill.exists() {
             write(path, &kill, "1")?;

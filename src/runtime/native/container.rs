@@ -73,14 +73,22 @@ fn fork() -> Result<nix::unistd::ForkResult, ContainerError> {
 }
 
 /// Runs the container of `spec` (bundle at `bundle`) to completion.
-/// Must be called from a single-threaded process.
-pub fn run(bundle: &Path, spec: &Spec) -> Result<Exit, ContainerError> {
+/// Must be called from a single-threaded process. With `cgroups`, the
+/// container runs in the spec's `linux.cgroupsPath` (created by the caller).
+pub fn run(
+    bundle: &Path,
+    spec: &Spec,
+    cgroups: Option<&dyn Cgroups>,
+) -> Result<Exit, ContainerError> {
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create error pipe"))?;
     unshare(CloneFlags::CLONE_NEWPID).map_err(setup("unshare PID namespace"))?;
     match fork()? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let err = child(bundle, spec, None);
+            let err = match enter_cgroup(spec, cgroups).and_then(|()| oom_score_adj(spec)) {
+                Ok(()) => child(bundle, spec, None),
+                Err(e) => e.to_string(),
+            };
             let mut f = File::from(wr);
             let _ = f.write_all(err.as_bytes());
             // Exit without running atexit handlers or destructors of the parent's state.
