@@ -1076,7 +1076,7 @@ impl Node {
     /// Waits until a daemon serves this node's socket.
     fn wait_api(&self) {
         let start = Instant::now();
-        while !self.cli(&["version"]).status.success() {
+        while !self.cli(&["get", "pods"]).status.success() {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "the API never came up"

@@ -607,10 +607,12 @@ pub fn delete_pod(
         }
         loop {
             match c.get_json(&pod_path(ns, name)).await {
-                // Gone from the API, or the `nodelet run` serving it ended.
+                // Gone from the API, or the `nodelet run` serving it ended
+                // (before or while answering).
                 Err(
                     crate::api::client::ClientError::Status { code: 404, .. }
-                    | crate::api::client::ClientError::Connect { .. },
+                    | crate::api::client::ClientError::Connect { .. }
+                    | crate::api::client::ClientError::Http { .. },
                 ) => break,
                 Ok(v) if matches!(v["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) => {
                     break

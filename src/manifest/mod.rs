@@ -4,6 +4,7 @@
 
 pub mod defaults;
 pub mod field;
+pub mod lint;
 pub mod load;
 pub mod support;
 pub mod validate;
@@ -163,6 +164,11 @@ fn prepare_pod(
     let mut ok = errors.is_empty();
     diags.extend(errors.iter().map(|e| diag(Severity::Error, e.to_string())));
 
+    diags.extend(
+        lint::undeclared_named_ports(&pod)
+            .into_iter()
+            .map(|w| diag(Severity::Warning, w)),
+    );
     let ignored: Vec<&str> = findings
         .iter()
         .filter(|f| f.support == Support::IgnoredOnSingleNode)

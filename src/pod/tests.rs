@@ -1143,4 +1143,73 @@ mod worker {
             Err(EngineError::Conflict(_))
         ));
     }
+
+    fn event_lines(e: &Engine<FakeRuntime, FakeImages>, uid: &str) -> Vec<String> {
+        e.events()
+            .for_pod(uid)
+            .into_iter()
+            .map(|ev| format!("{} {}", ev.reason, ev.message))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failing_post_start_hook_kills_the_container_with_its_event() {
+        let b = bed();
+        b.rt.exec_exit.lock().unwrap().insert("*".into(), 1);
+        let h = b
+            .engine
+            .add(pod(
+                "metadata: {name: web}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers: [{name: a, image: busybox:1, lifecycle: {postStart: {exec: {command: [\"false\"]}}}}]\n",
+            ))
+            .unwrap();
+        let uid = h.pod_ref.uid.clone();
+        wait_for(&h, "Failed", |h| {
+            h.status().phase.as_deref() == Some("Failed")
+        })
+        .await;
+        let events = event_lines(&b.engine, &uid);
+        let hook = events
+            .iter()
+            .find(|e| e.starts_with("FailedPostStartHook "))
+            .unwrap_or_else(|| panic!("{events:#?}"));
+        assert!(hook.contains("exited with 1"), "{hook}");
+        assert!(
+            events.iter().any(|e| e == "Killing FailedPostStartHook"),
+            "{events:#?}"
+        );
+        assert_eq!(state_of(&h, "a"), "terminated 137");
+        let calls = b.rt.calls.lock().unwrap().clone();
+        let exec = calls.iter().position(|c| c.starts_with("exec ")).unwrap();
+        let kill = calls.iter().position(|c| c.starts_with("signal ")).unwrap();
+        assert!(exec < kill, "{calls:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_pre_stop_hook_is_reported_and_termination_goes_on() {
+        let b = bed();
+        let h = b
+            .engine
+            .add(pod(
+                "metadata: {name: web}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{name: a, image: busybox:1, lifecycle: {preStop: {exec: {command: [\"false\"]}}}}]\n",
+            ))
+            .unwrap();
+        let uid = h.pod_ref.uid.clone();
+        wait_for(&h, "running", |h| state_of(h, "a") == "running").await;
+        b.rt.exec_exit.lock().unwrap().insert("*".into(), 2);
+        b.engine.delete("default", "web", None).unwrap();
+        wait_for(&h, "stopped", |h| {
+            state_of(h, "a").starts_with("terminated")
+        })
+        .await;
+        let events = event_lines(&b.engine, &uid);
+        let hook = events
+            .iter()
+            .find(|e| e.starts_with("FailedPreStopHook "))
+            .unwrap_or_else(|| panic!("{events:#?}"));
+        assert!(hook.contains("exited with 2"), "{hook}");
+        let calls = b.rt.calls.lock().unwrap().clone();
+        let exec = calls.iter().position(|c| c.starts_with("exec ")).unwrap();
+        let signal = calls.iter().position(|c| c.starts_with("signal ")).unwrap();
+        assert!(exec < signal, "{calls:#?}");
+    }
 }

@@ -313,7 +313,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 })
                 .collect();
             for (name, _, c, i) in running {
-                self.start_probers(&name, &c, &i);
+                self.start_probers(&name, &c, &i, true);
             }
         }
         tracing::info!(sandbox = ?self.st.sandbox, "pod re-adopted");
@@ -1060,7 +1060,17 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 )
                 .await;
                 self.observe().await;
-                self.st.container_mut(name).waiting = Some(Waiting::new("PostStartHookError", m));
+                // The reason shows while it waits to restart; a container
+                // that will not restart shows how it ended.
+                let restarts = self
+                    .st
+                    .container(name)
+                    .and_then(Cs::latest)
+                    .is_some_and(|i| super::state::should_restart(&self.pod, kind, i));
+                if restarts {
+                    self.st.container_mut(name).waiting =
+                        Some(Waiting::new("PostStartHookError", m));
+                }
                 self.wake(SystemTime::now() + SYNC_RETRY);
                 return;
             }
@@ -1068,7 +1078,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             self.observe().await;
         }
         if kind != Kind::Init && self.st.container(name).is_some_and(Cs::running) {
-            self.start_probers(name, c, &instance);
+            self.start_probers(name, c, &instance, false);
         }
     }
 
@@ -1203,7 +1213,9 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
     }
 
     /// Starts the probe tasks of a just-started container instance.
-    fn start_probers(&mut self, name: &str, c: &Container, i: &Instance) {
+    /// `adopted`: the instance ran before this daemon started (its first
+    /// probe is jittered).
+    fn start_probers(&mut self, name: &str, c: &Container, i: &Instance, adopted: bool) {
         let probes = [
             (ProbeKind::Startup, c.startup_probe.clone()),
             (ProbeKind::Readiness, c.readiness_probe.clone()),
@@ -1229,6 +1241,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     rx.clone(),
                     paused_rx.clone(),
                     self.probe_tx.clone(),
+                    adopted,
                 ))
             })
             .collect();
@@ -1281,6 +1294,14 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     "Unhealthy",
                     &fp,
                     format!("{} probe failed: {}", u.kind.label(), u.message),
+                );
+            }
+            UpdateKind::Warning => {
+                self.event(
+                    EventType::Warning,
+                    "ProbeWarning",
+                    &fp,
+                    format!("{} probe warning: {}", u.kind.label(), u.message),
                 );
             }
             UpdateKind::Result(ok) => match (u.kind, ok) {

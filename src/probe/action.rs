@@ -27,12 +27,15 @@ pub const MAX_EXEC_OUTPUT: usize = 10 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Success(String),
+    /// Success with something to say (kubelet's `probe.Warning`: a redirect
+    /// to another host), reported as a `ProbeWarning` event.
+    Warning(String),
     Failure(String),
 }
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        matches!(self, Outcome::Success(_))
+        !matches!(self, Outcome::Failure(_))
     }
 
     /// The `result` label of `prober_probe_total`.
@@ -46,7 +49,7 @@ impl Outcome {
 
     pub fn message(&self) -> &str {
         match self {
-            Outcome::Success(m) | Outcome::Failure(m) => m,
+            Outcome::Success(m) | Outcome::Warning(m) | Outcome::Failure(m) => m,
         }
     }
 }
@@ -178,11 +181,6 @@ pub async fn tcp<R: Runtime>(
 }
 
 pub async fn http<R: Runtime>(t: &Target<R>, get: &HTTPGetAction, timeout: Duration) -> Outcome {
-    if get.scheme.as_deref() == Some("HTTPS") {
-        return Outcome::Failure(
-            "not supported: HTTPS probes and hooks (nodelet speaks plain HTTP only so far)".into(),
-        );
-    }
     let addr = match (host_ip(t, get.host.as_deref()), port(t, &get.port)) {
         (Ok(ip), Ok(port)) => SocketAddr::new(ip, port),
         (Err(e), _) | (_, Err(e)) => return Outcome::Failure(e),
@@ -195,17 +193,27 @@ pub async fn http<R: Runtime>(t: &Target<R>, get: &HTTPGetAction, timeout: Durat
     if !path.starts_with('/') {
         path.insert(0, '/');
     }
-    match tokio::time::timeout(timeout, http_get(t, addr, &path, get, timeout)).await {
+    let scheme = if get.scheme.as_deref() == Some("HTTPS") {
+        "https"
+    } else {
+        "http"
+    };
+    match tokio::time::timeout(timeout, http_get(t, addr, scheme, &path, get, timeout)).await {
         Ok(o) => o,
         Err(_) => Outcome::Failure(format!(
-            "Get \"http://{addr}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            "Get \"{scheme}://{addr}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
         )),
     }
 }
 
+/// A byte stream an HTTP probe talks over: plain TCP or TLS.
+trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
 async fn http_get<R: Runtime>(
     t: &Target<R>,
     addr: SocketAddr,
+    scheme: &str,
     first: &str,
     get: &HTTPGetAction,
     timeout: Duration,
@@ -213,9 +221,18 @@ async fn http_get<R: Runtime>(
     let mut path = first.to_string();
     // Redirects are followed only on the same host, at most 10 times.
     for _ in 0..10 {
-        let stream = match connect(t.netns.clone(), addr, timeout).await {
+        let url = format!("{scheme}://{addr}{path}");
+        let tcp = match connect(t.netns.clone(), addr, timeout).await {
             Ok(s) => s,
-            Err(e) => return Outcome::Failure(format!("Get \"http://{addr}{path}\": {e}")),
+            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+        };
+        let stream: Box<dyn Conn> = if scheme == "https" {
+            match super::tls::connect(tcp, addr.ip()).await {
+                Ok(s) => Box::new(s),
+                Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+            }
+        } else {
+            Box::new(tcp)
         };
         let (mut send, conn) =
             match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
@@ -240,7 +257,7 @@ async fn http_get<R: Runtime>(
         };
         let resp = match send.send_request(req).await {
             Ok(r) => r,
-            Err(e) => return Outcome::Failure(format!("Get \"http://{addr}{path}\": {e}")),
+            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
         };
         let code = resp.status().as_u16();
         let location = resp
@@ -255,7 +272,7 @@ async fn http_get<R: Runtime>(
             .unwrap_or_default();
         if (300..400).contains(&code) {
             if let Some(loc) = location {
-                let same_host = format!("http://{addr}");
+                let same_host = format!("{scheme}://{addr}");
                 if let Some(p) = loc
                     .strip_prefix(&same_host)
                     .or_else(|| loc.starts_with('/').then_some(loc.as_str()))
@@ -268,7 +285,7 @@ async fn http_get<R: Runtime>(
                     continue;
                 }
                 // Another host: kubelet does not follow, and counts it as success.
-                return Outcome::Success(format!(
+                return Outcome::Warning(format!(
                     "Probe terminated redirects, Response body: {body}"
                 ));
             }
@@ -562,11 +579,143 @@ mod tests {
         )
         .await;
         assert_eq!(o, Outcome::Failure("couldn't find port: nope".into()));
-        let get: HTTPGetAction =
-            serde_json::from_value(serde_json::json!({"port": port, "scheme": "HTTPS"})).unwrap();
-        assert!(http(&t, &get, Duration::from_secs(1))
-            .await
-            .message()
-            .starts_with("not supported: HTTPS"));
+    }
+
+    /// A plain HTTP server on loopback answering by path; returns its port.
+    fn http_server() -> u16 {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut s = s;
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let req = String::from_utf8_lossy(&req).into_owned();
+                    let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let (status, headers, body): (&str, String, String) = match path.as_str() {
+                        "/ok" => ("200 OK", String::new(), "fine".into()),
+                        "/echo" => ("200 OK", String::new(), req.to_lowercase()),
+                        "/500" => ("500 Internal Server Error", String::new(), "boom".into()),
+                        "/same" => ("302 Found", "Location: /ok\r\n".into(), String::new()),
+                        "/other" => (
+                            "302 Found",
+                            "Location: http://192.0.2.1/x\r\n".into(),
+                            "moved".into(),
+                        ),
+                        "/huge" => ("200 OK", String::new(), "x".repeat(1 << 20)),
+                        "/slow" => {
+                            std::thread::sleep(Duration::from_secs(3));
+                            ("200 OK", String::new(), "late".into())
+                        }
+                        _ => ("404 Not Found", String::new(), String::new()),
+                    };
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        port
+    }
+
+    fn get(port: u16, path: &str, scheme: &str) -> HTTPGetAction {
+        serde_json::from_value(serde_json::json!({
+            "port": port, "path": path, "scheme": scheme,
+            "httpHeaders": [{"name": "X-Probe", "value": "yes"}],
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn http_probes_follow_kubelets_rules() {
+        let t = target();
+        let port = http_server();
+        let run = |path: &'static str| {
+            let t = &t;
+            async move { http(t, &get(port, path, "HTTP"), Duration::from_secs(1)).await }
+        };
+        assert_eq!(run("/ok").await, Outcome::Success("fine".into()));
+        let echo = run("/echo").await;
+        assert!(
+            echo.ok()
+                && echo.message().contains("user-agent: kube-probe/")
+                && echo.message().contains("x-probe: yes"),
+            "{echo:?}"
+        );
+        assert_eq!(
+            run("/500").await,
+            Outcome::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+        assert_eq!(run("/same").await, Outcome::Success("fine".into()));
+        assert_eq!(
+            run("/other").await,
+            Outcome::Warning("Probe terminated redirects, Response body: moved".into())
+        );
+        let huge = run("/huge").await;
+        assert!(
+            huge.ok() && huge.message().len() <= 10 * 1024,
+            "{}",
+            huge.message().len()
+        );
+        assert_eq!(
+            run("/slow").await,
+            Outcome::Failure(format!(
+                "Get \"http://127.0.0.1:{port}/slow\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn https_probes_accept_any_certificate() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 1024];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure")
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        let t = target();
+        let o = http(&t, &get(port, "/", "HTTPS"), Duration::from_secs(2)).await;
+        assert_eq!(o, Outcome::Success("secure".into()));
+        // Plain HTTP against it is no success.
+        let o = http(&t, &get(port, "/", "HTTP"), Duration::from_secs(2)).await;
+        assert!(!o.ok(), "{o:?}");
+        // TLS against a plain server gets no answer to its hello.
+        let plain = http_server();
+        let o = http(&t, &get(plain, "/ok", "HTTPS"), Duration::from_secs(1)).await;
+        let want = format!("Get \"https://127.0.0.1:{plain}/ok\": ");
+        assert!(!o.ok() && o.message().starts_with(&want), "{o:?}");
     }
 }

@@ -6,6 +6,7 @@
 //! readiness. Results go to the pod worker, which owns what they cause.
 
 pub mod action;
+mod tls;
 
 use std::time::{Duration, SystemTime};
 
@@ -46,7 +47,18 @@ pub struct Update {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateKind {
     FailedAttempt,
+    /// A successful attempt with a warning (`ProbeWarning` event).
+    Warning,
     Result(bool),
+}
+
+/// A uniformly random part of `period`.
+fn jitter(period: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    period.mul_f64((r % 1_000_000) as f64 / 1_000_000.0)
 }
 
 fn secs(v: Option<i32>, default: i32) -> Duration {
@@ -80,11 +92,18 @@ pub async fn run<R: Runtime>(
     mut started: watch::Receiver<bool>,
     mut paused: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<Update>,
+    adopted: bool,
 ) {
     if kind != Kind::Startup && started.wait_for(|s| *s).await.is_err() {
         return;
     }
     let period = secs(probe.period_seconds, 10).max(Duration::from_secs(1));
+    // After a daemon restart every adopted container's probes would fire
+    // at once: like kubelet's prober (worker.go), wait a random part of a
+    // period first.
+    if adopted {
+        tokio::time::sleep(jitter(period)).await;
+    }
     let delay = secs(probe.initial_delay_seconds, 0);
     let need_ok = u32::try_from(probe.success_threshold.unwrap_or(1).max(1)).unwrap_or(1);
     let need_fail = u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3);
@@ -128,6 +147,11 @@ pub async fn run<R: Runtime>(
         if out.ok() {
             oks += 1;
             fails = 0;
+            if matches!(out, Outcome::Warning(_))
+                && !send(UpdateKind::Warning, out.message().trim_end().to_string())
+            {
+                return;
+            }
         } else {
             fails += 1;
             oks = 0;
@@ -175,7 +199,7 @@ pub async fn run_hook<R: Runtime>(
     if let Some(e) = &h.exec {
         let cmd = e.command.clone().unwrap_or_default();
         return match action::exec(t, &cmd, timeout).await {
-            Outcome::Success(_) => Ok(()),
+            Outcome::Success(_) | Outcome::Warning(_) => Ok(()),
             Outcome::Failure(m) => Err(format!(
                 "Exec lifecycle hook ({cmd:?}) for Container {container:?} in Pod {pod:?} failed - error: {}",
                 m.trim_end()
@@ -184,7 +208,7 @@ pub async fn run_hook<R: Runtime>(
     }
     if let Some(g) = &h.http_get {
         return match action::http(t, g, timeout).await {
-            Outcome::Success(_) => Ok(()),
+            Outcome::Success(_) | Outcome::Warning(_) => Ok(()),
             Outcome::Failure(m) => Err(format!(
                 "HTTP lifecycle hook ({}) for Container {container:?} in Pod {pod:?} failed - error: {m}",
                 g.path.clone().unwrap_or_default()
@@ -203,4 +227,18 @@ pub async fn run_hook<R: Runtime>(
         ));
     }
     Err("lifecycle hook has no handler".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_is_a_random_part_of_the_period() {
+        let period = Duration::from_secs(10);
+        let draws: Vec<Duration> = (0..50).map(|_| jitter(period)).collect();
+        assert!(draws.iter().all(|d| *d < period));
+        let distinct: std::collections::HashSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 40, "{draws:?}");
+    }
 }

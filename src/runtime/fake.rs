@@ -15,7 +15,7 @@ pub struct FakeRuntime {
     state: Mutex<HashMap<String, HashMap<String, ContainerState>>>,
     /// Container ids whose start fails with this message (`*`: every one).
     pub fail_start: Mutex<HashMap<String, String>>,
-    /// Exit code an exec of a container returns (0 when unset).
+    /// Exit code an exec of a container returns (0 when unset; `*`: every one).
     pub exec_exit: Mutex<HashMap<String, i32>>,
     /// Every call, for assertions: `"start app"`, `"signal app 15"`…
     pub calls: Mutex<Vec<String>>,
@@ -241,9 +241,9 @@ impl Runtime for FakeRuntime {
             .exec_exit
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            .copied()
-            .unwrap_or(0);
+            .iter()
+            .find(|(k, _)| *k == id || *k == "*")
+            .map_or(0, |(_, v)| *v);
         Ok(ExecResult {
             exit_code: code,
             stdout: String::new(),

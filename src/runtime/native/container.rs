@@ -85,7 +85,7 @@ pub fn run(
     match fork()? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let err = match enter_cgroup(spec, cgroups).and_then(|()| oom_score_adj(spec)) {
+            let err = match enter_cgroup(spec, cgroups, 0).and_then(|()| oom_score_adj(spec)) {
                 Ok(()) => child(bundle, spec, None),
                 Err(e) => e.to_string(),
             };
@@ -146,7 +146,6 @@ pub fn spawn(
             drop(err_rd);
             drop(pid_rd);
             let outcome = (|| -> Result<(), ContainerError> {
-                enter_cgroup(spec, cgroups)?;
                 oom_score_adj(spec)?;
                 unshare(CloneFlags::CLONE_NEWPID).map_err(setup("unshare PID namespace"))?;
                 match fork()? {
@@ -157,6 +156,15 @@ pub fn spawn(
                         std::process::exit(127);
                     }
                     nix::unistd::ForkResult::Parent { child } => {
+                        // The init joins its cgroup while it sets itself up
+                        // (the first move after a while waits for an RCU
+                        // grace period, milliseconds); it cannot exec
+                        // before the start gate opens, which is after this.
+                        if let Err(e) = enter_cgroup(spec, cgroups, child.as_raw()) {
+                            let _ =
+                                nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                            return Err(e);
+                        }
                         let _ = File::from(pid_wr).write_all(child.as_raw().to_string().as_bytes());
                         Ok(())
                     }
@@ -221,7 +229,7 @@ pub fn spawn_exec(
     match fork()? {
         nix::unistd::ForkResult::Child => {
             drop(pid_rd);
-            let joined = enter_cgroup(spec, cgroups).and_then(|()| oom_score_adj(spec));
+            let joined = enter_cgroup(spec, cgroups, 0).and_then(|()| oom_score_adj(spec));
             let code = match joined
                 .and_then(|()| exec_helper(init, spec, args, &stdout, &stderr, pid_wr))
             {
@@ -396,13 +404,17 @@ fn child(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> String {
 
 enum Never {}
 
-/// Moves the calling process into the spec's `linux.cgroupsPath` (its
-/// children, the container, inherit it), as runc does before the init runs.
-fn enter_cgroup(spec: &Spec, cgroups: Option<&dyn Cgroups>) -> Result<(), ContainerError> {
+/// Moves process `pid` (0: the caller, whose children inherit it) into the
+/// spec's `linux.cgroupsPath`, as runc does before the init runs.
+fn enter_cgroup(
+    spec: &Spec,
+    cgroups: Option<&dyn Cgroups>,
+    pid: i32,
+) -> Result<(), ContainerError> {
     let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
     match (path, cgroups) {
         (Some(path), Some(cg)) => {
-            cg.join(&path.to_string_lossy(), 0)
+            cg.join(&path.to_string_lossy(), pid)
                 .map_err(|e| ContainerError::Setup {
                     action: "join cgroup".into(),
                     source: std::io::Error::other(crate::error_chain(&e)),
