@@ -8,3 +8,4 @@ bash bench/runtime.sh
 bash bench/shim-memory.sh
 bash bench/pods.sh
 bash bench/cgroups.sh
+bash bench/probes.sh

@@ -1873,3 +1873,69 @@ fn the_daemon_removes_pod_cgroups_no_pod_owns() {
     d.wait().unwrap();
     node.assert_clean();
 }
+
+/// A minute of probes every second: liveness keeps passing (no restart,
+/// no Unhealthy for it), readiness holds; an exec probe that hangs fails
+/// at its timeout each time, and its processes do not pile up.
+#[test]
+fn slow_probes_keep_passing_for_a_minute_and_hanging_execs_time_out() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: steady}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: IMAGE
+    command: [httpd, -f, -p, "8080", -h, /etc]
+    livenessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+    readinessProbe: {httpGet: {path: /hostname, port: 8080}, periodSeconds: 1}
+  - name: hang
+    image: IMAGE
+    command: [sleep, "3600"]
+    readinessProbe: {exec: {command: [sleep, "30"]}, periodSeconds: 2, timeoutSeconds: 1}
+"#,
+        )
+        .spawn()
+        .unwrap();
+    let p = wait_pod(&node, "steady", "app ready", |p| {
+        status(p, "app")["ready"] == true
+    });
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let hang = format!(
+        "{}/kubepods/besteffort/pod{uid}/{}",
+        node.cgroup_root(),
+        container_id(&p, "hang").trim_start_matches("nodelet://")
+    );
+    let start = Instant::now();
+    let mut most = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(3));
+        let o = node.cli(&["get", "pod", "steady", "-o", "json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(status(&v, "app")["ready"], true, "{v:#}");
+        assert_eq!(status(&v, "app")["restartCount"], 0);
+        assert_eq!(status(&v, "hang")["ready"], false);
+        let procs = cgroup_file("pids", &hang, "cgroup.procs").lines().count();
+        most = most.max(procs);
+    }
+    // The init and at most one probe in flight (its helper and sleep).
+    assert!(most <= 3, "{most} processes in the hanging container");
+    let events = text(&node.cli(&["events"]).stdout);
+    assert!(!events.contains("Liveness probe failed"), "{events}");
+    assert!(
+        events.contains("Readiness probe failed: command \"sleep 30\" timed out after 1s"),
+        "{events}"
+    );
+    sigterm(&child);
+    let out = outcome(child.wait_with_output().unwrap());
+    assert_eq!(status(out.pod("steady"), "app")["restartCount"], 0);
+    node.assert_clean();
+}

@@ -330,7 +330,10 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             return;
         }
         loop {
-            let changed = self.observe().await;
+            // A stop starts at once: its grace period runs from the request,
+            // not from a state sweep of every container (each stop reads
+            // its own container's state).
+            let changed = self.st.terminating.is_none() && self.observe().await;
             if let Some(t) = self.st.terminating.clone() {
                 self.terminate(&t).await;
                 self.publish();
@@ -1468,6 +1471,9 @@ pub struct StopCtx<R: Runtime> {
 
 /// preStop → stop signal → grace → SIGKILL (`kuberuntime_container.go
 /// killContainer`).
+/// How often a stopping container's state is read before its deadline.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 async fn stop<R: Runtime>(ctx: &StopCtx<R>, grace: Grace, message: String) {
     let fp = ctx.kind.field_path(&ctx.name);
     ctx.events.record(
@@ -1524,15 +1530,24 @@ async fn stop<R: Runtime>(ctx: &StopCtx<R>, grace: Grace, message: String) {
         left = left.max(MINIMUM_GRACE);
     }
     if !left.is_zero() {
+        // The grace period runs from the stop signal being sent, not from
+        // its (possibly queued) acknowledgement: the deadline is fixed first.
+        let deadline = Instant::now() + left;
         let _ = rt
             .signal_container(sandbox, id, ctx.instance.stop_signal)
             .await;
-        let deadline = Instant::now() + left;
         while Instant::now() < deadline {
-            if exited(&rt.container_state(sandbox, id).await) {
-                return;
+            // A slow answer (a busy shim) must not push the SIGKILL back.
+            let state = tokio::time::timeout_at(deadline.into(), rt.container_state(sandbox, id));
+            match state.await {
+                Ok(s) if exited(&s) => return,
+                Ok(_) => {}
+                Err(_) => break,
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Polls (gently: a pod's containers share one shim) but wakes
+            // exactly at the deadline.
+            let nap = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(nap.min(STOP_POLL)).await;
         }
     }
     let _ = rt.signal_container(sandbox, id, libc::SIGKILL).await;
