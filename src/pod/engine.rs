@@ -188,12 +188,7 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         name: &str,
         grace_seconds: Option<i64>,
     ) -> Result<(), EngineError> {
-        let h = self
-            .get(namespace, name)
-            .ok_or_else(|| EngineError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            })?;
+        let h = self.handle_or_404(namespace, name)?;
         h.send(Command::Delete { grace_seconds });
         if self
             .forget_deleted
@@ -213,12 +208,7 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         container: Option<&str>,
         pause: bool,
     ) -> Result<Vec<String>, EngineError> {
-        let h = self
-            .get(namespace, name)
-            .ok_or_else(|| EngineError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            })?;
+        let h = self.handle_or_404(namespace, name)?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         h.send(Command::Pause {
             container: container.map(str::to_string),
@@ -242,13 +232,16 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         &self.deps.downward.node_name
     }
 
-    fn pod_or_404(&self, namespace: &str, name: &str) -> Result<Pod, EngineError> {
+    fn handle_or_404(&self, namespace: &str, name: &str) -> Result<Arc<PodHandle>, EngineError> {
         self.get(namespace, name)
-            .map(|h| h.pod())
             .ok_or_else(|| EngineError::NotFound {
                 namespace: namespace.into(),
                 name: name.into(),
             })
+    }
+
+    fn pod_or_404(&self, namespace: &str, name: &str) -> Result<Pod, EngineError> {
+        self.handle_or_404(namespace, name).map(|h| h.pod())
     }
 
     /// The container a request is about: the named one, else the pod's

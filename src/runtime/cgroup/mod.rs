@@ -329,6 +329,26 @@ fn settle(path: &str, what: &str, mut done: impl FnMut() -> bool) -> Result<(), 
     Ok(())
 }
 
+/// Freezes `path`, SIGKILLs what is listed, thaws (the signals land once
+/// the tasks run): nothing forks past a freeze.
+fn kill_frozen<C: Cgroups + ?Sized>(cg: &C, path: &str) -> Result<(), CgroupError> {
+    let frozen = cg.freeze(path).is_ok();
+    kill_pids(&cg.procs(path));
+    if frozen {
+        cg.thaw(path)?;
+    }
+    Ok(())
+}
+
+/// Waits until nothing is left in `path`, killing stragglers meanwhile.
+fn until_empty<C: Cgroups + ?Sized>(cg: &C, path: &str) -> Result<(), CgroupError> {
+    settle(path, "kill", || {
+        let left = cg.procs(path);
+        kill_pids(&left);
+        left.is_empty()
+    })
+}
+
 /// SIGKILL to each pid; gone ones are fine.
 fn kill_pids(pids: &[i32]) {
     for &p in pids {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{
-    io_err, keyed, kill_pids, read, settle, under, write, CgroupError, Cgroups, Mount, Resources,
-    Stats,
+    io_err, keyed, kill_frozen, read, settle, under, until_empty, write, CgroupError, Cgroups,
+    Mount, Resources, Stats,
 };
 
 /// The controllers every nodelet cgroup lives in.
@@ -189,15 +189,7 @@ impl Cgroups for V1 {
         if self.procs(path).is_empty() {
             return Ok(());
         }
-        let frozen = self.freeze(path).is_ok();
-        kill_pids(&self.procs(path));
-        if frozen {
-            self.thaw(path)?;
-        }
-        settle(path, "kill", || {
-            let left = self.procs(path);
-            kill_pids(&left);
-            left.is_empty()
-        })
+        kill_frozen(self, path)?;
+        until_empty(self, path)
     }
 }

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    io_err, keyed, kill_pids, read, settle, under, write, CgroupError, Cgroups, Resources, Stats,
+    io_err, keyed, kill_frozen, read, settle, under, until_empty, write, CgroupError, Cgroups,
+    Resources, Stats,
 };
 
 /// Controllers enabled for nodelet's subtree (those the kernel offers).
@@ -153,16 +154,8 @@ impl Cgroups for V2 {
         if kill.exists() {
             write(path, &kill, "1")?;
         } else {
-            let frozen = self.freeze(path).is_ok();
-            kill_pids(&self.procs(path));
-            if frozen {
-                self.thaw(path)?;
-            }
+            kill_frozen(self, path)?;
         }
-        settle(path, "kill", || {
-            let left = self.procs(path);
-            kill_pids(&left);
-            left.is_empty()
-        })
+        until_empty(self, path)
     }
 }
