@@ -1,5 +1,4 @@
-//! The command line. Every subcommand of the design is here from the start;
-//! those not built yet exit 2 with "not implemented yet: <what>".
+//! The command line: every subcommand of the design.
 //! `anyhow` is allowed here and in `main.rs` only.
 
 mod client;
@@ -16,7 +15,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, NodeletConfiguration};
 
-/// Exit code for bad usage and for "not implemented yet".
+/// Exit code for bad usage.
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
