@@ -143,7 +143,7 @@ async fn create<R: Runtime, I: ImageService>(
     pod.metadata
         .annotations
         .get_or_insert_with(Default::default)
-        .insert("kubernetes.io/config.source".into(), "api".into());
+        .insert(crate::pod::CONFIG_SOURCE_ANNOTATION.into(), "api".into());
     match e.add(pod) {
         Ok(h) => (StatusCode::CREATED, Json(h.pod())).into_response(),
         Err(err) => error(&err),

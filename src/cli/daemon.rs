@@ -21,15 +21,6 @@ use crate::runtime::api::Runtime;
 
 /// kubelet's `fileCheckFrequency`.
 const RESYNC: Duration = Duration::from_secs(20);
-pub const SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
-
-fn source_of(pod: &k8s_openapi::api::core::v1::Pod) -> String {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(SOURCE_ANNOTATION).cloned())
-        .unwrap_or_else(|| "api".into())
-}
 
 /// Watches `dir` with inotify from a plain thread; each event becomes a
 /// wake-up on the returned channel.
@@ -103,7 +94,7 @@ fn reconcile(
     let current: Vec<(String, String, String)> = engine
         .list()
         .into_iter()
-        .filter(|p| source_of(p) == "file")
+        .filter(|p| crate::pod::config_source(p) == "file")
         .map(|p| {
             (
                 p.metadata.namespace.clone().unwrap_or_default(),
@@ -159,7 +150,7 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
         for saved in store::load_all(&state_dir) {
             let pod = saved.pod.clone();
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let gone = source_of(&pod) == "file" && !desired_static.contains(&uid);
+            let gone = crate::pod::config_source(&pod) == "file" && !desired_static.contains(&uid);
             let (ns, name) = (
                 pod.metadata.namespace.clone().unwrap_or_default(),
                 pod.metadata.name.clone().unwrap_or_default(),

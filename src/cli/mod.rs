@@ -502,21 +502,12 @@ fn run_container(bundle: &std::path::Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("parse {}/config.json", bundle.display()))?;
     // A cgroupsPath in the bundle is honoured as runc does: created with
     // the spec's limits, removed when the container is done.
-    let cgroup = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .map(|p| p.to_string_lossy().into_owned());
-    let cgroups = match &cgroup {
-        Some(path) => {
+    let wanted = crate::runtime::cgroup::of_spec(&spec);
+    let cgroup = wanted.as_ref().map(|(p, _)| p.clone());
+    let cgroups = match &wanted {
+        Some((path, res)) => {
             let cg = crate::runtime::cgroup::detect().context("cgroups")?;
-            let res = spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.resources().as_ref())
-                .map(crate::runtime::cgroup::Resources::from_spec)
-                .unwrap_or_default();
-            cg.create(path, &res)
+            cg.create(path, res)
                 .with_context(|| format!("create cgroup {path}"))?;
             Some(cg)
         }

@@ -102,7 +102,7 @@ fn read(path: &Path, node: &str) -> Result<Pod, String> {
         .annotations
         .get_or_insert_with(Default::default);
     ann.insert("kubernetes.io/config.hash".into(), uid);
-    ann.insert("kubernetes.io/config.source".into(), "file".into());
+    ann.insert(crate::pod::CONFIG_SOURCE_ANNOTATION.into(), "file".into());
     ann.insert(
         "kubernetes.io/config.seen".into(),
         crate::time::rfc3339_nano(std::time::SystemTime::now()),

@@ -1,7 +1,9 @@
 //! Warnings about pods that are valid but will not work as meant: the API
 //! server accepts them, the kubelet fails at run time.
 
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, Probe};
+use k8s_openapi::api::core::v1::{
+    Container, HTTPGetAction, LifecycleHandler, Pod, Probe, TCPSocketAction,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::manifest::field::Path;
@@ -77,26 +79,22 @@ fn handler_ports(c: &Container) -> Vec<(String, IntOrString)> {
     out
 }
 
+/// The ports of a probe's or hook's httpGet and tcpSocket handlers.
+fn ports(
+    http: Option<&HTTPGetAction>,
+    tcp: Option<&TCPSocketAction>,
+) -> Vec<(&'static str, IntOrString)> {
+    let http = http.map(|h| ("httpGet.port", h.port.clone()));
+    let tcp = tcp.map(|t| ("tcpSocket.port", t.port.clone()));
+    http.into_iter().chain(tcp).collect()
+}
+
 fn probe_ports(p: &Probe) -> Vec<(&'static str, IntOrString)> {
-    let mut out = Vec::new();
-    if let Some(h) = &p.http_get {
-        out.push(("httpGet.port", h.port.clone()));
-    }
-    if let Some(t) = &p.tcp_socket {
-        out.push(("tcpSocket.port", t.port.clone()));
-    }
-    out
+    ports(p.http_get.as_ref(), p.tcp_socket.as_ref())
 }
 
 fn hook_ports(h: &LifecycleHandler) -> Vec<(&'static str, IntOrString)> {
-    let mut out = Vec::new();
-    if let Some(g) = &h.http_get {
-        out.push(("httpGet.port", g.port.clone()));
-    }
-    if let Some(t) = &h.tcp_socket {
-        out.push(("tcpSocket.port", t.port.clone()));
-    }
-    out
+    ports(h.http_get.as_ref(), h.tcp_socket.as_ref())
 }
 
 #[cfg(test)]

@@ -23,3 +23,16 @@ pub mod worker;
 
 #[cfg(test)]
 mod tests;
+
+/// Where a pod came from (kubelet's `kubernetes.io/config.source`):
+/// `file` for static pods, `api` otherwise.
+pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
+
+/// A pod's config source; `api` when unset.
+pub fn config_source(pod: &k8s_openapi::api::core::v1::Pod) -> &str {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONFIG_SOURCE_ANNOTATION))
+        .map_or("api", String::as_str)
+}

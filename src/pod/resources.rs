@@ -194,13 +194,7 @@ pub fn pod_resources(pod: &Pod) -> Resources {
 /// kubelet's `IsCriticalPod`: static pods and those with a priority of
 /// at least system-cluster-critical's 2,000,000,000.
 pub fn is_critical(pod: &Pod) -> bool {
-    let static_pod = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("kubernetes.io/config.source"))
-        .is_some_and(|s| s != "api");
-    static_pod || spec(pod).priority.is_some_and(|p| p >= 2_000_000_000)
+    super::config_source(pod) != "api" || spec(pod).priority.is_some_and(|p| p >= 2_000_000_000)
 }
 
 /// `GetContainerOOMScoreAdjust`: critical (static) and Guaranteed pods

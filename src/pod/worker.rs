@@ -472,16 +472,12 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             }
             self.set_paused(&name, pause);
             let kind = find_container(&self.pod, &name).map_or(Kind::App, |(k, _)| k);
-            let (reason, verb) = if pause {
-                ("Paused", "Paused")
-            } else {
-                ("Resumed", "Resumed")
-            };
+            let reason = if pause { "Paused" } else { "Resumed" };
             self.event(
                 EventType::Normal,
                 reason,
                 &kind.field_path(&name),
-                format!("{verb} container {name}"),
+                format!("{reason} container {name}"),
             );
             done.push(name);
         }

@@ -80,6 +80,23 @@ impl Resources {
     }
 }
 
+/// The cgroup an OCI spec asks for (`linux.cgroupsPath`) and its limits
+/// (`linux.resources`); none without a path.
+pub fn of_spec(spec: &oci_spec::runtime::Spec) -> Option<(String, Resources)> {
+    let linux = spec.linux().as_ref()?;
+    let path = linux
+        .cgroups_path()
+        .as_ref()?
+        .to_string_lossy()
+        .into_owned();
+    let res = linux
+        .resources()
+        .as_ref()
+        .map(Resources::from_spec)
+        .unwrap_or_default();
+    Some((path, res))
+}
+
 /// Usage of one cgroup (and its descendants).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {

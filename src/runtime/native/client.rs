@@ -62,11 +62,12 @@ impl NativeRuntime {
             .filter(|s| !s.is_empty())
     }
 
-    /// A container's cgroup (`<sandbox cgroup>/<id>`) and the backend.
+    /// A container's cgroup (`<sandbox cgroup>/<id>`) and the backend; it
+    /// may be gone (reads of it then fail).
     fn container_cgroup(&self, sandbox: &str, id: &str) -> Option<(Arc<dyn Cgroups>, String)> {
         let cg = self.cgroups.clone()?;
         let path = format!("{}/{id}", self.sandbox_cgroup(sandbox)?);
-        cg.exists(&path).then_some((cg, path))
+        Some((cg, path))
     }
 
     /// Runs a cgroup operation off the async threads (kill and removal
@@ -136,6 +137,7 @@ impl NativeRuntime {
         id: &str,
     ) -> Result<(Arc<dyn Cgroups>, String), RuntimeError> {
         self.container_cgroup(sandbox, id)
+            .filter(|(cg, path)| cg.exists(path))
             .ok_or_else(|| RuntimeError::Container {
                 sandbox: sandbox.into(),
                 id: id.into(),

@@ -411,18 +411,13 @@ fn enter_cgroup(
     cgroups: Option<&dyn Cgroups>,
     pid: i32,
 ) -> Result<(), ContainerError> {
-    let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-    match (path, cgroups) {
-        (Some(path), Some(cg)) => {
-            cg.join(&path.to_string_lossy(), pid)
-                .map_err(|e| ContainerError::Setup {
-                    action: "join cgroup".into(),
-                    source: std::io::Error::other(crate::error_chain(&e)),
-                })
-        }
-        (Some(path), None) => Err(ContainerError::Start(format!(
-            "the spec asks for cgroup {} but no cgroup filesystem is available",
-            path.display()
+    match (super::super::cgroup::of_spec(spec), cgroups) {
+        (Some((path, _)), Some(cg)) => cg.join(&path, pid).map_err(|e| ContainerError::Setup {
+            action: "join cgroup".into(),
+            source: std::io::Error::other(crate::error_chain(&e)),
+        }),
+        (Some((path, _)), None) => Err(ContainerError::Start(format!(
+            "the spec asks for cgroup {path} but no cgroup filesystem is available"
         ))),
         (None, _) => Ok(()),
     }

@@ -25,7 +25,7 @@ use super::protocol::{
     ContainerState, ExecResult, Op, Request, Response, Status, PID_FILE, PROTOCOL_VERSION,
     SOCKET_NAME,
 };
-use crate::runtime::cgroup::{self, Cgroups, Resources};
+use crate::runtime::cgroup::{self, Cgroups};
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 use crate::runtime::record::{ExitRecord, RECORD_VERSION};
 
@@ -600,25 +600,16 @@ impl Shim {
             action: "parse config.json".into(),
             source: std::io::Error::other(e),
         })?;
-        let cgroup = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().as_ref())
-            .map(|p| p.to_string_lossy().into_owned());
-        if let Some(path) = &cgroup {
+        let wanted = cgroup::of_spec(&spec);
+        let cgroup = wanted.as_ref().map(|(p, _)| p.clone());
+        if let Some((path, res)) = &wanted {
             let Some(cg) = self.cgroups.as_deref() else {
                 return Ok(Response::err(format!(
                     "cgroup {path} requested, but this host has no usable cgroup filesystem"
                 )));
             };
-            let res = spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.resources().as_ref())
-                .map(Resources::from_spec)
-                .unwrap_or_default();
             // A leftover of an earlier attempt with the same id goes first.
-            let created = cg.remove(path).and_then(|()| cg.create(path, &res));
+            let created = cg.remove(path).and_then(|()| cg.create(path, res));
             if let Err(e) = created {
                 let _ = cg.remove(path);
                 return Ok(Response::err(crate::error_chain(&e)));
