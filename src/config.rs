@@ -43,6 +43,13 @@ pub struct NodeletConfiguration {
     pub image_gc_high_threshold_percent: u8,
     #[serde(rename = "imageGCLowThresholdPercent")]
     pub image_gc_low_threshold_percent: u8,
+    /// An image is never collected sooner than this after it was first
+    /// seen (a Go duration).
+    #[serde(rename = "imageMinimumGCAge")]
+    pub image_minimum_gc_age: String,
+    /// How often image GC looks at disk use (kubelet: a fixed 5m).
+    #[serde(rename = "imageGCPeriod")]
+    pub image_gc_period: String,
     /// One image pull at a time node-wide.
     pub serialize_image_pulls: bool,
     /// Concurrent pulls when not serialized; 0 = unlimited.
@@ -108,6 +115,8 @@ impl Default for NodeletConfiguration {
             container_log_max_files: 5,
             image_gc_high_threshold_percent: 85,
             image_gc_low_threshold_percent: 80,
+            image_minimum_gc_age: "2m0s".to_string(),
+            image_gc_period: "5m0s".to_string(),
             serialize_image_pulls: true,
             max_parallel_image_pulls: 0,
             max_concurrent_downloads: 3,
@@ -167,6 +176,10 @@ struct ConfigFile {
         alias = "imageGcLowThresholdPercent"
     )]
     image_gc_low_threshold_percent: Option<u8>,
+    #[serde(rename = "imageMinimumGCAge", alias = "imageMinimumGcAge")]
+    image_minimum_gc_age: Option<String>,
+    #[serde(rename = "imageGCPeriod", alias = "imageGcPeriod")]
+    image_gc_period: Option<String>,
     serialize_image_pulls: Option<bool>,
     max_parallel_image_pulls: Option<u32>,
     max_concurrent_downloads: Option<u32>,
@@ -178,6 +191,17 @@ struct ConfigFile {
 }
 
 impl NodeletConfiguration {
+    /// `imageMinimumGCAge` (validated at load).
+    pub fn image_minimum_gc_age(&self) -> std::time::Duration {
+        crate::time::parse_go_duration(&self.image_minimum_gc_age).unwrap_or_default()
+    }
+
+    /// `imageGCPeriod` (validated at load).
+    pub fn image_gc_period(&self) -> std::time::Duration {
+        crate::time::parse_go_duration(&self.image_gc_period)
+            .unwrap_or(std::time::Duration::from_secs(300))
+    }
+
     /// Reads, merges over the defaults and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         use std::io::Read;
@@ -270,6 +294,8 @@ impl NodeletConfiguration {
             image_gc_low_threshold_percent: file
                 .image_gc_low_threshold_percent
                 .unwrap_or(d.image_gc_low_threshold_percent),
+            image_minimum_gc_age: file.image_minimum_gc_age.unwrap_or(d.image_minimum_gc_age),
+            image_gc_period: file.image_gc_period.unwrap_or(d.image_gc_period),
             serialize_image_pulls: file
                 .serialize_image_pulls
                 .unwrap_or(d.serialize_image_pulls),
@@ -354,6 +380,22 @@ impl NodeletConfiguration {
                 "imageGCLowThresholdPercent",
                 format!(
                     "Invalid value: {lo}: must be less than imageGCHighThresholdPercent ({hi})"
+                ),
+            ));
+        }
+        for (field, v) in [
+            ("imageMinimumGCAge", &self.image_minimum_gc_age),
+            ("imageGCPeriod", &self.image_gc_period),
+        ] {
+            crate::time::parse_go_duration(v)
+                .map_err(|e| (field, format!("Invalid value: {e}")))?;
+        }
+        if self.image_gc_period() < std::time::Duration::from_secs(1) {
+            return Err((
+                "imageGCPeriod",
+                format!(
+                    "Invalid value: {:?}: must be at least 1s",
+                    self.image_gc_period
                 ),
             ));
         }

@@ -77,6 +77,45 @@ pub fn go_duration(d: Duration) -> String {
     }
 }
 
+/// Parses a Go `time.ParseDuration` string as KubeletConfiguration fields
+/// take them: `2m`, `1h30m`, `500ms`, `1.5s`, `0s`, `0`. Negative
+/// durations are refused.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let bad = || {
+        format!("invalid duration {s:?}: want a number with a unit (ns, us, ms, s, m, h), e.g. 2m or 1m30s")
+    };
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_end].parse().map_err(|_| bad())?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
 /// Parses an RFC 3339 timestamp (any precision, any offset).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let ts = s.parse::<k8s_openapi::jiff::Timestamp>().ok()?;
@@ -88,6 +127,20 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations_parse_like_time_parse_duration() {
+        let ok = |s: &str| parse_go_duration(s).unwrap();
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("1m30.5s"), Duration::from_millis(90_500));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("0s"), Duration::ZERO);
+        assert_eq!(ok("0"), Duration::ZERO);
+        for bad in ["", "5", "-1s", "2x", "m", "1.2.3s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?} parsed");
+        }
+    }
 
     #[test]
     fn formats_known_instants() {

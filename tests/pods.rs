@@ -657,27 +657,31 @@ spec:
             .into_iter()
             .find(|p| p.ends_with(format!("c/{n}.log")))
     };
-    while log(4).is_none() {
+    // Each instance's first log line, read while it exists: the instance
+    // before the previous one is removed with its log (container GC).
+    let first_line = |n: u32| {
+        let text = std::fs::read_to_string(log(n)?).ok()?;
+        let ts = text.split(' ').next()?;
+        let t = nodelet::time::parse_rfc3339(ts)?;
+        Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
+    };
+    let mut started: Vec<f64> = Vec::new();
+    while started.len() < 5 {
         assert!(
             start.elapsed() < Duration::from_secs(150),
             "fewer than 5 starts in 150 s"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        if let Some(t) = first_line(u32::try_from(started.len()).unwrap()) {
+            started.push(t);
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
+    let kept: Vec<u32> = (0..5).filter(|n| log(*n).is_some()).collect();
+    assert_eq!(kept, [3, 4], "only state and lastState keep their logs");
     std::thread::sleep(Duration::from_millis(300));
     sigterm(&child);
     let out = outcome(child.wait_with_output().unwrap());
-    let started: Vec<f64> = (0..5)
-        .map(|n| {
-            let text = std::fs::read_to_string(log(n).unwrap()).unwrap();
-            let ts = text.split(' ').next().unwrap();
-            nodelet::time::parse_rfc3339(ts)
-                .unwrap()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs_f64()
-        })
-        .collect();
     let gaps: Vec<f64> = started.windows(2).map(|w| w[1] - w[0]).collect();
     for (gap, want) in gaps.iter().zip([0.0, 10.0, 20.0, 40.0]) {
         assert!(
@@ -1937,5 +1941,294 @@ spec:
     sigterm(&child);
     let out = outcome(child.wait_with_output().unwrap());
     assert_eq!(status(out.pod("steady"), "app")["restartCount"], 0);
+    node.assert_clean();
+}
+
+/// One raw HTTP/1.1 request on the API socket: the status code and the
+/// JSON body (the Status object for errors).
+fn raw_http(sock: &Path, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: nodelet\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) and close before reading it all.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn api_pod(name: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "app", "image": image(), "command": ["sleep", "3600"]}]
+        }
+    })
+}
+
+/// The API refuses malformed requests with kube-apiserver's codes and
+/// creates nothing; only root reaches the socket; pods beyond maxPods are
+/// rejected (OutOfpods) and never run; `nodelet image` goes through the
+/// daemon, which never removes an image a live pod uses.
+#[test]
+fn the_api_checks_requests_admits_up_to_max_pods_and_owns_the_image_store() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::with_config("maxPods: 2\n");
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    let sock = node.tmp.path().join("run/nodelet.sock");
+    let pods = "/api/v1/namespaces/default/pods";
+
+    let (code, v) = raw_http(&sock, "POST", pods, b"{\"apiVersion\": ");
+    assert_eq!((code, v["kind"].as_str()), (400, Some("Status")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the request body is not valid JSON: "),
+        "{v}"
+    );
+    let mut typo = api_pod("typo");
+    typo["spec"]["containers"][0]["imagee"] = Value::from("x");
+    let (code, v) = raw_http(&sock, "POST", pods, typo.to_string().as_bytes());
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(
+        v["message"],
+        "strict decoding error: unknown field \"spec.containers[0].imagee\""
+    );
+    let (code, v) = raw_http(
+        &sock,
+        "POST",
+        pods,
+        api_pod("Bad_Name").to_string().as_bytes(),
+    );
+    assert_eq!((code, v["reason"].as_str()), (422, Some("Invalid")), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("metadata.name"),
+        "{v}"
+    );
+    let mut big = api_pod("big");
+    big["metadata"]["annotations"] = serde_json::json!({"x": "a".repeat(4 << 20)});
+    let (code, v) = raw_http(&sock, "POST", pods, big.to_string().as_bytes());
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge")),
+        "{v}"
+    );
+    let listed = node.cli(&["get", "pods", "-o", "json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed["items"],
+        serde_json::json!([]),
+        "a refused request created a pod"
+    );
+
+    // Only root: the socket is 0600 root; someone else cannot connect even
+    // when the directories above it let them through.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(&sock).unwrap();
+    assert_eq!((m.mode() & 0o777, m.uid()), (0o600, 0));
+    let dirs = [node.tmp.path().to_path_buf(), node.tmp.path().join("run")];
+    for dir in &dirs {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_nodelet"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["get", "pods"])
+        .output()
+        .unwrap();
+    for dir in &dirs {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot connect to nodelet at") && err.contains("Permission denied"),
+        "{err}"
+    );
+
+    // maxPods 2: the third active pod is rejected and never runs.
+    for name in ["a", "b"] {
+        let (code, v) = raw_http(&sock, "POST", pods, api_pod(name).to_string().as_bytes());
+        assert_eq!(code, 201, "{v}");
+    }
+    for name in ["a", "b"] {
+        wait_pod(&node, name, "Running", |p| {
+            p["status"]["phase"] == "Running"
+        });
+    }
+    let (code, v) = raw_http(&sock, "POST", pods, api_pod("c").to_string().as_bytes());
+    assert_eq!(code, 201, "{v}");
+    let c = wait_pod(&node, "c", "rejected", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(c["status"]["reason"], "OutOfpods");
+    assert_eq!(
+        c["status"]["message"],
+        "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2"
+    );
+    let table = text(&node.cli(&["get", "pods"]).stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("c ") && l.contains("OutOfpods")),
+        "{table}"
+    );
+    let events = text(&node.cli(&["events"]).stdout);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("OutOfpods") && l.contains("pod/c")),
+        "{events}"
+    );
+    assert!(
+        !walk(&node.logs())
+            .iter()
+            .any(|p| p.to_string_lossy().contains("_c_")),
+        "the rejected pod ran something"
+    );
+
+    // Images go through the daemon: in use by a and b, so not removable.
+    let ls = node.cli(&["image", "ls"]);
+    let repo = image().rsplit_once(':').unwrap().0.to_string();
+    assert!(text(&ls.stdout).contains(&repo), "{}", text(&ls.stdout));
+    let rm = node.cli(&["image", "rm", "--force", &image()]);
+    assert_eq!(rm.status.code(), Some(1));
+    assert!(
+        text(&rm.stderr).contains("is in use by pod default/a, default/b: delete the pod first"),
+        "{}",
+        text(&rm.stderr)
+    );
+    for name in ["a", "b", "c"] {
+        let o = node.cli(&["delete", "pod", name, "--wait"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let rm = node.cli(&["image", "rm", &image()]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+    assert_eq!(text(&rm.stdout), format!("Untagged: {}\n", image()));
+    assert!(!text(&node.cli(&["image", "ls"]).stdout).contains(&repo));
+    let pull = node.cli(&["image", "pull", &image()]);
+    assert!(pull.status.success(), "{}", text(&pull.stderr));
+    assert!(text(&pull.stderr).contains("pulling through the running nodelet"));
+    assert!(text(&node.cli(&["image", "ls"]).stdout).contains(&repo));
+    // Deleted pods took their log directories along.
+    assert!(
+        std::fs::read_dir(node.logs())
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "logs left: {:?}",
+        walk(&node.logs())
+    );
+    sigterm(&d);
+    assert!(d.wait().unwrap().success());
+    node.assert_clean();
+}
+
+/// Image GC: with the image filesystem over imageGCHighThresholdPercent,
+/// the daemon removes images no live pod uses (and their content) until
+/// under the low threshold; the image a running pod uses stays.
+#[test]
+fn image_gc_frees_disk_from_unused_images_only() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::with_config(
+        "imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 40\nimageMinimumGCAge: 0s\nimageGCPeriod: 1s\n",
+    );
+    // A small filesystem of its own for the root: 64 MiB.
+    std::fs::create_dir_all(node.root()).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(node.root())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let guard = Unmount(node.root());
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    let sock = node.tmp.path().join("run/nodelet.sock");
+    let (code, v) = raw_http(
+        &sock,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        api_pod("user").to_string().as_bytes(),
+    );
+    assert_eq!(code, 201, "{v}");
+    wait_pod(&node, "user", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let used = |p: &Path| {
+        let st = nix::sys::statvfs::statvfs(p).unwrap();
+        100 - st.blocks_available() * 100 / st.blocks()
+    };
+    // A 24 MiB incompressible layer, blob and snapshot: over 50 %.
+    let noisy = testbed::get().anon_ref(common::testbed::NOISY);
+    let pull = node.cli(&["image", "pull", "-q", &noisy]);
+    // GC may already be at work: a pull that finished is all we need.
+    assert!(pull.status.success(), "{}", text(&pull.stderr));
+    let start = Instant::now();
+    loop {
+        let ls = text(&node.cli(&["image", "ls"]).stdout);
+        if !ls.contains("nodelet/noisy") {
+            assert!(
+                ls.contains("nodelet/busybox"),
+                "the image in use went: {ls}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "unused image never collected ({} % used): {ls}",
+            used(&node.root())
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let start = Instant::now();
+    while used(&node.root()) >= 40 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "content not pruned: {} % used",
+            used(&node.root())
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = node.cli(&["exec", "user", "--", "true"]);
+    assert!(
+        o.status.success(),
+        "the running pod broke: {}",
+        text(&o.stderr)
+    );
+    let o = node.cli(&["delete", "pod", "user", "--wait"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    sigterm(&d);
+    assert!(d.wait().unwrap().success());
+    drop(guard);
     node.assert_clean();
 }

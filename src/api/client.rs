@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to nodelet at {}: is `nodelet daemon` (or `nodelet run`) running?", path.display())]
+    #[error("cannot connect to nodelet at {}: {}", path.display(), connect_hint(source))]
     Connect {
         path: PathBuf,
         #[source]
@@ -24,6 +24,15 @@ pub enum ClientError {
         reason: String,
         message: String,
     },
+}
+
+/// Why a connect failed, in the user's terms.
+fn connect_hint(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        "Permission denied: the API socket is root's only".into()
+    } else {
+        "is `nodelet daemon` (or `nodelet run`) running?".into()
+    }
 }
 
 pub struct Client {

@@ -2,7 +2,9 @@
 //! API where one exists (`/api/v1/...`, `v1` objects, `Status` errors), so
 //! the CLI stays thin and other tools can talk to it.
 
+pub mod body;
 pub mod client;
+pub mod images;
 pub mod server;
 
 use serde_json::json;

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::body::Strict;
 use super::{status_body, ExecRequest};
 use crate::pod::engine::{Engine, EngineError};
 use crate::pod::images::ImageService;
@@ -118,7 +119,7 @@ async fn list<R: Runtime, I: ImageService>(
 async fn create<R: Runtime, I: ImageService>(
     State(e): Shared<R, I>,
     UrlPath(ns): UrlPath<String>,
-    Json(mut pod): Json<k8s_openapi::api::core::v1::Pod>,
+    Strict(mut pod): Strict<k8s_openapi::api::core::v1::Pod>,
 ) -> Response {
     match pod.metadata.namespace.as_deref() {
         None | Some("") => pod.metadata.namespace = Some(ns.clone()),
@@ -346,7 +347,7 @@ async fn log<R: Runtime, I: ImageService>(
 async fn exec<R: Runtime, I: ImageService>(
     State(e): Shared<R, I>,
     UrlPath((ns, name)): UrlPath<(String, String)>,
-    Json(req): Json<ExecRequest>,
+    Strict(req): Strict<ExecRequest>,
 ) -> Response {
     if req.command.is_empty() {
         return error(&EngineError::BadRequest("command must not be empty".into()));
@@ -510,12 +511,12 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
 
 /// Serves the API until `shutdown` resolves; requests in flight (a
 /// `logs -f` whose container just ended) may then finish.
-pub async fn serve<R: Runtime, I: ImageService>(
+pub async fn serve(
     listener: tokio::net::UnixListener,
-    engine: Arc<Engine<R, I>>,
+    app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(engine))
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
     {
@@ -534,13 +535,12 @@ pub struct Server {
 const DRAIN: Duration = Duration::from_secs(1);
 
 impl Server {
-    pub fn start<R: Runtime, I: ImageService>(
-        listener: tokio::net::UnixListener,
-        engine: Arc<Engine<R, I>>,
-    ) -> Server {
+    /// Serves `app` ([`router`], merged with the image routes where there
+    /// is an image store).
+    pub fn start(listener: tokio::net::UnixListener, app: Router) -> Server {
         let stop = Arc::new(tokio::sync::Notify::new());
         let s = stop.clone();
-        let task = tokio::spawn(serve(listener, engine, async move { s.notified().await }));
+        let task = tokio::spawn(serve(listener, app, async move { s.notified().await }));
         Server { task, stop }
     }
 

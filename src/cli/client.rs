@@ -215,7 +215,11 @@ fn print_pods_rows(pods: &[Pod], wide: bool, node: &str, watching: bool, header:
             ready_column(p),
             pod_status_column(p),
             restarts(p).to_string(),
-            age(st.start_time.as_ref()),
+            age(p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .or(st.start_time.as_ref())),
         ];
         if wide {
             row.push(st.pod_ip.clone().unwrap_or_else(|| "<none>".into()));

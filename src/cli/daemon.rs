@@ -127,6 +127,102 @@ fn reconcile(
     retry
 }
 
+/// One round of image GC: the images no live pod uses, least recently
+/// used first, while the image filesystem is over the high threshold.
+fn collect_images(
+    engine: &NodeEngine,
+    cfg: &crate::config::NodeletConfiguration,
+    tracker: &mut crate::image::gc::Tracker,
+) -> anyhow::Result<()> {
+    use crate::image::gc;
+    let store = engine.images().store();
+    let stored: Vec<(String, u64)> = store
+        .list()?
+        .into_iter()
+        .map(|r| (r.name, r.size))
+        .collect();
+    let in_use: std::collections::BTreeSet<String> =
+        crate::pod::images::in_use(&engine.list(), store)
+            .into_keys()
+            .collect();
+    let now = std::time::SystemTime::now();
+    tracker.observe(&stored, &in_use, now);
+    let usage = gc::fs_usage(&cfg.root_dir)?;
+    let policy = gc::Policy {
+        high_percent: cfg.image_gc_high_threshold_percent,
+        low_percent: cfg.image_gc_low_threshold_percent,
+        min_age: cfg.image_minimum_gc_age(),
+    };
+    let plan = tracker.plan(policy, usage, &stored, &in_use, now);
+    if plan.to_free == 0 {
+        return Ok(());
+    }
+    tracing::info!(
+        used_percent = usage.used_percent(),
+        to_free = plan.to_free,
+        "image filesystem over imageGCHighThresholdPercent"
+    );
+    for (name, size) in &plan.remove {
+        match store.remove(name, false, &[]) {
+            Ok(_) => tracing::info!(image = %name, size, "image garbage-collected"),
+            Err(e) => {
+                tracing::warn!(image = %name, error = %crate::error_chain(&e), "image not removed")
+            }
+        }
+    }
+    if !plan.remove.is_empty() {
+        let (blobs, snapshots) = store.prune()?;
+        tracing::info!(blobs, snapshots, "unreferenced content removed");
+    }
+    if plan.freed() < plan.to_free {
+        // kubelet's message for the same shortfall.
+        tracing::warn!(
+            "Failed to garbage collect required amount of images. Attempted to free {} bytes, but only found {} bytes eligible to free.",
+            plan.to_free,
+            plan.freed()
+        );
+    }
+    let left: Vec<(String, u64)> = store
+        .list()?
+        .into_iter()
+        .map(|r| (r.name, r.size))
+        .collect();
+    tracker.observe(&left, &in_use, now);
+    Ok(())
+}
+
+/// Runs image GC every `imageGCPeriod`.
+fn spawn_image_gc(
+    engine: std::sync::Arc<NodeEngine>,
+    cfg: crate::config::NodeletConfiguration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tracker = crate::image::gc::Tracker::default();
+        let mut tick = tokio::time::interval(cfg.image_gc_period());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (e, c) = (engine.clone(), cfg.clone());
+            let t = std::mem::take(&mut tracker);
+            match tokio::task::spawn_blocking(move || {
+                let mut t = t;
+                let r = collect_images(&e, &c, &mut t);
+                (t, r)
+            })
+            .await
+            {
+                Ok((t, r)) => {
+                    tracker = t;
+                    if let Err(err) = r {
+                        tracing::error!(error = %format!("{err:#}"), "image garbage collection failed");
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "image garbage collection task failed"),
+            }
+        }
+    })
+}
+
 pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitCode> {
     let cfg = super::effective_config(global)?;
     let rt = super::async_runtime()?;
@@ -200,9 +296,11 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
             let id = e.file_name().to_string_lossy().into_owned();
             if !adopted.contains(&id) {
                 let _ = crate::pod::volumes::teardown(&e.path());
+                crate::pod::logs::remove_orphan_logs(&cfg.log_dir, &id);
             }
         }
-        let api = crate::api::server::Server::start(listener, engine.clone());
+        let api = crate::api::server::Server::start(listener, super::run::node_api(&engine, &cfg));
+        let image_gc = spawn_image_gc(engine.clone(), cfg.clone());
         let mut errors = HashMap::new();
         let mut wakes = cfg.static_pod_path.as_deref().map(watch);
         if let Some(d) = cfg.static_pod_path.as_deref() {
@@ -259,6 +357,7 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
             }
         }
         api.stop().await;
+        image_gc.abort();
         if let Some(w) = watchdog {
             w.abort();
         }

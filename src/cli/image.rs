@@ -20,6 +20,11 @@ use crate::image::store::{ImageStore, Progress, ProgressSink, PullOptions, PullR
 pub fn run(global: &GlobalArgs, command: ImageCommand) -> anyhow::Result<ExitCode> {
     let cfg = super::effective_config(global)?;
     let rt = super::async_runtime()?;
+    // A serving nodelet owns the store: go through it.
+    if std::os::unix::net::UnixStream::connect(&cfg.socket).is_ok() {
+        let client = crate::api::client::Client::new(&cfg.socket);
+        return rt.block_on(remote(&client, command));
+    }
     rt.block_on(async move {
         let store = ImageStore::open(&cfg.root_dir).with_context(|| format!("open image store in {}", cfg.root_dir.display()))?;
         match command {
@@ -47,6 +52,112 @@ pub fn run(global: &GlobalArgs, command: ImageCommand) -> anyhow::Result<ExitCod
             }
         }
     })
+}
+
+/// A query-string value, percent-encoded (RFC 3986 unreserved kept).
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The image commands through the API of a running daemon (or `nodelet
+/// run`), which owns the store.
+async fn remote(
+    client: &crate::api::client::Client,
+    command: ImageCommand,
+) -> anyhow::Result<ExitCode> {
+    use crate::image::metadata::ImageRecord;
+    let record = |v: &serde_json::Value| -> anyhow::Result<ImageRecord> {
+        Ok(serde_json::from_value(v["image"].clone())?)
+    };
+    let report = |v: serde_json::Value| -> anyhow::Result<PullReport> {
+        Ok(PullReport {
+            record: record(&v)?,
+            downloaded: v["downloadedBytes"].as_u64().unwrap_or(0),
+            reused_layers: usize::try_from(v["reusedLayers"].as_u64().unwrap_or(0)).unwrap_or(0),
+            elapsed: std::time::Duration::from_secs_f64(
+                v["elapsedSeconds"].as_f64().unwrap_or(0.0),
+            ),
+        })
+    };
+    let json = |b: hyper::body::Bytes| -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&b)?)
+    };
+    match command {
+        ImageCommand::Pull {
+            reference,
+            platform,
+            creds,
+            quiet,
+        } => {
+            if !quiet {
+                eprintln!("{reference}: pulling through the running nodelet");
+            }
+            let body =
+                serde_json::json!({"image": reference, "platform": platform, "creds": creds});
+            let v = json(
+                client
+                    .call("POST", "/images/pull", Some(body))
+                    .await
+                    .with_context(|| format!("pull {reference}"))?,
+            )?;
+            report_line(&report(v)?, quiet, "Pulled");
+        }
+        ImageCommand::Import { path, name } => {
+            let abs = std::fs::canonicalize(&path)
+                .with_context(|| format!("import {}", path.display()))?;
+            let body = serde_json::json!({"path": abs, "name": name});
+            let v = json(
+                client
+                    .call("POST", "/images/import", Some(body))
+                    .await
+                    .with_context(|| format!("import {}", path.display()))?,
+            )?;
+            report_line(&report(v)?, false, "Imported");
+        }
+        ImageCommand::Ls { output } => {
+            let v = client.get_json("/images").await?;
+            let images: Vec<ImageRecord> = serde_json::from_value(v["items"].clone())?;
+            print_images(&images, output)?;
+        }
+        ImageCommand::Inspect { reference } => {
+            let v = client
+                .get_json(&format!("/images/inspect?name={}", query_value(&reference)))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        ImageCommand::Rm {
+            reference,
+            force: _,
+        } => {
+            // The daemon never removes an image a live pod uses, --force
+            // or not (crictl rmi refuses as well).
+            let v = json(
+                client
+                    .call(
+                        "DELETE",
+                        &format!("/images?name={}", query_value(&reference)),
+                        None,
+                    )
+                    .await?,
+            )?;
+            println!("Untagged: {}", record(&v)?.name);
+        }
+        ImageCommand::Prune => {
+            let v = json(client.call("POST", "/images/prune", None).await?)?;
+            println!(
+                "Removed {} blobs and {} snapshots",
+                v["blobs"], v["snapshots"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Credentials for a registry: `--creds`, else the config's `registries.auths`,
@@ -171,7 +282,14 @@ pub fn human_size(n: u64) -> String {
 }
 
 fn ls(store: &ImageStore, output: Option<DataOutput>) -> anyhow::Result<ExitCode> {
-    let images = store.list()?;
+    print_images(&store.list()?, output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_images(
+    images: &[crate::image::metadata::ImageRecord],
+    output: Option<DataOutput>,
+) -> anyhow::Result<()> {
     match output {
         Some(DataOutput::Json) => println!("{}", serde_json::to_string_pretty(&images)?),
         Some(DataOutput::Yaml) => print!("{}", serde_norway::to_string(&images)?),
@@ -191,7 +309,7 @@ fn ls(store: &ImageStore, output: Option<DataOutput>) -> anyhow::Result<ExitCode
             print_table(&["REPOSITORY", "TAG", "DIGEST", "SIZE", "CREATED"], &rows);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
@@ -292,6 +410,14 @@ impl ProgressSink for Display {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            query_value("127.0.0.1:5000/a/b:1@sha256:ab"),
+            "127.0.0.1%3A5000%2Fa%2Fb%3A1%40sha256%3Aab"
+        );
+    }
 
     #[test]
     fn sizes_print_in_decimal_units() {

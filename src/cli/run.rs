@@ -28,6 +28,26 @@ use crate::runtime::native::client::NativeRuntime;
 
 pub type NodeEngine = Engine<NativeRuntime, StoreImages>;
 
+/// The API this host serves: the pod routes over `engine` and the image
+/// routes over its store.
+pub fn node_api(engine: &Arc<NodeEngine>, cfg: &NodeletConfiguration) -> axum::Router {
+    let images = engine.images();
+    let auth_cfg = cfg.clone();
+    let store = images.store().clone();
+    let e = engine.clone();
+    let api = crate::api::images::ImageApi {
+        store: images.store().clone(),
+        options: images.options().clone(),
+        creds: Box::new(move |registry| {
+            super::image::credentials_for(registry, None, &auth_cfg)
+                .ok()
+                .flatten()
+        }),
+        in_use: Box::new(move || crate::pod::images::in_use(&e.list(), &store)),
+    };
+    crate::api::server::router(engine.clone()).merge(crate::api::images::router(Arc::new(api)))
+}
+
 /// The engine on this host: native runtime, the image store under the
 /// root directory, node facts.
 pub fn node_engine(
@@ -74,7 +94,7 @@ pub fn node_engine(
     let runtime = NativeRuntime::new(&run_dir, &exe, log_max, cfg.container_log_max_files)
         .with_cgroups(cgroups);
     let (node, downward) = crate::pod::node::facts(&cfg.node_name);
-    Ok(Engine::new(Deps {
+    let engine = Engine::new(Deps {
         runtime: Arc::new(runtime),
         images: Arc::new(images),
         events: Arc::new(Recorder::default()),
@@ -88,7 +108,9 @@ pub fn node_engine(
             root: cfg.cgroup_root.clone(),
             pod_pids_limit: cfg.pod_pids_limit,
         }),
-    }))
+    });
+    engine.set_max_pods(cfg.max_pods);
+    Ok(engine)
 }
 
 /// The host's cgroup interface, with `cgroupRoot` created and writable:
@@ -169,7 +191,7 @@ pub fn run(
         let objects = Objects::new(prepared.config_maps, prepared.secrets);
         let engine = node_engine(&cfg, objects, None)?;
         let listener = crate::api::server::bind(&cfg.socket)?;
-        let api = crate::api::server::Server::start(listener, engine.clone());
+        let api = crate::api::server::Server::start(listener, node_api(&engine, &cfg));
         let mut events = engine.events().subscribe();
         let printer = tokio::spawn(async move {
             loop {

@@ -36,6 +36,7 @@ impl ImageStore {
         opts: &PullOptions,
         progress: &dyn ProgressSink,
     ) -> Result<PullReport, ImageError> {
+        let _writer = self.writer().await;
         let started = std::time::Instant::now();
         let meta =
             std::fs::metadata(path).map_err(|e| layout_err(path, format!("cannot read: {e}")))?;

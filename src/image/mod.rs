@@ -3,6 +3,7 @@
 
 pub mod content;
 pub mod digest;
+pub mod gc;
 pub mod layer;
 pub mod layout;
 pub mod manifest;

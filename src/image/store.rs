@@ -91,6 +91,8 @@ pub enum ImageError {
     Layout { path: PathBuf, detail: String },
     #[error("internal task failed: {0}")]
     Task(String),
+    #[error("{0} pull(s) or import(s) in progress: prune again once they finish")]
+    Busy(u32),
 }
 
 /// Pull parameters.
@@ -159,6 +161,21 @@ pub struct ImageStore {
     pub db: ImageDb,
     /// One builder per snapshot at a time within this process.
     inflight: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pulls and imports in flight. Prune never runs beside one: what they
+    /// have written is referenced by no record until they finish.
+    writers: Mutex<u32>,
+}
+
+/// Counts a pull or import as in flight while it lives.
+pub(crate) struct WriterGuard<'a>(&'a Mutex<u32>);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+    }
 }
 
 /// A layer unpacked but not yet committed (its lower layers may still be
@@ -184,7 +201,19 @@ impl ImageStore {
             snapshots: SnapshotStore::open(root)?,
             db: ImageDb::new(root),
             inflight: Mutex::new(HashMap::new()),
+            writers: Mutex::new(0),
         }))
+    }
+
+    /// Registers a pull or import; waits while a prune runs.
+    pub(crate) async fn writer(&self) -> WriterGuard<'_> {
+        loop {
+            if let Ok(mut n) = self.writers.try_lock() {
+                *n += 1;
+                return WriterGuard(&self.writers);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -212,6 +241,7 @@ impl ImageStore {
         opts: &PullOptions,
         progress: &dyn ProgressSink,
     ) -> Result<PullReport, ImageError> {
+        let _writer = self.writer().await;
         let started = Instant::now();
         let r = Reference::parse(reference)?;
         let name = r.to_string();
@@ -587,7 +617,16 @@ impl ImageStore {
     }
 
     /// Removes blobs and snapshots no image refers to. Returns how many of each.
+    /// Refused while a pull or import runs (their content is not referenced
+    /// yet).
     pub fn prune(&self) -> Result<(usize, usize), ImageError> {
+        let writers = self
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *writers > 0 {
+            return Err(ImageError::Busy(*writers));
+        }
         let images = self.db.list()?;
         let mut blobs: HashSet<Digest> = HashSet::new();
         let mut snaps: HashSet<Digest> = HashSet::new();
@@ -779,5 +818,31 @@ impl LayerTask {
             }),
             done,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    // The gate is held on purpose while a pull tries to start.
+    #[allow(clippy::await_holding_lock)]
+    async fn prune_waits_for_no_pull_and_pulls_wait_for_prune() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(tmp.path()).unwrap();
+        let pull = store.writer().await;
+        assert!(matches!(store.prune(), Err(ImageError::Busy(1))));
+        let second = store.writer().await;
+        assert!(matches!(store.prune(), Err(ImageError::Busy(2))));
+        drop((pull, second));
+        assert_eq!(store.prune().unwrap(), (0, 0));
+        // While a prune holds the gate, a new pull waits.
+        let held = store.writers.lock().unwrap();
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(100), store.writer()).await;
+        assert!(waiting.is_err(), "a pull started during a prune");
+        drop(held);
+        let _w = store.writer().await;
     }
 }

@@ -44,6 +44,8 @@ pub struct Engine<R: Runtime, I: ImageService> {
     sources: Mutex<Vec<SourceStatus>>,
     /// Previous CPU samples, for usage rates.
     sampler: super::stats::Sampler,
+    /// `maxPods`: active pods beyond it are rejected (OutOfpods).
+    max_pods: std::sync::atomic::AtomicU32,
 }
 
 /// One manifest file a source read, and what came of it.
@@ -57,6 +59,36 @@ pub struct SourceStatus {
     pub pod: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// kubelet's rejection reason for a pod over `maxPods` ("OutOf" + the
+/// resource name).
+pub const OUT_OF_PODS: &str = "OutOfpods";
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// What a rejected pod starts (and stays) as: kubelet's rejectPod status,
+/// phase Failed with the reason and "Pod was rejected: " + the message;
+/// nothing of it ever runs.
+fn rejected(pod: &Pod, reason: &str, message: &str) -> super::store::Saved {
+    super::store::Saved {
+        pod: pod.clone(),
+        state: super::state::PodState {
+            terminated: true,
+            ..Default::default()
+        },
+        status: Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some(reason.into()),
+            message: Some(format!("Pod was rejected: {message}")),
+            ..Default::default()
+        }),
+    }
 }
 
 /// A fresh UID in the kernel's UUID form.
@@ -80,7 +112,13 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             forget_deleted: std::sync::atomic::AtomicBool::new(false),
             sources: Mutex::new(Vec::new()),
             sampler: super::stats::Sampler::default(),
+            max_pods: std::sync::atomic::AtomicU32::new(u32::MAX),
         })
+    }
+
+    /// Sets the node's pod capacity (`maxPods`).
+    pub fn set_max_pods(&self, n: u32) {
+        self.max_pods.store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Usage of the node, its pods and their running containers.
@@ -133,6 +171,11 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             pod.metadata.uid = Some(new_uid());
         }
         pod.metadata.namespace = Some(ns.clone());
+        // Set on creation, as the API server does.
+        if pod.metadata.creation_timestamp.is_none() {
+            pod.metadata.creation_timestamp =
+                Some(super::status::time(std::time::SystemTime::now()));
+        }
         // Bound to this node, as a scheduler (or kubelet for static pods)
         // would have done.
         if let Some(spec) = pod.spec.as_mut() {
@@ -140,7 +183,43 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
                 spec.node_name = Some(self.deps.downward.node_name.clone());
             }
         }
+        // Admission, as kubelet's canAdmitPod: a new pod beyond the
+        // node's pod capacity is rejected for good (phase Failed, reason
+        // OutOfpods); pods in a terminal phase do not count.
+        let capacity = self.max_pods.load(std::sync::atomic::Ordering::Relaxed);
+        let used = pods
+            .values()
+            .filter(|e| !is_terminal(&e.handle.pod()))
+            .count();
+        let rejection = (restored.is_none() && used >= capacity as usize).then(|| {
+            format!("Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}")
+        });
+        let restored = match &rejection {
+            Some(message) => {
+                let saved = rejected(&pod, OUT_OF_PODS, message);
+                // Kept like any pod, so a restarted daemon still shows it.
+                if let Some(dir) = &self.deps.state_dir {
+                    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                    if let Err(e) = super::store::save(dir, uid, &saved) {
+                        tracing::error!(error = %e, "save pod record");
+                    }
+                }
+                Some(saved)
+            }
+            None => restored,
+        };
         let (handle, task) = worker::spawn(self.deps.clone(), pod, restored);
+        if let Some(message) = rejection {
+            tracing::warn!(pod = %name, namespace = %ns, %message, "pod rejected");
+            self.deps.events.record(
+                &handle.pod_ref,
+                super::events::EventType::Warning,
+                OUT_OF_PODS,
+                "",
+                message,
+                std::time::SystemTime::now(),
+            );
+        }
         pods.insert(
             (ns, name),
             Entry {
@@ -309,14 +388,15 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         } else {
             c.restart_count
         };
-        let dir = self
-            .deps
-            .log_dir
-            .join(format!(
-                "{namespace}_{name}_{}",
-                pod.metadata.uid.as_deref().unwrap_or_default()
-            ))
-            .join(&c.name);
+        let dir = super::logs::pod_log_dir(
+            &self.deps.log_dir,
+            &super::events::PodRef {
+                namespace: namespace.into(),
+                name: name.into(),
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+            },
+        )
+        .join(&c.name);
         let live = format!("{n}.log");
         let mut rotated: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
             .into_iter()
@@ -379,6 +459,9 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             let gone = me.lock().remove(&key);
             if let Some(e) = gone {
                 me.deps.events.forget(&e.handle.pod_ref.uid);
+                // A deleted pod's logs go with it (kubelet's
+                // evictPodLogsDirectories).
+                super::logs::remove_pod_logs(&me.deps.log_dir, &e.handle.pod_ref);
                 if let Some(dir) = &me.deps.state_dir {
                     super::store::remove(dir, &e.handle.pod_ref.uid);
                 }
@@ -392,6 +475,10 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             .iter()
             .map(|((ns, n), e)| (ns.clone(), n.clone(), e.handle.pod_ref.uid.clone()))
             .collect()
+    }
+
+    pub fn images(&self) -> &Arc<I> {
+        &self.deps.images
     }
 
     pub fn runtime(&self) -> &Arc<R> {

@@ -76,6 +76,15 @@ impl StoreImages {
         }
     }
 
+    pub fn store(&self) -> &Arc<ImageStore> {
+        &self.store
+    }
+
+    /// The configured pull options (no credentials).
+    pub fn options(&self) -> &PullOptions {
+        &self.options
+    }
+
     fn to_local(
         &self,
         rec: &crate::image::metadata::ImageRecord,
@@ -126,4 +135,37 @@ impl ImageService for StoreImages {
             .map_err(|e| ImageServiceError::Pull(crate::error_chain(&e)))?;
         Ok((self.to_local(&report.record)?, waited))
     }
+}
+
+/// Stored images that pods which have not finished use: image name →
+/// `namespace/name` of each such pod. Image GC and `image rm` never take
+/// these.
+pub fn in_use(
+    pods: &[k8s_openapi::api::core::v1::Pod],
+    store: &ImageStore,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for p in pods {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let who = format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or_default(),
+            p.metadata.name.as_deref().unwrap_or_default()
+        );
+        for (_, c) in super::state::all_containers(p) {
+            let Some(image) = c.image.as_deref() else {
+                continue;
+            };
+            if let Ok(Some(rec)) = store.resolve(image) {
+                let users = out.entry(rec.name).or_default();
+                if !users.contains(&who) {
+                    users.push(who.clone());
+                }
+            }
+        }
+    }
+    out
 }

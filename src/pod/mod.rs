@@ -9,6 +9,7 @@ pub mod engine;
 pub mod events;
 pub mod expand;
 pub mod images;
+pub mod logs;
 pub mod node;
 pub mod objects;
 pub mod planner;

@@ -47,6 +47,16 @@ pub fn generate(
     prev: Option<&PodStatus>,
     now: SystemTime,
 ) -> PodStatus {
+    // A pod that was turned away before anything ran (admission: kubelet's
+    // rejectPod) keeps the status it was given: no container statuses.
+    if let Some(p) = prev.filter(|p| {
+        st.terminated
+            && st.sandbox == super::state::Sandbox::None
+            && st.containers.is_empty()
+            && p.phase.as_deref() == Some("Failed")
+    }) {
+        return p.clone();
+    }
     let has_init = spec(pod)
         .init_containers
         .as_ref()

@@ -1054,6 +1054,54 @@ mod worker {
     }
 
     #[tokio::test]
+    async fn pods_beyond_max_pods_are_rejected_out_of_pods_and_never_run() {
+        let b = bed();
+        b.engine.set_max_pods(2);
+        let spec = |n: &str, policy: &str| {
+            pod(&format!(
+                "metadata: {{name: {n}}}\nspec:\n  restartPolicy: {policy}\n  containers: [{{name: a, image: busybox:1}}]\n"
+            ))
+        };
+        let done = b.engine.add(spec("done", "Never")).unwrap();
+        let a = b.engine.add(spec("a", "Always")).unwrap();
+        wait_for(&a, "a running", |h| state_of(h, "a") == "running").await;
+        let id = id_of(&done, "a");
+        b.rt.exit(&done.pod_ref.uid, &id, 0);
+        wait_for(&done, "done Succeeded", |h| {
+            h.status().phase.as_deref() == Some("Succeeded")
+        })
+        .await;
+        // A succeeded pod no longer counts: the second active pod fits.
+        let c = b.engine.add(spec("c", "Always")).unwrap();
+        wait_for(&c, "c running", |h| state_of(h, "a") == "running").await;
+        let starts_before = starts(&b.rt);
+        let over = b.engine.add(spec("over", "Always")).unwrap();
+        wait_for(&over, "over published", |h| h.status().phase.is_some()).await;
+        let st = over.status();
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some("OutOfpods"));
+        assert_eq!(
+            st.message.as_deref(),
+            Some("Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2")
+        );
+        let ev: Vec<_> = b
+            .engine
+            .events()
+            .all()
+            .into_iter()
+            .filter(|e| e.pod.name == "over")
+            .map(|e| (e.type_.as_str(), e.reason.clone()))
+            .collect();
+        assert_eq!(ev, [("Warning", "OutOfpods".to_string())]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(starts(&b.rt), starts_before, "a rejected pod never starts");
+        let sandboxes = b.rt.list_sandboxes().await.unwrap();
+        assert!(!sandboxes.contains(&over.pod_ref.uid), "{sandboxes:?}");
+        b.engine.delete_all(Some(0));
+        b.engine.wait_all().await;
+    }
+
+    #[tokio::test]
     async fn pause_freezes_running_containers_masks_readiness_and_delete_thaws_first() {
         let b = bed();
         let h = b

@@ -164,16 +164,18 @@ pub fn spawn<R: Runtime, I: ImageService>(
         name: pod.metadata.name.clone().unwrap_or_default(),
         uid: pod.metadata.uid.clone().unwrap_or_default(),
     };
-    let handle = Arc::new(PodHandle {
-        pod_ref: pod_ref.clone(),
-        published: Mutex::new(pod.clone()),
-        version: watch::channel(0).0,
-        commands: tx,
-    });
     let (st, status, restored_flag) = match restored {
         Some(r) => (r.state, r.status, true),
         None => (PodState::default(), None, false),
     };
+    let mut published = pod.clone();
+    published.status.clone_from(&status);
+    let handle = Arc::new(PodHandle {
+        pod_ref: pod_ref.clone(),
+        published: Mutex::new(published),
+        version: watch::channel(0).0,
+        commands: tx,
+    });
     let w = Worker {
         deps,
         uid: pod_ref.uid.clone(),
@@ -1097,15 +1099,14 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     .join(name)
                     .join(old.restart_count.to_string()),
             );
+            // Its log goes with it, as kubelet's container GC removes a
+            // removed container's log (rotated files included).
+            super::logs::remove_instance_logs(&self.container_log_dir(name), old.restart_count);
         }
     }
 
     fn container_log_dir(&self, name: &str) -> PathBuf {
-        let r = &self.handle.pod_ref;
-        self.deps
-            .log_dir
-            .join(format!("{}_{}_{}", r.namespace, r.name, r.uid))
-            .join(name)
+        super::logs::pod_log_dir(&self.deps.log_dir, &self.handle.pod_ref).join(name)
     }
 
     /// Writes `config.json`, the upper/work dirs and the termination-log
