@@ -71,6 +71,194 @@ pub fn record_probe(kind: &str, result: &str, owner: &ProbeOwner, seconds: f64) 
         .observe(seconds);
 }
 
+/// kubelet's own series, kept process-wide.
+struct Kubelet {
+    pod_start: Histogram,
+    pod_worker: Family<Labels, Histogram>,
+    runtime_ops: Family<Labels, Counter>,
+    runtime_errors: Family<Labels, Counter>,
+    runtime_duration: Family<Labels, Histogram>,
+    image_pull: Family<Labels, Histogram>,
+}
+
+/// kubelet's `metrics.DefBuckets`-like latency buckets, 5 ms … 10 s.
+fn latency() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+fn kubelet() -> &'static Kubelet {
+    static K: OnceLock<Kubelet> = OnceLock::new();
+    K.get_or_init(|| Kubelet {
+        // kubelet: 0.5 s … 1 h.
+        pod_start: Histogram::new([
+            0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0, 180.0,
+            240.0, 300.0, 360.0, 480.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0,
+        ]),
+        pod_worker: Family::new_with_constructor(latency),
+        runtime_ops: Family::default(),
+        runtime_errors: Family::default(),
+        runtime_duration: Family::new_with_constructor(latency),
+        // kubelet: 0.5 s … 20 min.
+        image_pull: Family::new_with_constructor(|| {
+            Histogram::new([
+                0.5, 1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0, 240.0, 300.0, 600.0, 900.0,
+                1200.0,
+            ])
+        }),
+    })
+}
+
+/// A pod started: from first seeing it to every container running.
+pub fn record_pod_start(seconds: f64) {
+    kubelet().pod_start.observe(seconds);
+}
+
+/// One pass of a pod worker (`operation_type` create, sync or kill).
+pub fn record_pod_worker(operation: &str, seconds: f64) {
+    kubelet()
+        .pod_worker
+        .get_or_create(&labels(&[("operation_type", operation)]))
+        .observe(seconds);
+}
+
+/// One runtime operation (`create_container`, `exec_sync`, …).
+pub fn record_runtime_op(operation: &str, ok: bool, seconds: f64) {
+    let k = kubelet();
+    let l = labels(&[("operation_type", operation)]);
+    k.runtime_ops.get_or_create(&l).inc();
+    if !ok {
+        k.runtime_errors.get_or_create(&l).inc();
+    }
+    k.runtime_duration.get_or_create(&l).observe(seconds);
+}
+
+/// An image pull, labelled with kubelet's size buckets.
+pub fn record_image_pull(size: u64, seconds: f64) {
+    const MIB: u64 = 1024 * 1024;
+    let bucket = match size {
+        s if s < 10 * MIB => "0-10MB",
+        s if s < 100 * MIB => "10MB-100MB",
+        s if s < 500 * MIB => "100MB-500MB",
+        s if s < 1024 * MIB => "500MB-1GB",
+        s if s < 5 * 1024 * MIB => "1GB-5GB",
+        s if s < 10 * 1024 * MIB => "5GB-10GB",
+        _ => "10GB+",
+    };
+    kubelet()
+        .image_pull
+        .get_or_create(&labels(&[("image_size_in_bytes", bucket)]))
+        .observe(seconds);
+}
+
+/// Pod and container counts for `kubelet_running_pods` and
+/// `kubelet_running_containers{container_state}`.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub running_pods: u64,
+    /// State (`running`, `exited`, `created`, `unknown`) → containers.
+    pub containers: std::collections::BTreeMap<String, u64>,
+}
+
+fn register_kubelet(reg: &mut Registry, counts: &Counts) {
+    let k = kubelet();
+    let pods: Gauge = Gauge::default();
+    pods.set(i64::try_from(counts.running_pods).unwrap_or(i64::MAX));
+    reg.register(
+        "kubelet_running_pods",
+        "Number of pods that have a running pod sandbox",
+        pods,
+    );
+    let containers: Family<Labels, Gauge> = Family::default();
+    for (state, n) in &counts.containers {
+        containers
+            .get_or_create(&labels(&[("container_state", state)]))
+            .set(i64::try_from(*n).unwrap_or(i64::MAX));
+    }
+    reg.register(
+        "kubelet_running_containers",
+        "Number of containers currently running",
+        containers,
+    );
+    reg.register(
+        "kubelet_pod_start_duration_seconds",
+        "Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
+        k.pod_start.clone(),
+    );
+    reg.register(
+        "kubelet_pod_worker_duration_seconds",
+        "Duration in seconds to sync a single pod. Broken down by operation type: create, update, or sync",
+        k.pod_worker.clone(),
+    );
+    reg.register(
+        "kubelet_runtime_operations",
+        "Cumulative number of runtime operations by operation type",
+        k.runtime_ops.clone(),
+    );
+    reg.register(
+        "kubelet_runtime_operations_errors",
+        "Cumulative number of runtime operation errors by operation type",
+        k.runtime_errors.clone(),
+    );
+    reg.register(
+        "kubelet_runtime_operations_duration_seconds",
+        "Duration in seconds of runtime operations. Broken down by operation type",
+        k.runtime_duration.clone(),
+    );
+    reg.register(
+        "kubelet_image_pull_duration_seconds",
+        "Duration in seconds to pull an image",
+        k.image_pull.clone(),
+    );
+}
+
+/// `process_*` series of this process, from /proc/self.
+fn register_process(reg: &mut Registry) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| {
+        rest.get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let ticks = crate::sys::clock_ticks().max(1) as f64;
+    let page = crate::sys::page_size() as f64;
+    let cpu: Counter<f64, AtomicU64> = Counter::default();
+    cpu.inc_by((field(14) + field(15)) as f64 / ticks);
+    reg.register(
+        "process_cpu_seconds",
+        "Total user and system CPU time spent in seconds",
+        cpu,
+    );
+    let rss: Gauge<f64, AtomicU64> = Gauge::default();
+    rss.set(field(24) as f64 * page);
+    reg.register(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes",
+        rss,
+    );
+    let fds: Gauge = Gauge::default();
+    fds.set(
+        std::fs::read_dir("/proc/self/fd")
+            .map(|d| i64::try_from(d.count()).unwrap_or(0))
+            .unwrap_or(0),
+    );
+    reg.register("process_open_fds", "Number of open file descriptors", fds);
+    let boot = crate::sys::boot_time_seconds();
+    let start: Gauge<f64, AtomicU64> = Gauge::default();
+    start.set(boot as f64 + field(22) as f64 / ticks);
+    reg.register(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds",
+        start,
+    );
+}
+
 fn gauge() -> Family<Labels, Gauge<f64, AtomicU64>> {
     Family::default()
 }
@@ -82,8 +270,10 @@ fn counter() -> Family<Labels, Counter<f64, AtomicU64>> {
 /// The Prometheus text of the prober metrics and, from `summary`, the
 /// resource metrics (`container_cpu_usage_seconds_total`,
 /// `container_memory_working_set_bytes`, `pod_…`, `node_…`).
-pub fn render(summary: &Summary) -> String {
+pub fn render(summary: &Summary, counts: &Counts) -> String {
     let mut reg = Registry::default();
+    register_kubelet(&mut reg, counts);
+    register_process(&mut reg);
     let p = probes();
     reg.register(
         "prober_probe",
@@ -210,7 +400,25 @@ mod tests {
         c.memory.working_set_bytes = 4096;
         pod.containers.push(c);
         s.pods.push(pod);
-        let text = render(&s);
+        record_runtime_op("create_container", true, 0.002);
+        record_runtime_op("create_container", false, 0.003);
+        record_image_pull(2 << 20, 0.7);
+        let counts = Counts {
+            running_pods: 1,
+            containers: [("running".to_string(), 2)].into_iter().collect(),
+        };
+        let text = render(&s, &counts);
+        for want in [
+            "kubelet_running_pods 1\n",
+            "kubelet_running_containers{container_state=\"running\"} 2\n",
+            "kubelet_runtime_operations_total{operation_type=\"create_container\"} ",
+            "kubelet_runtime_operations_errors_total{operation_type=\"create_container\"} ",
+            "kubelet_image_pull_duration_seconds_bucket{le=\"1.0\",image_size_in_bytes=\"0-10MB\"} ",
+            "\nprocess_resident_memory_bytes ",
+            "\nprocess_start_time_seconds ",
+        ] {
+            assert!(text.contains(want), "{want:?} missing:\n{text}");
+        }
         assert!(
             text.contains("# TYPE container_cpu_usage_seconds counter"),
             "{text}"

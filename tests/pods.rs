@@ -2079,6 +2079,56 @@ fn the_api_checks_requests_admits_up_to_max_pods_and_owns_the_image_store() {
             p["status"]["phase"] == "Running"
         });
     }
+    // kubelet's metrics, read by a Prometheus text parser.
+    let raw = node.cli(&["get", "--raw", "/metrics"]);
+    assert!(raw.status.success(), "{}", text(&raw.stderr));
+    let scrape =
+        prometheus_parse::Scrape::parse(text(&raw.stdout).lines().map(|l| Ok(l.to_string())))
+            .unwrap();
+    let sample = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+                prometheus_parse::Value::Summary(_) => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name} {label:?} missing:\n{}", text(&raw.stdout)))
+    };
+    assert_eq!(sample("kubelet_running_pods", None), 2.0);
+    assert_eq!(
+        sample(
+            "kubelet_running_containers",
+            Some(("container_state", "running"))
+        ),
+        2.0
+    );
+    assert!(
+        sample(
+            "kubelet_runtime_operations_total",
+            Some(("operation_type", "create_container"))
+        ) >= 2.0
+    );
+    assert!(
+        sample(
+            "kubelet_runtime_operations_duration_seconds",
+            Some(("operation_type", "start_container"))
+        ) >= 2.0
+    );
+    assert!(sample("kubelet_pod_start_duration_seconds", None) >= 2.0);
+    assert!(
+        sample(
+            "kubelet_pod_worker_duration_seconds",
+            Some(("operation_type", "create"))
+        ) >= 2.0
+    );
+    assert!(sample("process_resident_memory_bytes", None) > 1e6);
+    assert!(sample("process_open_fds", None) > 0.0);
+
     let (code, v) = raw_http(&sock, "POST", pods, api_pod("c").to_string().as_bytes());
     assert_eq!(code, 201, "{v}");
     let c = wait_pod(&node, "c", "rejected", |p| p["status"]["phase"] == "Failed");

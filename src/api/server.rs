@@ -451,7 +451,7 @@ pub fn router<R: Runtime, I: ImageService>(engine: Arc<Engine<R, I>>) -> Router 
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    crate::metrics::render(&e.summary().await),
+                    crate::metrics::render(&e.summary().await, &e.counts()),
                 )
             }),
         )

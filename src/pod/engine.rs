@@ -133,6 +133,38 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         .await
     }
 
+    /// Pods with a live sandbox and containers by state, for
+    /// `kubelet_running_pods` and `kubelet_running_containers`.
+    pub fn counts(&self) -> crate::metrics::Counts {
+        let mut c = crate::metrics::Counts::default();
+        for p in self.list() {
+            let Some(st) = p.status else { continue };
+            let sandbox = st
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "PodReadyToStartContainers" && c.status == "True");
+            c.running_pods += u64::from(sandbox);
+            let all = st
+                .init_container_statuses
+                .iter()
+                .flatten()
+                .chain(st.container_statuses.iter().flatten());
+            for cs in all {
+                let state = cs.state.clone().unwrap_or_default();
+                let name = if state.running.is_some() {
+                    "running"
+                } else if state.terminated.is_some() {
+                    "exited"
+                } else {
+                    continue;
+                };
+                *c.containers.entry(name.to_string()).or_default() += 1;
+            }
+        }
+        c
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Entry>> {
         self.pods
             .lock()

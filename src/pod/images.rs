@@ -133,6 +133,7 @@ impl ImageService for StoreImages {
             .pull(reference, &opts, &|_| {})
             .await
             .map_err(|e| ImageServiceError::Pull(crate::error_chain(&e)))?;
+        crate::metrics::record_image_pull(report.record.size, report.elapsed.as_secs_f64());
         Ok((self.to_local(&report.record)?, waited))
     }
 }

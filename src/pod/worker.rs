@@ -136,6 +136,8 @@ pub struct Worker<R: Runtime, I: ImageService> {
     probers: HashMap<String, Prober>,
     /// Re-adopted after a daemon restart.
     restored: bool,
+    /// When this worker first saw the pod (`kubelet_pod_start_duration`).
+    first_seen: Instant,
 }
 
 /// The probe tasks of a container's current instance.
@@ -195,6 +197,7 @@ pub fn spawn<R: Runtime, I: ImageService>(
         probe_tx,
         probe_rx,
         probers: HashMap::new(),
+        first_seen: Instant::now(),
     };
     let span = tracing::info_span!("pod", pod = %pod_ref.name, namespace = %pod_ref.namespace);
     let task = tokio::spawn(w.run().instrument(span));
@@ -256,6 +259,15 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             .unwrap_or(true);
         if self.status.as_ref() == Some(&st) && !meta_changed {
             return;
+        }
+        // kubelet observes its pod start duration on the first Pending →
+        // Running transition of a pod it saw fresh.
+        let was = self.status.as_ref().and_then(|s| s.phase.as_deref());
+        if !self.restored
+            && matches!(was, None | Some("Pending"))
+            && st.phase.as_deref() == Some("Running")
+        {
+            crate::metrics::record_pod_start(self.first_seen.elapsed().as_secs_f64());
         }
         self.status = Some(st.clone());
         let mut pod = self.pod.clone();
@@ -337,16 +349,21 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             // its own container's state).
             let changed = self.st.terminating.is_none() && self.observe().await;
             if let Some(t) = self.st.terminating.clone() {
+                let began = Instant::now();
                 self.terminate(&t).await;
                 self.publish();
+                crate::metrics::record_pod_worker("kill", began.elapsed().as_secs_f64());
                 break;
             }
+            let began = Instant::now();
+            let first = self.st.sandbox == Sandbox::None;
             let now = SystemTime::now();
             let plan = planner::plan(&self.pod, &self.st, now, &self.restart_backoff);
             for (name, w) in &plan.backoff {
                 self.hold(name, w);
             }
             let mut replan = false;
+            let plan_empty = plan.actions.is_empty();
             for a in plan.actions {
                 match a {
                     Action::CreateSandbox => replan |= self.create_sandbox().await,
@@ -360,6 +377,10 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 }
             }
             self.publish();
+            if !plan_empty {
+                let op = if first { "create" } else { "sync" };
+                crate::metrics::record_pod_worker(op, began.elapsed().as_secs_f64());
+            }
             if replan || self.st.terminating.is_some() {
                 continue;
             }

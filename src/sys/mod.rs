@@ -183,3 +183,30 @@ pub fn default_sigpipe() {
         )
     };
 }
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of /proc CPU times (100 when unknown).
+pub fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(100)
+}
+
+/// `sysconf(_SC_PAGESIZE)` (4096 when unknown).
+pub fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(4096)
+}
+
+/// The boot time in seconds since the epoch (`btime` of /proc/stat).
+pub fn boot_time_seconds() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        .unwrap_or(0)
+}

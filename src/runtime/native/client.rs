@@ -88,7 +88,27 @@ impl NativeRuntime {
             .map_err(|e| shim_err(std::io::Error::other(crate::error_chain(&e))))
     }
 
+    /// One shim request, counted under kubelet's runtime operation
+    /// metrics with the CRI method it stands for.
     async fn call(&self, sandbox: &str, op: Op) -> Result<Response, RuntimeError> {
+        let name = match &op {
+            Op::Ping => "version",
+            Op::Create { .. } => "create_container",
+            Op::Start { .. } => "start_container",
+            Op::Signal { .. } => "stop_container",
+            Op::State { .. } => "container_status",
+            Op::Remove { .. } => "remove_container",
+            Op::Exec { .. } => "exec_sync",
+            Op::Shutdown => "stop_podsandbox",
+        };
+        let started = std::time::Instant::now();
+        let r = self.call_shim(sandbox, op).await;
+        let ok = r.as_ref().is_ok_and(|r| r.ok);
+        crate::metrics::record_runtime_op(name, ok, started.elapsed().as_secs_f64());
+        r
+    }
+
+    async fn call_shim(&self, sandbox: &str, op: Op) -> Result<Response, RuntimeError> {
         let shim_err = |action: &str| {
             let (sandbox, action) = (sandbox.to_string(), action.to_string());
             move |source| RuntimeError::Shim {
