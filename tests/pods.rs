@@ -2282,3 +2282,190 @@ fn image_gc_frees_disk_from_unused_images_only() {
     drop(guard);
     node.assert_clean();
 }
+
+/// A TCP proxy to `target` that dribbles replies (16 KiB per 20 ms) while
+/// `slow` holds: a pull through it is still running a while later.
+fn throttled_proxy(target: String, slow: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut client) = c else { continue };
+            let Ok(mut server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            let slow = slow.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = server.read(&mut buf) {
+                    if n == 0 || client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    if slow.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+fn pid_of(cmdline: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        (cmd.trim_end() == cmdline)
+            .then(|| p.file_name().to_string_lossy().parse().ok())
+            .flatten()
+    })
+}
+
+/// `kill -9` of the daemon while one pod pulls its image, one runs its init
+/// container, one waits in its postStart hook and one is terminating: the
+/// next daemon brings each to the right state with no container started
+/// twice and the terminating one still given its grace period.
+#[test]
+fn kill_9_of_the_daemon_mid_pull_init_start_and_termination_converges() {
+    if !common::require_root() {
+        return;
+    }
+    // A command line of this run only, to find its process.
+    let sleep = format!("sleep {}", 100_000 + std::process::id());
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let registry = testbed::get().anon_ref("").trim_end_matches('/').to_string();
+    let proxy = throttled_proxy(registry, slow.clone());
+    let node = Node::new();
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    let file = node.tmp.path().join("faults.yaml");
+    let term = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: term}}
+spec:
+  terminationGracePeriodSeconds: 6
+  containers: [{{name: app, image: {img}, command: [sh, -c, "trap '' TERM QUIT; exec {sleep}"]}}]
+"#,
+        img = image()
+    );
+    std::fs::write(&file, &term).unwrap();
+    assert!(node.cli(&["apply", "-f", file.to_str().unwrap()]).status.success());
+    wait_pod(&node, "term", "Running", |p| p["status"]["phase"] == "Running");
+    let others = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: init}}
+spec:
+  terminationGracePeriodSeconds: 0
+  initContainers: [{{name: prep, image: {img}, command: [sleep, "6"]}}]
+  containers: [{{name: app, image: {img}, command: [sleep, "3600"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hook}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: {img}
+    command: [sleep, "3600"]
+    lifecycle: {{postStart: {{exec: {{command: [sleep, "6"]}}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: pull}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers: [{{name: app, image: {proxy}/nodelet/noisy:1, command: [sleep, "3600"]}}]
+"#,
+        img = image()
+    );
+    std::fs::write(&file, others).unwrap();
+    assert!(node.cli(&["apply", "-f", file.to_str().unwrap()]).status.success());
+    let init = wait_pod(&node, "init", "init running", |p| {
+        !p["status"]["initContainerStatuses"][0]["state"]["running"].is_null()
+    });
+    let hook = wait_pod(&node, "hook", "app running in its hook", |p| {
+        !status(p, "app")["state"]["running"].is_null()
+    });
+    assert_eq!(status(&hook, "app")["started"], false, "postStart still runs");
+    let start = Instant::now();
+    while !text(&node.cli(&["events"]).stdout).contains("Pulling image") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the pull never began");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deleted = Instant::now();
+    let o = node.cli(&["delete", "pod", "term"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let term_pid = pid_of(&sleep).expect("term's container");
+    std::thread::sleep(Duration::from_millis(800));
+    let init_id = init["status"]["initContainerStatuses"][0]["containerID"].clone();
+    let hook_id = container_id(&hook, "app");
+    d.kill().unwrap();
+    d.wait().unwrap();
+    slow.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+
+    // Termination goes on with its grace: not killed early, gone after.
+    while deleted.elapsed() < Duration::from_secs(5) {
+        assert!(
+            Path::new(&format!("/proc/{term_pid}")).exists(),
+            "killed {:?} into a 6 s grace period",
+            deleted.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let start = Instant::now();
+    while node.cli(&["get", "pod", "term"]).status.success() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "term never went: {}",
+            text(&node.cli(&["get", "pod", "term", "-o", "json"]).stdout)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = std::fs::read_to_string(format!("/proc/{term_pid}/status")).unwrap_or_default();
+    assert!(left.is_empty(), "term's container is still there:\n{left}");
+
+    let init = wait_pod(&node, "init", "Running", |p| p["status"]["phase"] == "Running");
+    let prep = &init["status"]["initContainerStatuses"][0];
+    assert_eq!(prep["containerID"], init_id, "the init container ran again");
+    assert_eq!(prep["restartCount"], 0);
+    assert_eq!(prep["state"]["terminated"]["exitCode"], 0);
+    assert_eq!(status(&init, "app")["restartCount"], 0);
+    let hook = wait_pod(&node, "hook", "Ready", |p| condition(p, "Ready") == "True");
+    assert_eq!(container_id(&hook, "app"), hook_id, "the hooked app restarted");
+    assert_eq!(status(&hook, "app")["restartCount"], 0);
+    let pull = wait_pod(&node, "pull", "Running", |p| p["status"]["phase"] == "Running");
+    assert_eq!(status(&pull, "app")["restartCount"], 0);
+    // One instance per container: nothing was created twice.
+    for p in [&init, &hook, &pull] {
+        let uid = p["metadata"]["uid"].as_str().unwrap();
+        let dir = node.root().join("pods").join(uid).join("containers");
+        for c in std::fs::read_dir(&dir).unwrap().flatten() {
+            let instances: Vec<String> = std::fs::read_dir(c.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(instances, ["0"], "{}", c.path().display());
+        }
+    }
+    let ls = text(&node.cli(&["image", "ls"]).stdout);
+    assert_eq!(ls.matches("nodelet/noisy").count(), 1, "{ls}");
+    for name in ["init", "hook", "pull"] {
+        assert!(node.cli(&["delete", "pod", name, "--wait"]).status.success());
+    }
+    sigterm(&d);
+    assert!(d.wait().unwrap().success());
+    node.assert_clean();
+}

@@ -251,11 +251,16 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
                 pod.metadata.namespace.clone().unwrap_or_default(),
                 pod.metadata.name.clone().unwrap_or_default(),
             );
+            let deleting = pod.metadata.deletion_timestamp.is_some();
             match engine.add_restored(pod, Some(saved)) {
                 Ok(_) => {
                     adopted.insert(uid);
                     if gone {
                         let _ = engine.delete(&ns, &name, None);
+                    } else if deleting {
+                        // Deleted before the restart: its worker finishes
+                        // the termination, then the pod leaves.
+                        engine.forget_when_done(&ns, &name);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "saved pod not re-adopted"),

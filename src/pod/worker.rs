@@ -350,6 +350,9 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             let changed = self.st.terminating.is_none() && self.observe().await;
             if let Some(t) = self.st.terminating.clone() {
                 let began = Instant::now();
+                // Saved first: a daemon killed mid-termination finishes it
+                // after its restart (with the full grace period again).
+                self.publish();
                 self.terminate(&t).await;
                 self.publish();
                 crate::metrics::record_pod_worker("kill", began.elapsed().as_secs_f64());
@@ -1065,6 +1068,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             // Started waits for the hook.
             let had = self.st.container(name).is_some_and(|s| s.started);
             self.st.container_mut(name).started = false;
+            self.publish();
             let t = self.target(name, id);
             let full = planner::pod_full_name(&self.pod);
             let r = crate::probe::run_hook(&t, &h, name, &full, POST_START_TIMEOUT).await;
