@@ -2340,7 +2340,10 @@ fn kill_9_of_the_daemon_mid_pull_init_start_and_termination_converges() {
     // A command line of this run only, to find its process.
     let sleep = format!("sleep {}", 100_000 + std::process::id());
     let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let registry = testbed::get().anon_ref("").trim_end_matches('/').to_string();
+    let registry = testbed::get()
+        .anon_ref("")
+        .trim_end_matches('/')
+        .to_string();
     let proxy = throttled_proxy(registry, slow.clone());
     let node = Node::new();
     let mut d = node.daemon(&[]);
@@ -2357,8 +2360,13 @@ spec:
         img = image()
     );
     std::fs::write(&file, &term).unwrap();
-    assert!(node.cli(&["apply", "-f", file.to_str().unwrap()]).status.success());
-    wait_pod(&node, "term", "Running", |p| p["status"]["phase"] == "Running");
+    assert!(node
+        .cli(&["apply", "-f", file.to_str().unwrap()])
+        .status
+        .success());
+    wait_pod(&node, "term", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
     let others = format!(
         r#"apiVersion: v1
 kind: Pod
@@ -2389,17 +2397,27 @@ spec:
         img = image()
     );
     std::fs::write(&file, others).unwrap();
-    assert!(node.cli(&["apply", "-f", file.to_str().unwrap()]).status.success());
+    assert!(node
+        .cli(&["apply", "-f", file.to_str().unwrap()])
+        .status
+        .success());
     let init = wait_pod(&node, "init", "init running", |p| {
         !p["status"]["initContainerStatuses"][0]["state"]["running"].is_null()
     });
     let hook = wait_pod(&node, "hook", "app running in its hook", |p| {
         !status(p, "app")["state"]["running"].is_null()
     });
-    assert_eq!(status(&hook, "app")["started"], false, "postStart still runs");
+    assert_eq!(
+        status(&hook, "app")["started"],
+        false,
+        "postStart still runs"
+    );
     let start = Instant::now();
     while !text(&node.cli(&["events"]).stdout).contains("Pulling image") {
-        assert!(start.elapsed() < Duration::from_secs(20), "the pull never began");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the pull never began"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let deleted = Instant::now();
@@ -2436,16 +2454,24 @@ spec:
     let left = std::fs::read_to_string(format!("/proc/{term_pid}/status")).unwrap_or_default();
     assert!(left.is_empty(), "term's container is still there:\n{left}");
 
-    let init = wait_pod(&node, "init", "Running", |p| p["status"]["phase"] == "Running");
+    let init = wait_pod(&node, "init", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
     let prep = &init["status"]["initContainerStatuses"][0];
     assert_eq!(prep["containerID"], init_id, "the init container ran again");
     assert_eq!(prep["restartCount"], 0);
     assert_eq!(prep["state"]["terminated"]["exitCode"], 0);
     assert_eq!(status(&init, "app")["restartCount"], 0);
     let hook = wait_pod(&node, "hook", "Ready", |p| condition(p, "Ready") == "True");
-    assert_eq!(container_id(&hook, "app"), hook_id, "the hooked app restarted");
+    assert_eq!(
+        container_id(&hook, "app"),
+        hook_id,
+        "the hooked app restarted"
+    );
     assert_eq!(status(&hook, "app")["restartCount"], 0);
-    let pull = wait_pod(&node, "pull", "Running", |p| p["status"]["phase"] == "Running");
+    let pull = wait_pod(&node, "pull", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
     assert_eq!(status(&pull, "app")["restartCount"], 0);
     // One instance per container: nothing was created twice.
     for p in [&init, &hook, &pull] {
@@ -2463,9 +2489,156 @@ spec:
     let ls = text(&node.cli(&["image", "ls"]).stdout);
     assert_eq!(ls.matches("nodelet/noisy").count(), 1, "{ls}");
     for name in ["init", "hook", "pull"] {
-        assert!(node.cli(&["delete", "pod", name, "--wait"]).status.success());
+        assert!(node
+            .cli(&["delete", "pod", name, "--wait"])
+            .status
+            .success());
     }
     sigterm(&d);
     assert!(d.wait().unwrap().success());
+    node.assert_clean();
+}
+
+/// The systemd unit's ExecStart line, on this node's config.
+fn unit_exec_start(node: &Node) -> Command {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/nodelet.service"
+    ))
+    .unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart= in the unit");
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/nodelet"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nodelet"));
+    for w in words {
+        if w == "/etc/nodelet/config.yaml" {
+            c.arg(node.config());
+        } else {
+            c.arg(w);
+        }
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Started as systemd would start the unit, the daemon says READY=1 once
+/// its API answers. A full state disk refuses new pods with a clear error
+/// and corrupts nothing: the saved pods come back after a kill -9.
+#[test]
+fn the_daemon_notifies_systemd_when_ready_and_survives_a_full_state_disk() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let state = node.root().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap()
+        .success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let guard = Unmount(state.clone());
+    let notify_path = node.tmp.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut d = unit_exec_start(&node)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .spawn()
+        .unwrap();
+    let sock = node.tmp.path().join("run/nodelet.sock");
+    let mut buf = [0u8; 4096];
+    let n = notify.recv(&mut buf).expect("no sd_notify message in 30 s");
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // The API answers as soon as READY=1 arrives.
+    let (code, _) = raw_http(&sock, "GET", "/healthz", b"");
+    assert_eq!(code, 200);
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+    assert!(first.lines().any(|l| l == "STATUS=0 pods"), "{first:?}");
+
+    let pods = "/api/v1/namespaces/default/pods";
+    let (code, v) = raw_http(&sock, "POST", pods, api_pod("keep").to_string().as_bytes());
+    assert_eq!(code, 201, "{v}");
+    let keep = wait_pod(&node, "keep", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let records = state.join("pods");
+    let record = records.join(format!(
+        "{}.json",
+        keep["metadata"]["uid"].as_str().unwrap()
+    ));
+
+    // Fill the state disk.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(state.join("filler")).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    let (code, v) = raw_http(&sock, "POST", pods, api_pod("late").to_string().as_bytes());
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (500, Some("InternalError")),
+        "{v}"
+    );
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("cannot save the pod record, so the pod was not created: ")
+            && msg.contains("No space left on device"),
+        "{msg}"
+    );
+    assert!(!node.cli(&["get", "pod", "late"]).status.success());
+    // keep still runs; its status changes cannot be saved, its record
+    // stays whole and nothing half-written lies around.
+    let o = node.cli(&["exec", "keep", "--", "true"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let saved: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(saved["pod"]["metadata"]["name"], "keep");
+    let names: Vec<String> = std::fs::read_dir(&records)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+
+    // Space again: creating works, and a kill -9 loses nothing.
+    std::fs::remove_file(state.join("filler")).unwrap();
+    let (code, v) = raw_http(&sock, "POST", pods, api_pod("late").to_string().as_bytes());
+    assert_eq!(code, 201, "{v}");
+    let late = wait_pod(&node, "late", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    d.kill().unwrap();
+    d.wait().unwrap();
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    for (name, before) in [("keep", &keep), ("late", &late)] {
+        let p = wait_pod(&node, name, "re-adopted", |p| {
+            p["status"]["phase"] == "Running"
+        });
+        assert_eq!(container_id(&p, "app"), container_id(before, "app"));
+        assert_eq!(status(&p, "app")["restartCount"], 0);
+    }
+    for name in ["keep", "late"] {
+        assert!(node
+            .cli(&["delete", "pod", name, "--wait"])
+            .status
+            .success());
+    }
+    sigterm(&d);
+    assert!(d.wait().unwrap().success());
+    drop(guard);
     node.assert_clean();
 }

@@ -40,6 +40,7 @@ fn error(e: &EngineError) -> Response {
         EngineError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
         EngineError::Runtime(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         EngineError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+        EngineError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
     };
     (
         code,

@@ -24,6 +24,9 @@ pub enum EngineError {
     /// The pod is not in a state that allows the request.
     #[error("{0}")]
     Conflict(String),
+    /// The pod's record could not be saved: it was not created.
+    #[error("cannot save the pod record, so the pod was not created: {0}")]
+    Storage(String),
 }
 
 /// Output kept per stream of an API exec.
@@ -240,6 +243,19 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             }
             None => restored,
         };
+        // A new pod is saved before it starts: one the daemon cannot keep
+        // across a restart (the state disk is full) is refused whole.
+        if restored.is_none() {
+            if let Some(dir) = &self.deps.state_dir {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let first = super::store::Saved {
+                    pod: pod.clone(),
+                    state: super::state::PodState::default(),
+                    status: None,
+                };
+                super::store::save(dir, &uid, &first).map_err(EngineError::Storage)?;
+            }
+        }
         let (handle, task) = worker::spawn(self.deps.clone(), pod, restored);
         if let Some(message) = rejection {
             tracing::warn!(pod = %name, namespace = %ns, %message, "pod rejected");

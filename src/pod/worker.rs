@@ -138,6 +138,8 @@ pub struct Worker<R: Runtime, I: ImageService> {
     restored: bool,
     /// When this worker first saw the pod (`kubelet_pod_start_duration`).
     first_seen: Instant,
+    /// The last save of its record failed.
+    save_failing: bool,
 }
 
 /// The probe tasks of a container's current instance.
@@ -198,6 +200,7 @@ pub fn spawn<R: Runtime, I: ImageService>(
         probe_rx,
         probers: HashMap::new(),
         first_seen: Instant::now(),
+        save_failing: false,
     };
     let span = tracing::info_span!("pod", pod = %pod_ref.name, namespace = %pod_ref.namespace);
     let task = tokio::spawn(w.run().instrument(span));
@@ -281,7 +284,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         self.persist();
     }
 
-    fn persist(&self) {
+    fn persist(&mut self) {
         let Some(dir) = &self.deps.state_dir else {
             return;
         };
@@ -290,8 +293,20 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             state: self.st.clone(),
             status: self.status.clone(),
         };
-        if let Err(e) = super::store::save(dir, &self.uid, &saved) {
-            tracing::error!(error = %e, "save pod record");
+        // The previous record stays whole when a save fails (written
+        // aside, then renamed); a failing disk is reported once, then when
+        // it recovers.
+        match super::store::save(dir, &self.uid, &saved) {
+            Ok(()) if self.save_failing => {
+                self.save_failing = false;
+                tracing::info!("pod record saved again");
+            }
+            Ok(()) => {}
+            Err(e) if !self.save_failing => {
+                self.save_failing = true;
+                tracing::error!(error = %e, "cannot save pod record; the last saved one stays");
+            }
+            Err(_) => {}
         }
     }
 
