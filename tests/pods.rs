@@ -2642,3 +2642,50 @@ fn the_daemon_notifies_systemd_when_ready_and_survives_a_full_state_disk() {
     drop(guard);
     node.assert_clean();
 }
+
+/// `kill -9` of the daemon at staggered moments of a pod's creation
+/// (sandbox, mounts, container create and start): each time the next
+/// daemon converges to one running instance, and once the pods are
+/// deleted nothing is left (mounts, shims, cgroups, directories).
+#[test]
+fn kill_9_of_the_daemon_mid_create_leaks_nothing() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let sock = node.tmp.path().join("run/nodelet.sock");
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    for (i, delay) in [0u64, 15, 30, 60, 90, 150].into_iter().enumerate() {
+        let name = format!("mid{i}");
+        let (code, v) = raw_http(
+            &sock,
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            api_pod(&name).to_string().as_bytes(),
+        );
+        assert_eq!(code, 201, "{v}");
+        std::thread::sleep(Duration::from_millis(delay));
+        d.kill().unwrap();
+        d.wait().unwrap();
+        d = node.daemon(&[]);
+        node.wait_api();
+        let p = wait_pod(&node, &name, "Running after the restart", |p| {
+            p["status"]["phase"] == "Running"
+        });
+        assert_eq!(status(&p, "app")["restartCount"], 0, "{name}");
+        let uid = p["metadata"]["uid"].as_str().unwrap();
+        let dir = node.root().join("pods").join(uid).join("containers/app");
+        let instances: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(instances, ["0"], "{name} after a kill {delay} ms in");
+        let o = node.cli(&["delete", "pod", &name, "--wait"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    sigterm(&d);
+    assert!(d.wait().unwrap().success());
+    node.assert_clean();
+}

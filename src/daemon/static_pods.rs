@@ -54,11 +54,34 @@ pub fn scan(dir: &Path, node: &str) -> Vec<Entry> {
         })
         .collect();
     files.sort();
+    // Two files with a pod of the same name: the first (by file name)
+    // wins, the other is invalid (kubelet's filterInvalidPods, a
+    // `Duplicate value` on metadata.name).
+    let mut seen: std::collections::HashMap<(String, String), PathBuf> = Default::default();
     files
         .into_iter()
-        .map(|p| Entry {
-            result: read(&p, node),
-            path: p,
+        .map(|p| {
+            let result = read(&p, node).and_then(|pod| {
+                let key = (
+                    pod.metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                    pod.metadata.name.clone().unwrap_or_default(),
+                );
+                match seen.get(&key) {
+                    Some(first) => Err(format!(
+                        "metadata.name: Duplicate value: {:?}: {} holds a pod of that name",
+                        key.1,
+                        first.display()
+                    )),
+                    None => {
+                        seen.insert(key, p.clone());
+                        Ok(pod)
+                    }
+                }
+            });
+            Entry { result, path: p }
         })
         .collect()
 }
@@ -156,6 +179,42 @@ mod tests {
                 .unwrap(),
             uid
         );
+        // Written in place, half done: invalid until the rest arrives (the
+        // next inotify event or resync reads it again).
+        let half = &POD[..POD.len() / 2];
+        std::fs::write(d.path().join("late.yaml"), half).unwrap();
+        let late = |e: Vec<Entry>| {
+            e.into_iter()
+                .find(|e| e.path.ends_with("late.yaml"))
+                .unwrap()
+        };
+        assert!(late(scan(d.path(), "Node1")).result.is_err());
+        std::fs::write(
+            d.path().join("late.yaml"),
+            POD.replace("name: web", "name: late"),
+        )
+        .unwrap();
+        let pod = late(scan(d.path(), "Node1")).result.unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("late-node1"));
+        std::fs::remove_file(d.path().join("late.yaml")).unwrap();
+        // The same name in a second file: that file is invalid.
+        std::fs::write(
+            d.path().join("web2.yaml"),
+            POD.replace("c, image", "d, image"),
+        )
+        .unwrap();
+        let e = scan(d.path(), "Node1");
+        assert_eq!(
+            e[1].result.as_ref().unwrap().metadata.uid.as_deref(),
+            Some(uid.as_str())
+        );
+        let dup = e[2].result.clone().unwrap_err();
+        assert!(
+            dup.starts_with("metadata.name: Duplicate value: \"web-node1\": ")
+                && dup.ends_with("/web.yaml holds a pod of that name"),
+            "{dup}"
+        );
+        std::fs::remove_file(d.path().join("web2.yaml")).unwrap();
         std::fs::write(
             d.path().join("web.yaml"),
             POD.replace("busybox:1", "busybox:2"),

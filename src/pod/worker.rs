@@ -316,6 +316,18 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         if self.st.terminated {
             return;
         }
+        if self.st.sandbox != Sandbox::Ready {
+            // The previous daemon died while creating the sandbox: what it
+            // got as far as (a shim, mounts, a container the record never
+            // saw) goes, and the pod starts over from a clean slate.
+            if self.deps.runtime.sandbox_info(&self.uid).await.is_some() || self.pod_dir().exists()
+            {
+                tracing::warn!("removing a half-created sandbox");
+                if let Err(e) = self.deps.runtime.remove_sandbox(&self.uid).await {
+                    tracing::error!(error = %crate::error_chain(&e), "half-created sandbox not removed");
+                }
+            }
+        }
         if self.st.sandbox == Sandbox::Ready {
             match self.deps.runtime.sandbox_info(&self.uid).await {
                 Some(info) => self.sandbox = Some(info),
