@@ -1944,6 +1944,50 @@ spec:
     node.assert_clean();
 }
 
+/// A tmpfs of `size` mounted on `dir` for one test; unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The names in a directory.
+fn names_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+impl Node {
+    /// Deletes `pods` (waiting for each), then stops the daemon `d` with
+    /// SIGTERM; both must succeed.
+    fn delete_and_stop(&self, pods: &[&str], mut d: std::process::Child) {
+        for name in pods {
+            let o = self.cli(&["delete", "pod", name, "--wait"]);
+            assert!(o.status.success(), "delete {name}: {}", text(&o.stderr));
+        }
+        sigterm(&d);
+        assert!(d.wait().unwrap().success());
+    }
+}
+
 /// One raw HTTP/1.1 request on the API socket: the status code and the
 /// JSON body (the Status object for errors).
 fn raw_http(sock: &Path, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
@@ -2207,21 +2251,8 @@ fn image_gc_frees_disk_from_unused_images_only() {
         "imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 40\nimageMinimumGCAge: 0s\nimageGCPeriod: 1s\n",
     );
     // A small filesystem of its own for the root: 64 MiB.
-    std::fs::create_dir_all(node.root()).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-        .arg(node.root())
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let guard = Unmount(node.root());
-    let mut d = node.daemon(&[]);
+    let guard = Tmpfs::mount(&node.root(), "64m");
+    let d = node.daemon(&[]);
     node.wait_api();
     let sock = node.tmp.path().join("run/nodelet.sock");
     let (code, v) = raw_http(
@@ -2275,10 +2306,7 @@ fn image_gc_frees_disk_from_unused_images_only() {
         "the running pod broke: {}",
         text(&o.stderr)
     );
-    let o = node.cli(&["delete", "pod", "user", "--wait"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    sigterm(&d);
-    assert!(d.wait().unwrap().success());
+    node.delete_and_stop(&["user"], d);
     drop(guard);
     node.assert_clean();
 }
@@ -2430,7 +2458,7 @@ spec:
     d.kill().unwrap();
     d.wait().unwrap();
     slow.store(false, std::sync::atomic::Ordering::Relaxed);
-    let mut d = node.daemon(&[]);
+    let d = node.daemon(&[]);
     node.wait_api();
 
     // Termination goes on with its grace: not killed early, gone after.
@@ -2478,24 +2506,12 @@ spec:
         let uid = p["metadata"]["uid"].as_str().unwrap();
         let dir = node.root().join("pods").join(uid).join("containers");
         for c in std::fs::read_dir(&dir).unwrap().flatten() {
-            let instances: Vec<String> = std::fs::read_dir(c.path())
-                .unwrap()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            assert_eq!(instances, ["0"], "{}", c.path().display());
+            assert_eq!(names_in(&c.path()), ["0"], "{}", c.path().display());
         }
     }
     let ls = text(&node.cli(&["image", "ls"]).stdout);
     assert_eq!(ls.matches("nodelet/noisy").count(), 1, "{ls}");
-    for name in ["init", "hook", "pull"] {
-        assert!(node
-            .cli(&["delete", "pod", name, "--wait"])
-            .status
-            .success());
-    }
-    sigterm(&d);
-    assert!(d.wait().unwrap().success());
+    node.delete_and_stop(&["init", "hook", "pull"], d);
     node.assert_clean();
 }
 
@@ -2536,20 +2552,7 @@ fn the_daemon_notifies_systemd_when_ready_and_survives_a_full_state_disk() {
     }
     let node = Node::new();
     let state = node.root().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    assert!(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&state)
-        .status()
-        .unwrap()
-        .success());
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let guard = Unmount(state.clone());
+    let guard = Tmpfs::mount(&state, "256k");
     let notify_path = node.tmp.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify
@@ -2606,11 +2609,7 @@ fn the_daemon_notifies_systemd_when_ready_and_survives_a_full_state_disk() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let saved: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
     assert_eq!(saved["pod"]["metadata"]["name"], "keep");
-    let names: Vec<String> = std::fs::read_dir(&records)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = names_in(&records);
     assert_eq!(names.len(), 1, "{names:?}");
 
     // Space again: creating works, and a kill -9 loses nothing.
@@ -2622,7 +2621,7 @@ fn the_daemon_notifies_systemd_when_ready_and_survives_a_full_state_disk() {
     });
     d.kill().unwrap();
     d.wait().unwrap();
-    let mut d = node.daemon(&[]);
+    let d = node.daemon(&[]);
     node.wait_api();
     for (name, before) in [("keep", &keep), ("late", &late)] {
         let p = wait_pod(&node, name, "re-adopted", |p| {
@@ -2631,14 +2630,7 @@ fn the_daemon_notifies_systemd_when_ready_and_survives_a_full_state_disk() {
         assert_eq!(container_id(&p, "app"), container_id(before, "app"));
         assert_eq!(status(&p, "app")["restartCount"], 0);
     }
-    for name in ["keep", "late"] {
-        assert!(node
-            .cli(&["delete", "pod", name, "--wait"])
-            .status
-            .success());
-    }
-    sigterm(&d);
-    assert!(d.wait().unwrap().success());
+    node.delete_and_stop(&["keep", "late"], d);
     drop(guard);
     node.assert_clean();
 }
@@ -2676,12 +2668,7 @@ fn kill_9_of_the_daemon_mid_create_leaks_nothing() {
         assert_eq!(status(&p, "app")["restartCount"], 0, "{name}");
         let uid = p["metadata"]["uid"].as_str().unwrap();
         let dir = node.root().join("pods").join(uid).join("containers/app");
-        let instances: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(instances, ["0"], "{name} after a kill {delay} ms in");
+        assert_eq!(names_in(&dir), ["0"], "{name} after a kill {delay} ms in");
         let o = node.cli(&["delete", "pod", &name, "--wait"]);
         assert!(o.status.success(), "{}", text(&o.stderr));
     }

@@ -184,22 +184,22 @@ pub fn default_sigpipe() {
     };
 }
 
-/// `sysconf(_SC_CLK_TCK)`: the unit of /proc CPU times (100 when unknown).
-pub fn clock_ticks() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+fn sysconf_or(var: nix::unistd::SysconfVar, default: u64) -> u64 {
+    nix::unistd::sysconf(var)
         .ok()
         .flatten()
         .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(100)
+        .unwrap_or(default)
+}
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of /proc CPU times (100 when unknown).
+pub fn clock_ticks() -> u64 {
+    sysconf_or(nix::unistd::SysconfVar::CLK_TCK, 100)
 }
 
 /// `sysconf(_SC_PAGESIZE)` (4096 when unknown).
 pub fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(4096)
+    sysconf_or(nix::unistd::SysconfVar::PAGE_SIZE, 4096)
 }
 
 /// The boot time in seconds since the epoch (`btime` of /proc/stat).
