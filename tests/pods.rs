@@ -2676,3 +2676,160 @@ fn kill_9_of_the_daemon_mid_create_leaks_nothing() {
     assert!(d.wait().unwrap().success());
     node.assert_clean();
 }
+
+/// The host PID of a running container's init (PID 1 in its namespace).
+fn container_init_pid(node: &Node, pod: &Value, container: &str) -> String {
+    let path = format!(
+        "{}/kubepods/besteffort/pod{}/{}",
+        node.cgroup_root(),
+        pod["metadata"]["uid"].as_str().unwrap(),
+        container_id(pod, container).trim_start_matches("nodelet://")
+    );
+    let procs = cgroup_file("pids", &path, "cgroup.procs");
+    procs
+        .lines()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1"))
+        })
+        .unwrap_or_else(|| panic!("no init among {procs}"))
+        .to_string()
+}
+
+/// The numbers a counting container printed so far: 1, 2, 3, … with no
+/// line lost or repeated.
+fn counted(node: &Node, pod: &Value) -> u64 {
+    let log = node.log(pod, "app", 0);
+    let mut n = 0;
+    for (i, line) in log.lines().enumerate() {
+        assert_eq!(line, (i + 1).to_string(), "log not continuous:\n{log}");
+        n = i as u64 + 1;
+    }
+    n
+}
+
+/// The daemon's acceptance: a static pod file dropped in runs within
+/// seconds; `kill -9` of the daemon with five running pods changes none of
+/// them (same containers and PIDs, restart counts, logs go on without a
+/// gap or a repeat); editing the file replaces the pod gracefully (its
+/// preStop runs) and removing the file stops it the same way.
+#[test]
+fn static_pods_follow_their_files_and_five_pods_outlive_a_kill_9() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    node.config();
+    let host = node.tmp.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let counter = "i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done";
+    let web = |v: u32| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes: [{{name: host, hostPath: {{path: {host}}}}}]
+  containers:
+  - name: app
+    image: {img}
+    command: [sh, -c, "{counter}"]
+    env: [{{name: V, value: "{v}"}}]
+    volumeMounts: [{{name: host, mountPath: /host}}]
+    lifecycle: {{preStop: {{exec: {{command: [sh, -c, "echo stop-$V >> /host/prestop"]}}}}}}
+"#,
+            host = host.display(),
+            img = image()
+        )
+    };
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    let file = node.tmp.path().join("static/web.yaml");
+    let dropped = Instant::now();
+    std::fs::write(&file, web(1)).unwrap();
+    let web1 = wait_pod(&node, "web-testnode", "static pod Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let took = dropped.elapsed();
+    assert!(took < Duration::from_secs(10), "static pod took {took:?}");
+    let sock = node.tmp.path().join("run/nodelet.sock");
+    let names = ["p1", "p2", "p3", "p4"];
+    for name in names {
+        let mut p = api_pod(name);
+        p["spec"]["containers"][0]["command"] = serde_json::json!(["sh", "-c", counter]);
+        let (code, v) = raw_http(
+            &sock,
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            p.to_string().as_bytes(),
+        );
+        assert_eq!(code, 201, "{v}");
+    }
+    let mut before = vec![("web-testnode".to_string(), web1)];
+    for name in names {
+        before.push((
+            name.to_string(),
+            wait_pod(&node, name, "Running", |p| {
+                p["status"]["phase"] == "Running"
+            }),
+        ));
+    }
+    let pids: Vec<String> = before
+        .iter()
+        .map(|(_, p)| container_init_pid(&node, p, "app"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    d.kill().unwrap();
+    d.wait().unwrap();
+    let lines_at_kill: Vec<u64> = before.iter().map(|(_, p)| counted(&node, p)).collect();
+    let d = node.daemon(&[]);
+    node.wait_api();
+    std::thread::sleep(Duration::from_millis(600));
+    for (((name, was), pid), at_kill) in before.iter().zip(&pids).zip(&lines_at_kill) {
+        let now = wait_pod(&node, name, "re-adopted", |p| {
+            p["status"]["phase"] == "Running"
+        });
+        assert_eq!(
+            container_id(&now, "app"),
+            container_id(was, "app"),
+            "{name}"
+        );
+        assert_eq!(&container_init_pid(&node, &now, "app"), pid, "{name}");
+        assert_eq!(status(&now, "app")["restartCount"], 0, "{name}");
+        assert!(counted(&node, &now) > *at_kill, "{name}'s log stopped");
+    }
+    let o = node.cli(&["logs", "p1", "--tail", "1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // Edit: the old pod stops gracefully (preStop), a new one (new UID)
+    // runs.
+    let old_uid = before[0].1["metadata"]["uid"].clone();
+    std::fs::write(&file, web(2)).unwrap();
+    let web2 = wait_pod(&node, "web-testnode", "replaced", |p| {
+        p["metadata"]["uid"] != old_uid && p["status"]["phase"] == "Running"
+    });
+    assert_eq!(
+        std::fs::read_to_string(host.join("prestop")).unwrap(),
+        "stop-1\n"
+    );
+    // Removal: stopped the same way, then gone.
+    std::fs::remove_file(&file).unwrap();
+    let start = Instant::now();
+    while node.cli(&["get", "pod", "web-testnode"]).status.success() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "removed static pod still there"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read_to_string(host.join("prestop")).unwrap(),
+        "stop-1\nstop-2\n"
+    );
+    let _ = web2;
+    node.delete_and_stop(&names, d);
+    node.assert_clean();
+}
