@@ -787,3 +787,39 @@ fn termination_messages_come_from_the_file_or_the_logs_on_error() {
     );
     pod.shutdown();
 }
+
+/// `Watch` answers at once with the shim's change count when asked with
+/// another, and otherwise waits until a container exits.
+#[test]
+fn watch_answers_when_a_container_exits() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("watch");
+    let now = pod.call(Op::Watch { since: u64::MAX });
+    assert!(now.ok, "{now:?}");
+    let seq = now.seq.unwrap();
+    assert!(pod.run("short", &["sleep", "1"]).ok);
+    let state = pod.state.clone();
+    let waiter = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = shim::call(&state, Op::Watch { since: seq }).unwrap();
+        (r, t.elapsed())
+    });
+    let (r, waited) = waiter.join().unwrap();
+    assert_eq!(r.seq, Some(seq + 1), "{r:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "answered before the exit: {waited:?}"
+    );
+    let st = pod.call(Op::State { id: "short".into() }).state.unwrap();
+    assert_eq!(
+        st.status,
+        Status::Exited,
+        "answered before the exit was recorded"
+    );
+    // Asked with an old count: answered at once.
+    let r = pod.call(Op::Watch { since: seq });
+    assert_eq!(r.seq, Some(seq + 1));
+    pod.shutdown();
+}

@@ -140,6 +140,59 @@ pub struct Worker<R: Runtime, I: ImageService> {
     first_seen: Instant,
     /// The last save of its record failed.
     save_failing: bool,
+    /// Exit notices from the sandbox (see [`watch_changes`]).
+    changes: Arc<tokio::sync::Notify>,
+    /// The runtime tells of exits: state polls can be rare.
+    watching: Arc<std::sync::atomic::AtomicBool>,
+    watcher: Option<AbortOnDrop>,
+    /// The pod network namespace probes dial from (see [`Self::netns`]).
+    netns: Mutex<Option<Arc<crate::probe::netns::NetNs>>>,
+    /// Container states must be looked at before planning again (a
+    /// notice, a timer, a command); probe results alone do not need it.
+    dirty: bool,
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// State polls when the runtime tells of exits itself: a safety net.
+const WATCHED_POLL: Duration = Duration::from_secs(10);
+
+/// Long-polls the runtime for exits in sandbox `uid` and wakes the worker
+/// on each. A runtime that cannot (the default poll, an older shim) leaves
+/// `watching` false, so the worker keeps polling states.
+async fn watch_changes<R: Runtime>(
+    runtime: Arc<R>,
+    uid: String,
+    changes: Arc<tokio::sync::Notify>,
+    watching: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    // u64::MAX: "tell me where you are" (answered at once).
+    let mut since = u64::MAX;
+    loop {
+        match runtime.wait_change(&uid, since).await {
+            Ok(n) if n != since => {
+                if since != u64::MAX {
+                    changes.notify_one();
+                }
+                watching.store(true, Ordering::Relaxed);
+                since = n;
+            }
+            Ok(_) => changes.notify_one(),
+            Err(_) => {
+                watching.store(false, Ordering::Relaxed);
+                changes.notify_one();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// The probe tasks of a container's current instance.
@@ -201,6 +254,11 @@ pub fn spawn<R: Runtime, I: ImageService>(
         probers: HashMap::new(),
         first_seen: Instant::now(),
         save_failing: false,
+        changes: Arc::new(tokio::sync::Notify::new()),
+        watching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        watcher: None,
+        netns: Mutex::new(None),
+        dirty: true,
     };
     let span = tracing::info_span!("pod", pod = %pod_ref.name, namespace = %pod_ref.namespace);
     let task = tokio::spawn(w.run().instrument(span));
@@ -330,7 +388,10 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         }
         if self.st.sandbox == Sandbox::Ready {
             match self.deps.runtime.sandbox_info(&self.uid).await {
-                Some(info) => self.sandbox = Some(info),
+                Some(info) => {
+                    self.sandbox = Some(info);
+                    self.watch_sandbox();
+                }
                 None => self.sandbox_lost(),
             }
         }
@@ -374,7 +435,9 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             // A stop starts at once: its grace period runs from the request,
             // not from a state sweep of every container (each stop reads
             // its own container's state).
-            let changed = self.st.terminating.is_none() && self.observe().await;
+            let changed = self.st.terminating.is_none()
+                && std::mem::take(&mut self.dirty)
+                && self.observe().await;
             if let Some(t) = self.st.terminating.clone() {
                 let began = Instant::now();
                 // Saved first: a daemon killed mid-termination finishes it
@@ -430,14 +493,18 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 until = until.min(Instant::now() + d);
             }
             tokio::select! {
-                () = tokio::time::sleep_until(until.into()) => {}
-                cmd = self.commands.recv() => self.on_command(cmd).await,
+                () = tokio::time::sleep_until(until.into()) => self.dirty = true,
+                () = self.changes.notified() => self.dirty = true,
+                cmd = self.commands.recv() => {
+                    self.dirty = true;
+                    self.on_command(cmd).await;
+                }
                 Some(u) = self.probe_rx.recv() => self.on_probe(u).await,
             }
             self.poll = if changed {
                 MIN_POLL
             } else {
-                (self.poll * 2).min(MAX_POLL)
+                (self.poll * 2).min(self.max_poll())
             };
         }
     }
@@ -624,7 +691,59 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         }
     }
 
+    /// The sandbox's network namespace for probes and hooks: one per pod
+    /// (one dialer thread), made anew with a new sandbox.
+    fn netns(&self) -> Option<Arc<crate::probe::netns::NetNs>> {
+        let path = self.sandbox.as_ref().and_then(|s| s.netns.clone())?;
+        let mut cached = self
+            .netns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cached.as_ref() {
+            Some(ns) if ns.path() == path => {}
+            _ => *cached = Some(Arc::new(crate::probe::netns::NetNs::new(&path))),
+        }
+        cached.clone()
+    }
+
+    /// Starts waiting for exit notices from the (new) sandbox.
+    fn watch_sandbox(&mut self) {
+        self.watching
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let task = tokio::spawn(
+            watch_changes(
+                self.deps.runtime.clone(),
+                self.uid.clone(),
+                self.changes.clone(),
+                self.watching.clone(),
+            )
+            .in_current_span(),
+        );
+        self.watcher = Some(AbortOnDrop(task));
+    }
+
+    /// Stops what followed the sandbox: exit notices, the netns dialer.
+    fn unwatch_sandbox(&mut self) {
+        self.watcher = None;
+        *self
+            .netns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.watching
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The slowest state poll: rare when exits are announced.
+    fn max_poll(&self) -> Duration {
+        if self.watching.load(std::sync::atomic::Ordering::Relaxed) {
+            WATCHED_POLL
+        } else {
+            MAX_POLL
+        }
+    }
+
     fn sandbox_lost(&mut self) {
+        self.unwatch_sandbox();
         tracing::warn!("sandbox lost");
         self.lose_all("The container could not be located when the pod was running");
         self.st.sandbox = Sandbox::Gone;
@@ -740,6 +859,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         match self.deps.runtime.create_sandbox(&cfg).await {
             Ok(info) => {
                 self.sandbox = Some(info);
+                self.watch_sandbox();
                 if self.st.sandbox == Sandbox::Gone {
                     self.st.initialized = false;
                 }
@@ -1239,7 +1359,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             runtime: self.deps.runtime.clone(),
             sandbox: self.uid.clone(),
             container_id: instance.to_string(),
-            netns: self.sandbox.as_ref().and_then(|s| s.netns.clone()),
+            netns: self.netns(),
             pod_ip: self.deps.node.pod_ip.clone(),
             ports,
             owner: crate::metrics::ProbeOwner {
@@ -1483,6 +1603,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         if let Err(e) = volumes::teardown(&self.pod_dir()) {
             tracing::warn!(error = %e, "remove pod directory");
         }
+        self.unwatch_sandbox();
         self.sandbox = None;
         self.st.sandbox = Sandbox::Gone;
         self.st.terminated = true;

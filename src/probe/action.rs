@@ -5,7 +5,6 @@
 //! output kubelet shows in its events.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -59,7 +58,8 @@ pub struct Target<R: Runtime> {
     pub runtime: std::sync::Arc<R>,
     pub sandbox: String,
     pub container_id: String,
-    pub netns: Option<PathBuf>,
+    /// The pod's network namespace (none: this process's, in tests).
+    pub netns: Option<std::sync::Arc<super::netns::NetNs>>,
     /// The pod IP (default host of httpGet/tcpSocket); loopback inside the
     /// pod's network namespace while pods have no routable address.
     pub pod_ip: String,
@@ -128,30 +128,29 @@ fn host_ip(t: &Target<impl Runtime>, host: Option<&str>) -> Result<IpAddr, Strin
         .map_err(|_| format!("host {h:?}: only IP addresses are supported (no DNS on this node)"))
 }
 
-/// Connects to `addr` from inside `netns`: a short-lived thread enters the
-/// namespace (a socket keeps the namespace it was made in), so no thread
-/// of the async runtime ever changes namespace.
+/// Connects to `addr` from inside `netns`, with a socket its dialer
+/// thread made there.
 async fn connect(
-    netns: Option<PathBuf>,
+    netns: Option<&super::netns::NetNs>,
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<tokio::net::TcpStream, String> {
-    let dial = move || -> std::io::Result<std::net::TcpStream> {
-        if let Some(ns) = &netns {
-            let f = std::fs::File::open(ns)?;
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    let dial_err = |e: &std::io::Error| format!("dial tcp {addr}: connect: {}", strip_os(e));
+    let socket = match netns {
+        Some(ns) => {
+            let fd = ns.socket(addr.is_ipv6()).await.map_err(|e| dial_err(&e))?;
+            tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd))
         }
-        let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-        s.set_nonblocking(true)?;
-        Ok(s)
+        None if addr.is_ipv6() => tokio::net::TcpSocket::new_v6().map_err(|e| dial_err(&e))?,
+        None => tokio::net::TcpSocket::new_v4().map_err(|e| dial_err(&e))?,
     };
-    let joined = tokio::task::spawn_blocking(move || std::thread::spawn(dial).join())
-        .await
-        .map_err(|e| e.to_string())?;
-    let stream = joined
-        .map_err(|_| "probe connect thread panicked".to_string())?
-        .map_err(|e| format!("dial tcp {addr}: connect: {}", strip_os(&e)))?;
-    tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())
+    match tokio::time::timeout(timeout, socket.connect(addr)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(dial_err(&e)),
+        Err(_) => Err(dial_err(&std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        ))),
+    }
 }
 
 /// `connection refused` rather than `Connection refused (os error 111)`.
@@ -174,7 +173,7 @@ pub async fn tcp<R: Runtime>(
         (Ok(ip), Ok(port)) => SocketAddr::new(ip, port),
         (Err(e), _) | (_, Err(e)) => return Outcome::Failure(e),
     };
-    match connect(t.netns.clone(), addr, timeout).await {
+    match connect(t.netns.as_deref(), addr, timeout).await {
         Ok(_) => Outcome::Success(String::new()),
         Err(e) => Outcome::Failure(e),
     }
@@ -222,7 +221,7 @@ async fn http_get<R: Runtime>(
     // Redirects are followed only on the same host, at most 10 times.
     for _ in 0..10 {
         let url = format!("{scheme}://{addr}{path}");
-        let tcp = match connect(t.netns.clone(), addr, timeout).await {
+        let tcp = match connect(t.netns.as_deref(), addr, timeout).await {
             Ok(s) => s,
             Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
         };
@@ -330,7 +329,7 @@ pub async fn grpc<R: Runtime>(
         (_, Err(_)) => return Outcome::Failure(format!("invalid port {}", g.port)),
     };
     let service = g.service.clone().unwrap_or_default();
-    let stream = match connect(t.netns.clone(), addr, timeout).await {
+    let stream = match connect(t.netns.as_deref(), addr, timeout).await {
         Ok(s) => s,
         Err(e) => {
             return Outcome::Failure(format!(

@@ -96,6 +96,21 @@ pub trait Runtime: Send + Sync + 'static {
     fn remove_sandbox(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// What a live sandbox offers (after a daemon restart); none if gone.
     fn sandbox_info(&self, id: &str) -> impl Future<Output = Option<SandboxInfo>> + Send;
+    /// Waits until something in the sandbox may have changed (a container
+    /// exited) past the change count `since`; returns the new count. The
+    /// default polls: it returns `since` after half a second, so callers
+    /// look again as they would on a timer.
+    fn wait_change(
+        &self,
+        sandbox: &str,
+        since: u64,
+    ) -> impl Future<Output = Result<u64, RuntimeError>> + Send {
+        let _ = sandbox;
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            Ok(since)
+        }
+    }
     /// Sandboxes that exist now (after a daemon restart, the live shims).
     fn list_sandboxes(&self) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
     fn create_container(

@@ -100,6 +100,7 @@ impl NativeRuntime {
             Op::Remove { .. } => "remove_container",
             Op::Exec { .. } => "exec_sync",
             Op::Shutdown => "stop_podsandbox",
+            Op::Watch { .. } => "watch",
         };
         let started = std::time::Instant::now();
         let r = self.call_shim(sandbox, op).await;
@@ -179,6 +180,14 @@ impl NativeRuntime {
 }
 
 impl Runtime for NativeRuntime {
+    /// A long poll on the shim (not counted as a runtime operation: it
+    /// lasts until a container exits).
+    async fn wait_change(&self, sandbox: &str, since: u64) -> Result<u64, RuntimeError> {
+        let r = self.call_shim(sandbox, Op::Watch { since }).await?;
+        Self::expect_ok(sandbox, "", r.clone())?;
+        Ok(r.seq.unwrap_or(since))
+    }
+
     async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<SandboxInfo, RuntimeError> {
         let cgroup = cfg.cgroups.last().map(|(p, _)| p.clone());
         if let Some(pod_cgroup) = &cgroup {

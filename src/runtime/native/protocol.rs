@@ -50,6 +50,12 @@ pub enum Op {
         max_output: usize,
     },
     Shutdown,
+    /// Answers once the shim's change counter passes `since` (a container
+    /// exited): at once if it already has, else when it does. Lets the
+    /// daemon wait for exits instead of polling.
+    Watch {
+        since: u64,
+    },
 }
 
 /// The outcome of an exec.
@@ -106,6 +112,9 @@ pub struct Response {
     pub pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecResult>,
+    /// The change counter (`Watch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 impl Response {
@@ -116,6 +125,7 @@ impl Response {
             state: None,
             pid: None,
             exec: None,
+            seq: None,
         }
     }
 
@@ -126,6 +136,7 @@ impl Response {
             state: None,
             pid: None,
             exec: None,
+            seq: None,
         }
     }
 }

@@ -192,7 +192,15 @@ pub struct Shim {
     execs: Vec<PendingExec>,
     shutting_down: bool,
     cgroups: Option<Box<dyn Cgroups>>,
+    /// Counts container exits; `Watch` waits for it to move.
+    seq: u64,
+    /// Clients waiting for `seq` to pass what they saw.
+    watchers: Vec<UnixStream>,
 }
+
+/// Watchers kept at most (a daemon restarted often leaves stale ones
+/// until the next exit answers them).
+const MAX_WATCHERS: usize = 64;
 
 /// Entry point of `nodelet shim`: sets the process up as the pod's
 /// namespace holder and serves until shut down. Must run single-threaded.
@@ -239,6 +247,8 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
         execs: Vec::new(),
         shutting_down: false,
         cgroups: cgroup::detect().ok(),
+        seq: 0,
+        watchers: Vec::new(),
     };
     shim.serve(&sfd)
 }
@@ -425,6 +435,14 @@ impl Shim {
                         }
                         c.exit = Some(rec);
                         c.status = Status::Exited;
+                        self.seq += 1;
+                        let answer = Response {
+                            seq: Some(self.seq),
+                            ..Response::ok()
+                        };
+                        for w in std::mem::take(&mut self.watchers) {
+                            send(&w, &answer);
+                        }
                     }
                 }
             }
@@ -442,6 +460,26 @@ impl Shim {
                 "unsupported protocol version {} (this shim speaks {PROTOCOL_VERSION})",
                 req.v
             )));
+        }
+        if let Op::Watch { since } = req.op {
+            // A count that is not ours (u64::MAX, or another shim's) is
+            // answered at once with ours.
+            if self.seq != since {
+                return Some(Response {
+                    seq: Some(self.seq),
+                    ..Response::ok()
+                });
+            }
+            return match client.try_clone() {
+                Ok(c) => {
+                    if self.watchers.len() >= MAX_WATCHERS {
+                        self.watchers.remove(0);
+                    }
+                    self.watchers.push(c);
+                    None
+                }
+                Err(e) => Some(Response::err(format!("watch: {e}"))),
+            };
         }
         if let Op::Exec {
             id,
@@ -532,7 +570,7 @@ impl Shim {
                 }
                 Response::ok()
             }
-            Op::Exec { .. } => Response::err("exec handled above"),
+            Op::Exec { .. } | Op::Watch { .. } => Response::err("handled above"),
         })
     }
 
