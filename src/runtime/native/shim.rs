@@ -71,6 +71,9 @@ struct Output {
     fd: OwnedFd,
     stream: Stream,
     splitter: LineSplitter,
+    /// Every writer closed it: left out of the poll set (a hung-up pipe
+    /// would make every poll return at once).
+    eof: bool,
 }
 
 /// An exec in flight: its reply goes to `client` once the helper is reaped.
@@ -78,7 +81,10 @@ struct PendingExec {
     client: UnixStream,
     helper: Pid,
     target: Option<Pid>,
-    pipes: Vec<(OwnedFd, Vec<u8>)>,
+    /// stdout and stderr: the read end (none once at end of file, so a
+    /// hung-up pipe does not make every poll return at once) and what
+    /// was read.
+    pipes: Vec<(Option<OwnedFd>, Vec<u8>)>,
     max: usize,
     truncated: bool,
     deadline: std::time::Instant,
@@ -88,10 +94,19 @@ struct PendingExec {
 impl PendingExec {
     fn drain(&mut self) {
         let mut buf = [0u8; 16 * 1024];
-        for (fd, out) in &mut self.pipes {
+        for (pipe, out) in &mut self.pipes {
+            let Some(fd) = pipe.as_ref() else { continue };
             loop {
-                match nix::unistd::read(&*fd, &mut buf) {
-                    Ok(0) | Err(_) => break,
+                match nix::unistd::read(fd, &mut buf) {
+                    Ok(0) => {
+                        *pipe = None;
+                        break;
+                    }
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => break,
+                    Err(_) => {
+                        *pipe = None;
+                        break;
+                    }
                     Ok(n) => {
                         let room = self.max.saturating_sub(out.len());
                         if n > room {
@@ -163,6 +178,7 @@ impl Container {
             match nix::unistd::read(&out.fd, &mut buf) {
                 Ok(0) => {
                     out.splitter.finish(&mut records);
+                    out.eof = true;
                     break;
                 }
                 Ok(n) => out.splitter.push(&buf[..n], &mut records),
@@ -266,13 +282,13 @@ impl Shim {
                 fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
             }
             for (id, c) in &self.containers {
-                for (i, o) in c.outputs.iter().enumerate() {
+                for (i, o) in c.outputs.iter().enumerate().filter(|(_, o)| !o.eof) {
                     fds.push(PollFd::new(o.fd.as_fd(), PollFlags::POLLIN));
                     outs.push((id.clone(), i));
                 }
             }
             for e in &self.execs {
-                for (fd, _) in &e.pipes {
+                for fd in e.pipes.iter().filter_map(|(fd, _)| fd.as_ref()) {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 }
             }
@@ -607,7 +623,7 @@ impl Shim {
             client,
             helper: spawned.helper,
             target: spawned.target,
-            pipes: vec![(out_r, Vec::new()), (err_r, Vec::new())],
+            pipes: vec![(Some(out_r), Vec::new()), (Some(err_r), Vec::new())],
             max: max_output,
             truncated: false,
             deadline: std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
@@ -709,11 +725,13 @@ impl Shim {
                     fd: out_r,
                     stream: Stream::Stdout,
                     splitter: LineSplitter::default(),
+                    eof: false,
                 },
                 Output {
                     fd: err_r,
                     stream: Stream::Stderr,
                     splitter: LineSplitter::default(),
+                    eof: false,
                 },
             ],
             log,
