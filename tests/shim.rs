@@ -823,3 +823,40 @@ fn watch_answers_when_a_container_exits() {
     assert_eq!(r.seq, Some(seq + 1));
     pod.shutdown();
 }
+
+/// A container that closes its stdout and stderr, and a finished exec,
+/// leave the shim asleep in its poll loop (a hung-up pipe left in the poll
+/// set would wake it at once, forever).
+#[test]
+fn closed_output_pipes_do_not_keep_the_shim_awake() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("quiet");
+    assert!(
+        pod.run("closer", &["sh", "-c", "exec >&- 2>&-; sleep 30"])
+            .ok
+    );
+    wait_running(&pod, "closer");
+    let r = pod.call(Op::Exec {
+        id: "closer".into(),
+        args: vec!["true".into()],
+        timeout_ms: 5000,
+        max_output: 1024,
+    });
+    assert!(r.ok, "{r:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    // Sampled 40 times over 2 s: a spinning shim is nearly always running.
+    let mut sleeping = 0;
+    for _ in 0..40 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", pod.pid)).unwrap();
+        let state = stat.rsplit_once(") ").unwrap().1.chars().next().unwrap();
+        sleeping += usize::from(state == 'S');
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        sleeping >= 30,
+        "the shim slept in only {sleeping} of 40 samples"
+    );
+    pod.shutdown();
+}
