@@ -860,3 +860,43 @@ fn closed_output_pipes_do_not_keep_the_shim_awake() {
     );
     pod.shutdown();
 }
+
+/// CVE-2019-5736: the shim, and with it every exec helper and container
+/// init it forks, runs from a sealed in-memory copy of nodelet, so
+/// `/proc/<pid>/exe` never leads to a writable binary on the host.
+#[test]
+fn the_shim_runs_from_a_sealed_copy_of_the_binary() {
+    if !common::require_root() {
+        return;
+    }
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let pod = Pod::new("sealed");
+    let exe = format!("/proc/{}/exe", pod.pid);
+    let target = fs::read_link(&exe).unwrap();
+    assert!(
+        target.to_string_lossy().starts_with("/memfd:nodelet"),
+        "{}",
+        target.display()
+    );
+    let f = fs::File::open(&exe).unwrap();
+    let seals = SealFlag::from_bits_truncate(fcntl(&f, FcntlArg::F_GET_SEALS).unwrap());
+    assert!(
+        seals.contains(
+            SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_SEAL
+        ),
+        "{seals:?}"
+    );
+    // Not even root on the host can write through it.
+    let mut w = fs::OpenOptions::new().write(true).open(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&f)
+    ));
+    if let Ok(w) = w.as_mut() {
+        use std::io::Write;
+        assert!(w.write_all(b"x").is_err(), "wrote into the sealed binary");
+    }
+    pod.shutdown();
+}

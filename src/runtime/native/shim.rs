@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -823,11 +824,48 @@ fn send(mut s: &UnixStream, resp: &Response) {
     let _ = s.set_nonblocking(true);
 }
 
+/// A sealed in-memory copy of the nodelet binary (CVE-2019-5736): shims
+/// run from it, and so do their exec helpers and the containers' inits
+/// until they exec, so `/proc/<pid>/exe` of anything that enters a
+/// container is a memfd no one can write (`F_SEAL_WRITE`), never the
+/// binary on the host. Made once per process, on the first shim start;
+/// its pages are shared by every shim.
+fn sealed_copy(nodelet: &Path) -> Result<PathBuf, ShimError> {
+    static SEALED: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = SEALED.get() {
+        return Ok(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    }
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create(
+        c"nodelet",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(err("create memfd for the sealed binary"))?;
+    let mut src = std::fs::File::open(nodelet).map_err(err("open the nodelet binary"))?;
+    let mut dst = std::fs::File::from(fd);
+    std::io::copy(&mut src, &mut dst).map_err(err("copy the nodelet binary"))?;
+    let fd = std::os::fd::OwnedFd::from(dst);
+    fcntl(
+        &fd,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SEAL
+                | SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE,
+        ),
+    )
+    .map_err(err("seal the binary copy"))?;
+    let fd = SEALED.get_or_init(|| fd);
+    Ok(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
+}
+
 /// Starts `nodelet shim` for a pod, detached, and waits until it serves.
 pub fn launch(nodelet: &Path, state_dir: &Path, hostname: &str) -> Result<i32, ShimError> {
     std::fs::create_dir_all(state_dir).map_err(err("create state directory"))?;
     let log = std::fs::File::create(state_dir.join("shim.log")).map_err(err("create shim log"))?;
-    let mut child = std::process::Command::new(nodelet)
+    let mut child = std::process::Command::new(sealed_copy(nodelet)?)
+        .arg0(nodelet)
         .args(["shim", "--state-dir"])
         .arg(state_dir)
         .args(["--hostname", hostname])
