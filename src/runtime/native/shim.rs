@@ -361,8 +361,14 @@ impl Shim {
                 };
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let create = line.windows(8).any(|w| w == b"\"create\"");
                     if let Some(resp) = self.handle(&line, &s) {
                         send(&s, &resp);
+                    }
+                    if create {
+                        // A container's config was parsed and planned:
+                        // give the transient heap back.
+                        crate::sys::trim_heap();
                     }
                 }
                 if alive {
