@@ -844,6 +844,19 @@ fn wait_pod(node: &Node, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> 
     }
 }
 
+/// Waits until pod `name` has left the API (at most `limit`).
+fn wait_gone(node: &Node, name: &str, limit: Duration) {
+    let start = Instant::now();
+    while node.cli(&["get", "pod", name]).status.success() {
+        assert!(
+            start.elapsed() < limit,
+            "pod {name} still there: {}",
+            text(&node.cli(&["get", "pod", name, "-o", "json"]).stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn condition(pod: &Value, ty: &str) -> String {
     pod["status"]["conditions"]
         .as_array()
@@ -1192,14 +1205,7 @@ fn the_daemon_survives_kill_9_and_reconciles_static_pods() {
     assert_eq!(node.log(&keep2, "app", 0), "once\n");
     // The pod whose file was removed while the daemon was down is stopped
     // and leaves the API.
-    let start = Instant::now();
-    while node.cli(&["get", "pod", "drop-testnode"]).status.success() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "removed static pod still there"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_gone(&node, "drop-testnode", Duration::from_secs(30));
     let _ = drop;
     // SIGTERM with --stop-pods-on-exit: everything stops, nothing is left.
     sigterm(&d);
@@ -2470,15 +2476,7 @@ spec:
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let start = Instant::now();
-    while node.cli(&["get", "pod", "term"]).status.success() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "term never went: {}",
-            text(&node.cli(&["get", "pod", "term", "-o", "json"]).stdout)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_gone(&node, "term", Duration::from_secs(20));
     let left = std::fs::read_to_string(format!("/proc/{term_pid}/status")).unwrap_or_default();
     assert!(left.is_empty(), "term's container is still there:\n{left}");
 
@@ -2817,14 +2815,7 @@ spec:
     );
     // Removal: stopped the same way, then gone.
     std::fs::remove_file(&file).unwrap();
-    let start = Instant::now();
-    while node.cli(&["get", "pod", "web-testnode"]).status.success() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "removed static pod still there"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_gone(&node, "web-testnode", Duration::from_secs(30));
     assert_eq!(
         std::fs::read_to_string(host.join("prestop")).unwrap(),
         "stop-1\nstop-2\n"

@@ -229,33 +229,27 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         let rejection = (restored.is_none() && used >= capacity as usize).then(|| {
             format!("Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}")
         });
-        let restored = match &rejection {
-            Some(message) => {
-                let saved = rejected(&pod, OUT_OF_PODS, message);
-                // Kept like any pod, so a restarted daemon still shows it.
+        // A new pod is saved before it starts (a rejected one as it will
+        // stay): one the daemon cannot keep across a restart (the state
+        // disk is full) is refused whole.
+        let restored = match restored {
+            Some(r) => Some(r),
+            None => {
+                let first = match &rejection {
+                    Some(message) => rejected(&pod, OUT_OF_PODS, message),
+                    None => super::store::Saved {
+                        pod: pod.clone(),
+                        state: super::state::PodState::default(),
+                        status: None,
+                    },
+                };
                 if let Some(dir) = &self.deps.state_dir {
                     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-                    if let Err(e) = super::store::save(dir, uid, &saved) {
-                        tracing::error!(error = %e, "save pod record");
-                    }
+                    super::store::save(dir, uid, &first).map_err(EngineError::Storage)?;
                 }
-                Some(saved)
+                rejection.is_some().then_some(first)
             }
-            None => restored,
         };
-        // A new pod is saved before it starts: one the daemon cannot keep
-        // across a restart (the state disk is full) is refused whole.
-        if restored.is_none() {
-            if let Some(dir) = &self.deps.state_dir {
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                let first = super::store::Saved {
-                    pod: pod.clone(),
-                    state: super::state::PodState::default(),
-                    status: None,
-                };
-                super::store::save(dir, &uid, &first).map_err(EngineError::Storage)?;
-            }
-        }
         let (handle, task) = worker::spawn(self.deps.clone(), pod, restored);
         if let Some(message) = rejection {
             tracing::warn!(pod = %name, namespace = %ns, %message, "pod rejected");

@@ -361,14 +361,8 @@ impl Shim {
                 };
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let create = line.windows(8).any(|w| w == b"\"create\"");
                     if let Some(resp) = self.handle(&line, &s) {
                         send(&s, &resp);
-                    }
-                    if create {
-                        // A container's config was parsed and planned:
-                        // give the transient heap back.
-                        crate::sys::trim_heap();
                     }
                 }
                 if alive {
@@ -544,6 +538,9 @@ impl Shim {
                             c.termination = termination_message_file
                                 .map(|f| (PathBuf::from(f), fallback_to_logs));
                         }
+                        // The container's config was parsed and planned:
+                        // give the transient heap back.
+                        crate::sys::trim_heap();
                         r
                     }
                     Err(e) => Response::err(crate::error_chain(&e)),
