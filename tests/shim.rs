@@ -52,7 +52,29 @@ impl Pod {
                 propagation: None,
             })
             .collect();
-        let bundle = write_bundle_with(self.tmp.path(), id, args, &mounts);
+        let bundle = write_bundle_with(self.tmp.path(), id, args, |c| {
+            c.mounts.extend(mounts);
+        });
+        self.create_and_start(id, &bundle, termination)
+    }
+
+    /// Runs a container whose configuration `tweak` adjusts.
+    fn run_config(
+        &self,
+        id: &str,
+        args: &[&str],
+        tweak: impl FnOnce(&mut ContainerConfig),
+    ) -> Response {
+        let bundle = write_bundle_with(self.tmp.path(), id, args, tweak);
+        self.create_and_start(id, &bundle, None)
+    }
+
+    fn create_and_start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        termination: Option<(PathBuf, bool)>,
+    ) -> Response {
         let r = self.call(Op::Create {
             id: id.into(),
             bundle: bundle.display().to_string(),
@@ -97,14 +119,14 @@ impl Pod {
 
 /// Writes a bundle for a pod container (own PID and mount namespaces).
 fn write_bundle(base: &Path, id: &str, args: &[&str]) -> PathBuf {
-    write_bundle_with(base, id, args, &[])
+    write_bundle_with(base, id, args, |_| {})
 }
 
 fn write_bundle_with(
     base: &Path,
     id: &str,
     args: &[&str],
-    mounts: &[nodelet::runtime::plan::BindMount],
+    tweak: impl FnOnce(&mut ContainerConfig),
 ) -> PathBuf {
     let dir = base.join("bundles").join(id);
     for d in ["upper", "work"] {
@@ -118,7 +140,7 @@ fn write_bundle_with(
         },
         args.iter().map(|s| s.to_string()).collect(),
     );
-    cfg.mounts.extend(mounts.iter().cloned());
+    tweak(&mut cfg);
     let mut spec = build_spec(&cfg).unwrap();
     // Pod containers join the shim's network, IPC and UTS namespaces.
     let mut linux = spec.linux().clone().unwrap();
@@ -546,6 +568,99 @@ mod exec {
         pod.shutdown();
     }
 
+    /// The fields of /proc/<pid>/status that make a process's identity.
+    const IDENTITY: &str =
+        "grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|SigBlk|SigIgn):'";
+
+    #[test]
+    fn an_exec_has_the_containers_identity_cgroup_and_clean_signals() {
+        if !common::require_root() {
+            return;
+        }
+        let cgroup = format!("/nodelet-test-shim-{}/ident", std::process::id());
+        let pod = Pod::new("ident");
+        let script = format!(
+            "{IDENTITY} /proc/self/status > /tmp/init; cat /proc/self/cgroup > /tmp/init-cg; \
+             cat /proc/self/oom_score_adj > /tmp/init-oom; ulimit -n > /tmp/init-nofile; \
+             umask > /tmp/init-umask; echo ready; exec sleep 1000"
+        );
+        let cg = cgroup.clone();
+        let r = pod.run_config("app", &["sh", "-c", &script], move |c| {
+            c.uid = 1000;
+            c.gid = 1001;
+            c.additional_gids = vec![1002, 1003];
+            c.cap_drop = vec!["CAP_CHOWN".into(), "CAP_KILL".into()];
+            c.no_new_privileges = true;
+            c.oom_score_adj = Some(500);
+            c.cwd = "/tmp".into();
+            c.cgroup_path = Some(cg);
+        });
+        assert!(r.ok, "{r:?}");
+        wait_for_log(&pod, "app", "ready");
+        let r = exec(
+            &pod,
+            "app",
+            &[
+                "sh",
+                "-c",
+                &format!(
+                    "{IDENTITY} /proc/self/status | diff /tmp/init - && \
+                     cat /proc/self/cgroup | diff /tmp/init-cg - && \
+                     cat /proc/self/oom_score_adj | diff /tmp/init-oom - && \
+                     ulimit -n | diff /tmp/init-nofile - && \
+                     umask | diff /tmp/init-umask - && pwd && cat /tmp/init"
+                ),
+            ],
+            5000,
+            8192,
+        );
+        assert_eq!(r.exit_code, 0, "the exec differs from the init: {r:?}");
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(lines[0], "/tmp", "the container's cwd: {r:?}");
+        // What both share is what the container asked for, and no signal
+        // is blocked or ignored (the shim blocks and ignores some).
+        for want in [
+            "Uid:\t1000\t1000\t1000\t1000",
+            "Gid:\t1001\t1001\t1001\t1001",
+            "Groups:\t1002 1003 ",
+            "NoNewPrivs:\t1",
+            "SigBlk:\t0000000000000000",
+            "SigIgn:\t0000000000000000",
+        ] {
+            assert!(lines.contains(&want), "{want:?} in {r:?}");
+        }
+        let bnd = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("CapBnd:\t"))
+            .map(|h| u64::from_str_radix(h, 16).unwrap())
+            .unwrap();
+        assert_eq!(bnd & (1 << 0 | 1 << 5), 0, "CAP_CHOWN and CAP_KILL dropped");
+        assert_ne!(bnd & (1 << 1), 0, "CAP_DAC_OVERRIDE kept");
+        // A missing program, one that is not executable, and a path that
+        // does not exist: containerd's messages and codes.
+        let e = exec(&pod, "app", &["/etc/passwd"], 1000, 1000);
+        assert_eq!(e.exit_code, 126, "{e:?}");
+        assert!(
+            e.stderr
+                .contains(r#"exec: "/etc/passwd": permission denied"#),
+            "{e:?}"
+        );
+        let e = exec(&pod, "app", &["/no/such"], 1000, 1000);
+        assert_eq!(e.exit_code, 127, "{e:?}");
+        assert!(
+            e.stderr
+                .contains(r#"exec: "/no/such": stat /no/such: no such file or directory"#),
+            "{e:?}"
+        );
+        let e = exec(&pod, "app", &["passwd"], 1000, 1000);
+        assert_eq!(e.exit_code, 127, "{e:?}");
+        pod.shutdown();
+        let cg = nodelet::runtime::cgroup::detect().unwrap();
+        assert!(!cg.exists(&cgroup), "the container's cgroup went with it");
+        let (parent, _) = cgroup.rsplit_once('/').unwrap();
+        cg.remove(parent).unwrap();
+    }
+
     #[test]
     fn exec_output_is_capped_and_timeouts_kill_the_process_tree() {
         if !common::require_root() {
@@ -679,7 +794,7 @@ async fn pod_containers_see_the_pods_hosts_hostname_and_resolv_conf() {
             "-c",
             "cat /etc/hostname; head -1 /etc/hosts; cat /etc/resolv.conf",
         ],
-        &info.pod_mounts(),
+        |c| c.mounts.extend(info.pod_mounts()),
     );
     let req = CreateContainer {
         sandbox: "uid-etc".into(),

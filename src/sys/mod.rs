@@ -3,6 +3,8 @@
 
 #![allow(unsafe_code)]
 
+pub mod spawn;
+
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};

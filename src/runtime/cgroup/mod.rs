@@ -188,6 +188,7 @@ pub trait Cgroups: Send + Sync + std::fmt::Debug {
     /// Kills what runs in `path` and removes it with its descendants, in
     /// every hierarchy. Nothing there is fine.
     fn remove(&self, path: &str) -> Result<(), CgroupError> {
+        not_root(path)?;
         if !self.exists(path) {
             return Ok(());
         }
@@ -301,6 +302,18 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
             }
         }
     }
+}
+
+/// Killing, freezing or removing the root cgroup would take the whole
+/// host with it: refused whatever the caller computed.
+fn not_root(path: &str) -> Result<(), CgroupError> {
+    if path.trim_matches('/').is_empty() {
+        return Err(CgroupError::Other {
+            path: path.to_string(),
+            message: "refusing to kill, freeze or remove the root cgroup".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Removes `dir` and the cgroups below it, children first. A cgroup with a

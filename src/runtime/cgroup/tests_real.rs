@@ -167,3 +167,33 @@ fn v2_limits_are_written_in_v2_units() {
     cg.create("/pod/c", &res).unwrap();
     assert_eq!(f("cpu.max"), "max 100000");
 }
+
+#[test]
+fn the_root_cgroup_is_never_killed_frozen_or_removed() {
+    let backends: Vec<Box<dyn Cgroups>> = [
+        host_v1().map(|c| Box::new(c) as Box<dyn Cgroups>),
+        host_v2().map(|c| Box::new(c) as Box<dyn Cgroups>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if backends.is_empty() {
+        return;
+    }
+    let (pid, reaper) = sleeper();
+    for cg in &backends {
+        for root in ["", "/", "//"] {
+            for e in [cg.kill_all(root), cg.freeze(root), cg.remove(root)] {
+                let e = e.unwrap_err().to_string();
+                assert!(e.contains("refusing"), "{e}");
+            }
+        }
+    }
+    assert!(alive(pid), "nothing was killed");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    reaper.join().unwrap();
+}

@@ -137,6 +137,7 @@ impl Cgroups for V1 {
     }
 
     fn freeze(&self, path: &str) -> Result<(), CgroupError> {
+        super::not_root(path)?;
         let file = self.file("freezer", path, "freezer.state");
         write(path, &file, "FROZEN")?;
         // FREEZING until every task stopped; writing again nudges stragglers.
@@ -186,6 +187,7 @@ impl Cgroups for V1 {
     /// Freeze, SIGKILL everything listed, thaw (the signals land once the
     /// tasks run), until the tree is empty: nothing forks past a freeze.
     fn kill_all(&self, path: &str) -> Result<(), CgroupError> {
+        super::not_root(path)?;
         if self.procs(path).is_empty() {
             return Ok(());
         }

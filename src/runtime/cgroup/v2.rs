@@ -108,6 +108,7 @@ impl Cgroups for V2 {
     }
 
     fn freeze(&self, path: &str) -> Result<(), CgroupError> {
+        super::not_root(path)?;
         write(path, &self.dir(path).join("cgroup.freeze"), "1")?;
         settle(path, "freeze", || self.event(path, "frozen"))
     }
@@ -147,6 +148,7 @@ impl Cgroups for V2 {
     /// `cgroup.kill` (Linux 5.14) kills the whole subtree at once; without
     /// it, freeze + SIGKILL + thaw as on v1.
     fn kill_all(&self, path: &str) -> Result<(), CgroupError> {
+        super::not_root(path)?;
         if self.procs(path).is_empty() {
             return Ok(());
         }

@@ -202,161 +202,6 @@ pub fn spawn(
     }
 }
 
-/// An exec being run: the helper that waits for the command (reap it), and
-/// the command's PID (its process group, to kill on timeout).
-pub struct ExecSpawned {
-    pub helper: nix::unistd::Pid,
-    pub target: Option<nix::unistd::Pid>,
-}
-
-/// Starts `args` inside the running container whose init is `init`, with
-/// the container's root, namespaces, user, capabilities and environment
-/// (from `spec`). The helper is a child of this single-threaded process; it
-/// joins the container's PID and mount namespaces, forks the command (PID
-/// namespaces apply to children) and exits with its status. The helper is
-/// not dumpable before it joins, so the container cannot reach this binary
-/// through /proc (CVE-2019-5736).
-pub fn spawn_exec(
-    init: nix::unistd::Pid,
-    spec: &Spec,
-    args: &[String],
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    cgroups: Option<&dyn Cgroups>,
-) -> Result<ExecSpawned, ContainerError> {
-    let (pid_rd, pid_wr) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create pid pipe"))?;
-    match fork()? {
-        nix::unistd::ForkResult::Child => {
-            drop(pid_rd);
-            let joined = enter_cgroup(spec, cgroups, 0).and_then(|()| oom_score_adj(spec));
-            let code = match joined
-                .and_then(|()| exec_helper(init, spec, args, &stdout, &stderr, pid_wr))
-            {
-                Ok(code) => code,
-                Err(e) => {
-                    let _ = nix::unistd::write(&stderr, format!("{e}\n").as_bytes());
-                    126
-                }
-            };
-            std::process::exit(code);
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(pid_wr);
-            drop(stdout);
-            drop(stderr);
-            let mut pid = String::new();
-            let _ = File::from(pid_rd).read_to_string(&mut pid);
-            let target = pid
-                .trim()
-                .parse::<i32>()
-                .ok()
-                .map(nix::unistd::Pid::from_raw);
-            Ok(ExecSpawned {
-                helper: child,
-                target,
-            })
-        }
-    }
-}
-
-fn exec_helper(
-    init: nix::unistd::Pid,
-    spec: &Spec,
-    args: &[String],
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
-    pid_wr: OwnedFd,
-) -> Result<i32, ContainerError> {
-    use std::os::fd::AsFd;
-    nix::sys::prctl::set_dumpable(false).map_err(setup("set non-dumpable"))?;
-    // /proc/self is not ours once we are chrooted into the container.
-    let proof = sys::single_threaded().map_err(|source| ContainerError::Setup {
-        action: "check threads".into(),
-        source,
-    })?;
-    let open = |p: String| {
-        nix::fcntl::open(
-            p.as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(setup(format!("open {p}")))
-    };
-    let root = nix::fcntl::open(
-        format!("/proc/{init}/root").as_str(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(setup("open container root"))?;
-    let pidns = open(format!("/proc/{init}/ns/pid"))?;
-    let mntns = open(format!("/proc/{init}/ns/mnt"))?;
-    nix::sched::setns(pidns.as_fd(), CloneFlags::CLONE_NEWPID)
-        .map_err(setup("join PID namespace"))?;
-    nix::sched::setns(mntns.as_fd(), CloneFlags::CLONE_NEWNS)
-        .map_err(setup("join mount namespace"))?;
-    nix::unistd::fchdir(&root).map_err(setup("enter container root"))?;
-    nix::unistd::chroot(".").map_err(setup("chroot to container root"))?;
-    match sys::fork_checked(proof).map_err(|source| ContainerError::Setup {
-        action: "fork".into(),
-        source,
-    })? {
-        nix::unistd::ForkResult::Child => {
-            let err = exec_target(spec, args, stdout, stderr);
-            let _ = nix::unistd::write(stderr, format!("{err}\n").as_bytes());
-            std::process::exit(
-                if matches!(err, ContainerError::Start(ref m) if m.contains("not found")) {
-                    127
-                } else {
-                    126
-                },
-            );
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            let _ = nix::unistd::write(&pid_wr, child.as_raw().to_string().as_bytes());
-            // EOF tells the shim the pid is complete; it must not wait for us.
-            drop(pid_wr);
-            loop {
-                match waitpid(child, None) {
-                    Ok(status) => {
-                        if let Some(exit) = Exit::from_status(status) {
-                            return Ok(exit.code);
-                        }
-                    }
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(setup("wait for exec")(e)),
-                }
-            }
-        }
-    }
-}
-
-/// The exec'd process: the container's user, groups, capabilities and
-/// environment; its own process group (so a timeout kills its children too).
-fn exec_target(spec: &Spec, args: &[String], stdout: &OwnedFd, stderr: &OwnedFd) -> ContainerError {
-    let run = || -> Result<Never, ContainerError> {
-        nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
-            .map_err(setup("new process group"))?;
-        let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, Mode::empty())
-            .map_err(setup("open /dev/null"))?;
-        nix::unistd::dup2_stdin(&null).map_err(setup("redirect stdin"))?;
-        nix::unistd::dup2_stdout(stdout).map_err(setup("redirect stdout"))?;
-        nix::unistd::dup2_stderr(stderr).map_err(setup("redirect stderr"))?;
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| ContainerError::Start("spec has no process".into()))?;
-        become_user(process)?;
-        let _ = chdir(process.cwd());
-        let exec = prepare_exec(process.env().as_deref().unwrap_or_default(), args)?;
-        Err(exec_now(&exec))
-    };
-    match run() {
-        Ok(never) => match never {},
-        Err(e) => e,
-    }
-}
-
 impl Exit {
     /// From a wait status: exit code, or 128 + signal.
     pub fn from_status(status: WaitStatus) -> Option<Exit> {
@@ -534,31 +379,9 @@ fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never,
         .process()
         .as_ref()
         .ok_or_else(|| ContainerError::Start("spec has no process".into()))?;
-    for r in process.rlimits().iter().flatten() {
-        if r.typ() == oci_spec::runtime::PosixRlimitType::RlimitNofile {
-            // Raising the hard limit needs CAP_SYS_RESOURCE, which a nodelet
-            // inside a container may lack: never ask for more than we have.
-            let (_, hard_now) =
-                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                    .map_err(setup("get RLIMIT_NOFILE"))?;
-            let can_raise = caps::has_cap(
-                None,
-                caps::CapSet::Effective,
-                caps::Capability::CAP_SYS_RESOURCE,
-            )
-            .unwrap_or(false);
-            let hard = if can_raise {
-                r.hard()
-            } else {
-                r.hard().min(hard_now)
-            };
-            nix::sys::resource::setrlimit(
-                nix::sys::resource::Resource::RLIMIT_NOFILE,
-                r.soft().min(hard),
-                hard,
-            )
+    if let Some((soft, hard)) = nofile_limit(process)? {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard)
             .map_err(setup("set RLIMIT_NOFILE"))?;
-        }
     }
     nix::sys::stat::umask(Mode::from_bits_truncate(
         process.user().umask().unwrap_or(0o022),
@@ -596,7 +419,43 @@ fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never,
             ));
         }
     }
+    if let Err(source) = sys::spawn::default_signals() {
+        return Err(ContainerError::Setup {
+            action: "reset signals".into(),
+            source,
+        });
+    }
     Err(exec_now(&exec))
+}
+
+/// The process's `RLIMIT_NOFILE` as (soft, hard), if it sets one. Raising
+/// the hard limit needs CAP_SYS_RESOURCE, which a nodelet inside a
+/// container may lack: never ask for more than we have.
+pub(super) fn nofile_limit(
+    process: &oci_spec::runtime::Process,
+) -> Result<Option<(u64, u64)>, ContainerError> {
+    let Some(r) = process
+        .rlimits()
+        .iter()
+        .flatten()
+        .find(|r| r.typ() == oci_spec::runtime::PosixRlimitType::RlimitNofile)
+    else {
+        return Ok(None);
+    };
+    let (_, hard_now) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_err(setup("get RLIMIT_NOFILE"))?;
+    let can_raise = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
+    let hard = if can_raise {
+        r.hard()
+    } else {
+        r.hard().min(hard_now)
+    };
+    Ok(Some((r.soft().min(hard), hard)))
 }
 
 /// A command resolved and encoded, ready for execve.
@@ -975,11 +834,10 @@ fn become_user(process: &oci_spec::runtime::Process) -> Result<(), ContainerErro
     Ok(())
 }
 
-/// Bounding set first (needs CAP_SETPCAP), keep caps across setuid, then
-/// the effective/permitted/inheritable sets of the spec.
-fn capabilities(process: &oci_spec::runtime::Process, uid: u32) -> Result<(), ContainerError> {
-    use caps::{CapSet, Capability};
-    let want: std::collections::HashSet<Capability> = process
+/// The capabilities the process keeps: its bounding set (nodelet puts
+/// the same list in every set of the spec).
+fn wanted_caps(process: &oci_spec::runtime::Process) -> caps::CapsHashSet {
+    process
         .capabilities()
         .as_ref()
         .and_then(|c| c.bounding().clone())
@@ -988,16 +846,24 @@ fn capabilities(process: &oci_spec::runtime::Process, uid: u32) -> Result<(), Co
         .filter_map(|c| {
             serde_json::to_value(c)
                 .ok()
-                .and_then(|v| v.as_str().and_then(|s| s.parse::<Capability>().ok()))
+                .and_then(|v| v.as_str().and_then(|s| s.parse::<caps::Capability>().ok()))
         })
-        .collect();
-    let cap_err = |what: &str| {
-        let what = what.to_string();
-        move |e: caps::errors::CapsError| ContainerError::Setup {
-            action: what,
-            source: std::io::Error::other(e.to_string()),
-        }
-    };
+        .collect()
+}
+
+fn cap_err(what: &str) -> impl FnOnce(caps::errors::CapsError) -> ContainerError {
+    let what = what.to_string();
+    move |e| ContainerError::Setup {
+        action: what,
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Bounding set first (needs CAP_SETPCAP), keep caps across setuid, then
+/// the effective/permitted/inheritable sets of the spec.
+fn capabilities(process: &oci_spec::runtime::Process, uid: u32) -> Result<(), ContainerError> {
+    use caps::CapSet;
+    let want = wanted_caps(process);
     for c in caps::all() {
         if !want.contains(&c) {
             caps::drop(None, CapSet::Bounding, c).map_err(cap_err("drop bounding capability"))?;
@@ -1019,6 +885,35 @@ fn capabilities(process: &oci_spec::runtime::Process, uid: u32) -> Result<(), Co
         .map_err(cap_err("set permitted capabilities"))?;
     Ok(())
 }
+
+/// What [`become_user`] and [`capabilities`] do, encoded for a process
+/// started by `sys::spawn` (same order, one capset).
+pub(super) fn creds(
+    process: &oci_spec::runtime::Process,
+) -> Result<sys::spawn::Creds, ContainerError> {
+    let user = process.user();
+    let want = wanted_caps(process);
+    let current = caps::read(None, caps::CapSet::Permitted)
+        .map_err(cap_err("read permitted capabilities"))?;
+    Ok(sys::spawn::Creds {
+        uid: user.uid(),
+        gid: user.gid(),
+        groups: user.additional_gids().clone().unwrap_or_default(),
+        drop_bounding: caps::all()
+            .into_iter()
+            .filter(|c| !want.contains(c))
+            .map(|c| u32::from(c.index()))
+            .collect(),
+        caps: want
+            .intersection(&current)
+            .fold(0u64, |m, c| m | (1u64 << c.index())),
+        no_new_privs: process.no_new_privileges().unwrap_or(false),
+    })
+}
+
+/// The search path when the environment has no `PATH` (runc's default).
+pub(super) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `exec: "foo": executable file not found in $PATH`, as containerd says.
 fn lookup(arg0: &str, env: &[String]) -> Result<PathBuf, ContainerError> {
@@ -1043,7 +938,7 @@ fn lookup(arg0: &str, env: &[String]) -> Result<PathBuf, ContainerError> {
     let path = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        .unwrap_or(DEFAULT_PATH);
     path.split(':')
         .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(arg0))
         .find(|p| executable(p))

@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod container;
+pub mod exec;
 pub mod protocol;
 pub mod shim;

@@ -77,11 +77,11 @@ struct Output {
     eof: bool,
 }
 
-/// An exec in flight: its reply goes to `client` once the helper is reaped.
+/// An exec in flight: its reply goes to `client` once the command (a
+/// child of the shim, leading its own process group) is reaped.
 struct PendingExec {
     client: UnixStream,
-    helper: Pid,
-    target: Option<Pid>,
+    pid: Pid,
     /// stdout and stderr: the read end (none once at end of file, so a
     /// hung-up pipe does not make every poll return at once) and what
     /// was read.
@@ -137,6 +137,8 @@ struct Container {
     dir: PathBuf,
     /// Its cgroup (`linux.cgroupsPath`), removed once it exited.
     cgroup: Option<String>,
+    /// Opened at its first exec, closed when it exits.
+    exec: Option<super::exec::ExecContext>,
 }
 
 impl Container {
@@ -207,6 +209,8 @@ pub struct Shim {
     containers: HashMap<String, Container>,
     clients: Vec<(UnixStream, Vec<u8>)>,
     execs: Vec<PendingExec>,
+    /// Starts execs (made at the first one).
+    spawner: Option<crate::sys::spawn::Spawner>,
     shutting_down: bool,
     cgroups: Option<Box<dyn Cgroups>>,
     /// Counts container exits; `Watch` waits for it to move.
@@ -223,6 +227,10 @@ const MAX_WATCHERS: usize = 64;
 /// namespace holder and serves until shut down. Must run single-threaded.
 pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
     nix::unistd::setsid().map_err(err("setsid"))?;
+    // Execs start in our memory until they exec (sys::spawn), and become
+    // visible in the container's PID namespace first: none of it may be
+    // readable or traceable from there.
+    nix::sys::prctl::set_dumpable(false).map_err(err("set non-dumpable"))?;
     nix::sys::prctl::set_child_subreaper(true).map_err(err("become child subreaper"))?;
     unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
         .map_err(err("create pod namespaces"))?;
@@ -262,6 +270,7 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
         containers: HashMap::new(),
         clients: Vec::new(),
         execs: Vec::new(),
+        spawner: None,
         shutting_down: false,
         cgroups: cgroup::detect().ok(),
         seq: 0,
@@ -326,11 +335,10 @@ impl Shim {
             for e in &mut self.execs {
                 e.drain();
                 if !e.timed_out && std::time::Instant::now() >= e.deadline {
-                    // The command's whole process group, then its helper.
-                    if let Some(t) = e.target {
-                        let _ = nix::sys::signal::killpg(t, Signal::SIGKILL);
-                    }
-                    let _ = nix::sys::signal::kill(e.helper, Signal::SIGKILL);
+                    // The command's whole process group (and the command,
+                    // should it have left the group).
+                    let _ = nix::sys::signal::killpg(e.pid, Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(e.pid, Signal::SIGKILL);
                     e.timed_out = true;
                 }
             }
@@ -393,7 +401,7 @@ impl Shim {
                     let Some(exit) = container::Exit::from_status(status) else {
                         continue;
                     };
-                    if let Some(i) = self.execs.iter().position(|e| e.helper == pid) {
+                    if let Some(i) = self.execs.iter().position(|e| e.pid == pid) {
                         let mut e = self.execs.remove(i);
                         e.drain();
                         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -422,6 +430,7 @@ impl Shim {
                             c.pump(i, true);
                         }
                         c.outputs.clear();
+                        c.exec = None;
                         // Died before start: its setup failed, and the error
                         // pipe says why. That is a start error (exit 128).
                         let (code, message) = if c.status == Status::Created {
@@ -602,9 +611,10 @@ impl Shim {
         max_output: usize,
         client: &UnixStream,
     ) -> Result<(), String> {
+        let cgroups = self.cgroups.as_deref();
         let c = self
             .containers
-            .get(id)
+            .get_mut(id)
             .ok_or_else(|| format!("container {id} not found"))?;
         if c.status != Status::Running {
             return Err(format!("container {id} is not running"));
@@ -617,17 +627,39 @@ impl Shim {
             nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
                 .map_err(|e| format!("nonblocking pipe: {e}"))?;
         }
-        let spawned =
-            container::spawn_exec(c.pid, &c.spec, args, out_w, err_w, self.cgroups.as_deref())
-                .map_err(|e| crate::error_chain(&e))?;
+        if c.exec.is_none() {
+            c.exec = Some(
+                super::exec::ExecContext::open(c.pid, &c.spec, cgroups)
+                    .map_err(|e| crate::error_chain(&e))?,
+            );
+        }
+        let spawner = match &mut self.spawner {
+            Some(s) => s,
+            None => {
+                let proof = crate::sys::single_threaded().map_err(|e| e.to_string())?;
+                self.spawner.insert(crate::sys::spawn::Spawner::new(proof))
+            }
+        };
+        let started = c
+            .exec
+            .as_ref()
+            .ok_or("no exec context")?
+            .spawn(spawner, args, out_w.as_fd(), err_w.as_fd())
+            .map_err(|e| crate::error_chain(&e))?;
+        drop((out_w, err_w));
         let client = client
             .try_clone()
             .map_err(|e| format!("keep client: {e}"))?;
+        // A program that could not be run: containerd's message, as the
+        // process would have written it.
+        let stderr = started
+            .failed
+            .map(|msg| format!("{msg}\n").into_bytes())
+            .unwrap_or_default();
         self.execs.push(PendingExec {
             client,
-            helper: spawned.helper,
-            target: spawned.target,
-            pipes: vec![(Some(out_r), Vec::new()), (Some(err_r), Vec::new())],
+            pid: started.pid,
+            pipes: vec![(Some(out_r), Vec::new()), (Some(err_r), stderr)],
             max: max_output,
             truncated: false,
             deadline: std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
@@ -724,6 +756,7 @@ impl Shim {
             exit: None,
             gate: Some(gate_w),
             errors: Some(spawned.errors),
+            exec: None,
             outputs: vec![
                 Output {
                     fd: out_r,
