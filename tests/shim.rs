@@ -654,6 +654,20 @@ mod exec {
         );
         let e = exec(&pod, "app", &["passwd"], 1000, 1000);
         assert_eq!(e.exit_code, 127, "{e:?}");
+        // The shim entered the container's PID namespace for those execs
+        // only: a container made after them has a namespace of its own.
+        assert!(
+            pod.run("next", &["sh", "-c", "echo pid $$; exec sleep 1000"])
+                .ok
+        );
+        wait_for_log(&pod, "next", "pid 1");
+        let depth = |id: &str| {
+            let pid = pod.call(Op::State { id: id.into() }).state.unwrap().pid;
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+            nspid.split_whitespace().count()
+        };
+        assert_eq!(depth("next"), depth("app"), "not nested in app's namespace");
         pod.shutdown();
         let cg = nodelet::runtime::cgroup::detect().unwrap();
         assert!(!cg.exists(&cgroup), "the container's cgroup went with it");

@@ -1,29 +1,30 @@
 //! Starting a command inside a running container without copying the
 //! caller's memory: posix_spawn's vfork technique, with the container
-//! joined on the way. Two `clone(CLONE_VM | CLONE_VFORK)` children run on
-//! stacks of their own inside the caller's address space:
+//! joined on the way.
 //!
 //! ```text
-//! caller (single-threaded; suspended until the joiner exits)
-//!   └─ joiner: oom_score_adj, cgroup.procs, setns(PID, mount), chroot
-//!        └─ command (CLONE_PARENT: a child of the caller), in the
-//!           container's PID namespace: signals, process group, stdio,
-//!           rlimits, user, capabilities, cwd, execve
+//! caller (single-threaded)
+//!   setns(container PID namespace)      ─ for its next child only
+//!   clone(CLONE_VM | CLONE_VFORK)       ─ suspended until the child execs
+//!   │  └─ command: oom_score_adj, cgroup.procs, setns(mount), chroot,
+//!   │     signals, process group, stdio, rlimits, user, capabilities,
+//!   │     cwd, execve
+//!   setns(own PID namespace)            ─ back, before anything else
 //! ```
 //!
-//! A fork would copy the caller's page tables and fault its pages back in,
-//! once per hop; for an exec probe every second in every container that
-//! was most of the cost. Neither child allocates, takes a lock or unwinds:
-//! everything they need is encoded before the clone (see [`Plan`]), they
-//! make raw system calls only, and they report a failure through atomics
-//! the caller reads once the joiner has exited.
+//! A fork would copy the caller's page tables and fault its pages back
+//! in; for an exec probe every second in every container that was most
+//! of the cost. The child runs on a stack of its own inside the caller's
+//! address space: it does not allocate, take a lock or unwind; everything
+//! it needs is encoded before the clone (see [`Plan`]), it makes raw
+//! system calls only, and it reports a failure through atomics the caller
+//! reads once it is running again.
 //!
-//! The joiner's `oom_score_adj` is its own: the kernel does not pass the
-//! value on to the processes sharing the memory of a vfork child
-//! (`__set_oom_adj`). Credentials and signal dispositions are per process
-//! too (no `CLONE_THREAD`, `CLONE_SIGHAND` or `CLONE_FS`), and the joiner's
-//! `setns` of the mount namespace is allowed because it does not share the
-//! caller's filesystem context.
+//! What the child changes is its own: `oom_score_adj` (the kernel does not
+//! pass a vfork child's value on to the processes sharing its memory,
+//! `__set_oom_adj`), credentials and signal dispositions (no
+//! `CLONE_THREAD` or `CLONE_SIGHAND`), and its root and mount namespace
+//! (no `CLONE_FS`, which is also what lets it `setns` the mount namespace).
 
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::io;
@@ -45,7 +46,7 @@ pub struct Creds {
     pub no_new_privs: bool,
 }
 
-/// Everything the two children need, encoded by the caller.
+/// Everything the child needs, encoded by the caller.
 pub struct Plan<'a> {
     /// The container's PID and mount namespaces and its root directory.
     pub pidns: BorrowedFd<'a>,
@@ -135,12 +136,12 @@ pub struct Spawned {
     pub failed: Option<Failure>,
 }
 
-/// Written by the children, read by the caller after the joiner exited.
+/// Written by the child, read by the caller once the child has exec'd or
+/// exited.
 #[derive(Default)]
 struct Report {
     step: AtomicUsize,
     errno: AtomicI32,
-    pid: AtomicI32,
 }
 
 impl Report {
@@ -160,7 +161,7 @@ impl Report {
     }
 }
 
-/// What the children read: the plan, raw pointer arrays for execve, and
+/// What the child reads: the plan, raw pointer arrays for execve, and
 /// where to report.
 struct Shared<'a> {
     plan: &'a Plan<'a>,
@@ -169,7 +170,6 @@ struct Shared<'a> {
     /// Signals with a handler or ignored in the caller: set to default in
     /// the command before it unblocks signals.
     reset: &'a [c_int],
-    command_stack: *mut c_void,
     report: Report,
 }
 
@@ -184,20 +184,26 @@ struct KernelSigaction {
     mask: u64,
 }
 
-/// Bytes of each child's stack: they only make system calls.
+/// Bytes of the child's stack: it only makes system calls.
 const STACK: usize = 32 * 1024;
 
-/// Reusable stacks for the two children, and the caller's signal
+/// The child's stack, the caller's PID namespace and its signal
 /// dispositions. One per (single-threaded) process.
 pub struct Spawner {
-    stacks: Box<[MaybeUninit<u8>]>,
+    stack: Box<[MaybeUninit<u8>]>,
+    own_pidns: OwnedFd,
     reset: Vec<c_int>,
 }
 
 impl Spawner {
     /// Must be made in the single-threaded process that will spawn, after
     /// its signal handlers are set up.
-    pub fn new(_proof: super::SingleThreaded) -> Spawner {
+    pub fn new(_proof: super::SingleThreaded) -> io::Result<Spawner> {
+        let own_pidns = nix::fcntl::open(
+            "/proc/self/ns/pid",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
         // Raw rt_sigaction: glibc's wrapper hides its own two signals,
         // which an ignoring parent may have passed on to us.
         let reset = (1..=64)
@@ -218,14 +224,15 @@ impl Spawner {
                 rc == 0 && old.handler != 0
             })
             .collect();
-        Spawner {
-            stacks: Box::new_uninit_slice(2 * STACK),
+        Ok(Spawner {
+            stack: Box::new_uninit_slice(STACK),
+            own_pidns,
             reset,
-        }
+        })
     }
 
     /// Starts `plan`'s command; returns once it has called `execve` (or
-    /// failed to).
+    /// failed to, see [`Spawned::failed`]).
     pub fn spawn(&mut self, plan: &Plan<'_>) -> Result<Spawned, Failure> {
         let ptrs = |v: &[CString]| {
             v.iter()
@@ -233,16 +240,14 @@ impl Spawner {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect::<Vec<_>>()
         };
-        let base = self.stacks.as_mut_ptr() as usize;
-        let top = |end: usize| ((base + end) & !15) as *mut c_void;
         let shared = Shared {
             plan,
             argv: ptrs(plan.argv),
             envp: ptrs(plan.env),
             reset: &self.reset,
-            command_stack: top(2 * STACK),
             report: Report::default(),
         };
+        let top = ((self.stack.as_mut_ptr() as usize + STACK) & !15) as *mut c_void;
         // Every signal blocked across the clone, as posix_spawn does: no
         // handler may run in a child that shares our memory before it has
         // reset its dispositions.
@@ -257,47 +262,54 @@ impl Spawner {
             step: "block signals",
             source: e.into(),
         })?;
-        let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
-        // SAFETY: the joiner runs on the first half of our stacks, which
-        // nothing else uses, and reads `shared`, which lives on this frame
-        // until after the joiner has exited: CLONE_VFORK suspends this
-        // thread until then, and the process has no other thread (the
-        // proof taken in `new`).
-        let joiner = unsafe {
-            libc::clone(
-                joiner_main,
-                top(STACK),
-                flags,
-                std::ptr::addr_of!(shared).cast_mut().cast(),
-            )
-        };
-        let clone_error = io::Error::last_os_error();
+        let pid = nix::sched::setns(plan.pidns, nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| Failure {
+                step: STEPS[PIDNS],
+                source: e.into(),
+            })
+            .map(|()| {
+                // SAFETY: the child runs on our stack buffer, which nothing
+                // else uses, and reads `shared`, which lives on this frame
+                // until after the child has exec'd or exited: CLONE_VFORK
+                // suspends this thread until then, and the process has no
+                // other thread (the proof taken in `new`).
+                let pid = unsafe {
+                    libc::clone(
+                        command_main,
+                        top,
+                        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                        std::ptr::addr_of!(shared).cast_mut().cast(),
+                    )
+                };
+                (pid, io::Error::last_os_error())
+            });
+        if pid.is_ok() {
+            // Our own children (the next container's init among them)
+            // must start in our namespace again. Entering one's own active
+            // PID namespace cannot be refused to a process that could
+            // enter the container's; if it were, carrying on would put
+            // the next container inside this one.
+            if let Err(e) = nix::sched::setns(&self.own_pidns, nix::sched::CloneFlags::CLONE_NEWPID)
+            {
+                tracing::error!(error = %e, "cannot return to the shim's PID namespace");
+                std::process::abort();
+            }
+        }
         let _ = nix::sys::signal::pthread_sigmask(
             nix::sys::signal::SigmaskHow::SIG_SETMASK,
             Some(&old),
             None,
         );
-        if joiner < 0 {
+        let (pid, clone_error) = pid?;
+        if pid < 0 {
             return Err(Failure {
                 step: STEPS[CLONE],
                 source: clone_error,
             });
         }
-        let _ = nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(joiner),
-            Some(nix::sys::wait::WaitPidFlag::__WALL),
-        );
-        let pid = shared.report.pid.load(Ordering::SeqCst);
-        let failed = shared.report.failure();
-        if pid <= 0 {
-            return Err(failed.unwrap_or(Failure {
-                step: STEPS[CLONE],
-                source: io::Error::other("the joiner exited early"),
-            }));
-        }
         Ok(Spawned {
             pid: nix::unistd::Pid::from_raw(pid),
-            failed,
+            failed: shared.report.failure(),
         })
     }
 }
@@ -322,21 +334,9 @@ fn check_size(rc: isize, step: usize) -> Result<(), Fail> {
     check(if rc < 0 { -1 } else { 0 }, step)
 }
 
-extern "C" fn joiner_main(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the `Shared` of `Spawner::spawn`, which stays alive
-    // and unchanged while that thread is suspended until this process exits.
-    let s = unsafe { &*arg.cast_const().cast::<Shared<'_>>() };
-    match join(s) {
-        Ok(()) => 0,
-        Err(fail) => {
-            s.report.fail(fail);
-            1
-        }
-    }
-}
-
-fn join(s: &Shared<'_>) -> Result<(), Fail> {
-    let p = s.plan;
+/// The container's side of the boundary: its OOM score, cgroups, mount
+/// namespace and root.
+fn join(p: &Plan<'_>) -> Result<(), Fail> {
     if let Some(value) = p.oom_score_adj {
         // SAFETY: a NUL-terminated literal path and plain flags.
         let fd = unsafe {
@@ -357,14 +357,12 @@ fn join(s: &Shared<'_>) -> Result<(), Fail> {
     }
     for procs in p.cgroup_procs {
         // SAFETY: writes a literal to an fd the plan keeps open. "0" moves
-        // the writer, whose children then start in the cgroup.
+        // the writer.
         let rc = unsafe { libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) };
         check_size(rc, CGROUP)?;
     }
-    // SAFETY: setns takes an fd the plan keeps open and a flag.
-    let rc = unsafe { libc::setns(p.pidns.as_raw_fd(), libc::CLONE_NEWPID) };
-    check(rc.into(), PIDNS)?;
-    // SAFETY: as above; allowed since this process has its own fs context.
+    // SAFETY: setns takes an fd the plan keeps open and a flag; allowed
+    // since this process has its own fs context.
     let rc = unsafe { libc::setns(p.mntns.as_raw_fd(), libc::CLONE_NEWNS) };
     check(rc.into(), MNTNS)?;
     // SAFETY: fchdir takes an fd the plan keeps open.
@@ -373,25 +371,12 @@ fn join(s: &Shared<'_>) -> Result<(), Fail> {
     // SAFETY: a NUL-terminated literal path.
     let rc = unsafe { libc::chroot(c".".as_ptr()) };
     check(rc.into(), CHROOT)?;
-    // SAFETY: the command runs on the second half of the stacks (this
-    // process is on the first) and reads `s`, alive as said in
-    // `joiner_main`; CLONE_VFORK suspends this process until it execs or
-    // exits. CLONE_PARENT makes it the spawner's child, to be reaped there.
-    let pid = unsafe {
-        libc::clone(
-            command_main,
-            s.command_stack,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT,
-            std::ptr::from_ref(s).cast_mut().cast(),
-        )
-    };
-    check(pid.into(), CLONE)?;
-    s.report.pid.store(pid, Ordering::SeqCst);
     Ok(())
 }
 
 extern "C" fn command_main(arg: *mut c_void) -> c_int {
-    // SAFETY: as in `joiner_main`: both callers up the chain are suspended.
+    // SAFETY: `arg` is the `Shared` of `Spawner::spawn`, which stays alive
+    // and unchanged while that thread is suspended (CLONE_VFORK).
     let s = unsafe { &*arg.cast_const().cast::<Shared<'_>>() };
     let Err(fail) = command(s);
     let Fail(step, errno) = fail;
@@ -411,6 +396,7 @@ const ONE: libc::c_ulong = 1;
 
 fn command(s: &Shared<'_>) -> Result<Never, Fail> {
     let p = s.plan;
+    join(p)?;
     let default = KernelSigaction::default();
     for &sig in s.reset {
         // SAFETY: an all-zero record is SIG_DFL with no flags and an empty

@@ -637,7 +637,9 @@ impl Shim {
             Some(s) => s,
             None => {
                 let proof = crate::sys::single_threaded().map_err(|e| e.to_string())?;
-                self.spawner.insert(crate::sys::spawn::Spawner::new(proof))
+                let spawner = crate::sys::spawn::Spawner::new(proof)
+                    .map_err(|e| format!("prepare execs: {e}"))?;
+                self.spawner.insert(spawner)
             }
         };
         let started = c
