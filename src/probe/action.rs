@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction};
@@ -233,42 +233,22 @@ async fn http_get<R: Runtime>(
         } else {
             Box::new(tcp)
         };
-        let (mut send, conn) =
-            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-                Ok(x) => x,
-                Err(e) => return Outcome::Failure(e.to_string()),
-            };
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = hyper::Request::builder()
-            .method("GET")
-            .uri(path.as_str())
-            .header("host", addr.to_string())
-            .header("user-agent", USER_AGENT)
-            .header("accept", "*/*");
-        for h in get.http_headers.iter().flatten() {
-            req = req.header(h.name.as_str(), h.value.as_str());
-        }
-        let req = match req.body(Empty::<Bytes>::new()) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failure(e.to_string()),
-        };
-        let resp = match send.send_request(req).await {
+        let headers: Vec<(&str, &str)> = get
+            .http_headers
+            .iter()
+            .flatten()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        let request = super::http1::request(&path, &addr.to_string(), USER_AGENT, &headers);
+        let mut stream = stream;
+        let resp = match super::http1::exchange(&mut stream, &request, MAX_BODY).await {
             Ok(r) => r,
             Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
         };
-        let code = resp.status().as_u16();
-        let location = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
+        drop(stream);
+        let code = resp.code;
+        let location = resp.location;
+        let body = String::from_utf8_lossy(&resp.body).into_owned();
         if (300..400).contains(&code) {
             if let Some(loc) = location {
                 let same_host = format!("{scheme}://{addr}");

@@ -6,6 +6,7 @@
 //! readiness. Results go to the pod worker, which owns what they cause.
 
 pub mod action;
+mod http1;
 pub mod netns;
 mod tls;
 

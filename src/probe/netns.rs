@@ -4,12 +4,23 @@
 //! on request; connecting is then asynchronous like any other. No thread
 //! of the async runtime ever changes namespace, and no probe pays for a
 //! thread or a `setns` of its own.
+//!
+//! The thread keeps one spare socket of each family made ahead: a probe
+//! takes it without waiting and asks for the next, so the steady state
+//! is one wake-up of the thread per probe and no wait for it.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-type Request = (bool, tokio::sync::oneshot::Sender<std::io::Result<OwnedFd>>);
+/// `Some(reply)`: a socket now; `None`: refill the spares.
+type Request = (
+    bool,
+    Option<tokio::sync::oneshot::Sender<std::io::Result<OwnedFd>>>,
+);
+
+/// Spare sockets, IPv4 and IPv6.
+type Spares = Arc<Mutex<[Option<OwnedFd>; 2]>>;
 
 /// A network namespace to dial from. Its thread starts on first use and
 /// ends when this value is dropped.
@@ -17,16 +28,22 @@ type Request = (bool, tokio::sync::oneshot::Sender<std::io::Result<OwnedFd>>);
 pub struct NetNs {
     path: PathBuf,
     dialer: Mutex<Option<std::sync::mpsc::Sender<Request>>>,
+    spares: Spares,
 }
 
 /// Stack of a dialer thread: it only makes sockets.
 const DIALER_STACK: usize = 64 * 1024;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 impl NetNs {
     pub fn new(path: &Path) -> NetNs {
         NetNs {
             path: path.to_path_buf(),
             dialer: Mutex::new(None),
+            spares: Spares::default(),
         }
     }
 
@@ -38,6 +55,7 @@ impl NetNs {
         let ns = std::fs::File::open(&self.path)?;
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let spares = Arc::clone(&self.spares);
         std::thread::Builder::new()
             .name("netns-dialer".into())
             .stack_size(DIALER_STACK)
@@ -48,7 +66,14 @@ impl NetNs {
                 }
                 let _ = ready_tx.send(Ok(()));
                 for (v6, reply) in rx {
-                    let _ = reply.send(stream_socket(v6));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(stream_socket(v6));
+                    }
+                    let mut spares = lock(&spares);
+                    let slot = &mut spares[usize::from(v6)];
+                    if slot.is_none() {
+                        *slot = stream_socket(v6).ok();
+                    }
                 }
             })?;
         ready_rx
@@ -57,24 +82,30 @@ impl NetNs {
         Ok(tx)
     }
 
+    /// Sends `req` to the dialer thread, starting it if need be.
+    fn ask(&self, req: Request) -> std::io::Result<()> {
+        let mut d = lock(&self.dialer);
+        if d.is_none() {
+            *d = Some(self.start()?);
+        }
+        let sent = d.as_ref().map(|tx| tx.send(req));
+        if !matches!(sent, Some(Ok(()))) {
+            // The thread is gone: start afresh next time.
+            *d = None;
+            return Err(std::io::Error::other("netns dialer thread died"));
+        }
+        Ok(())
+    }
+
     /// A non-blocking, unconnected TCP socket made in this namespace.
     pub async fn socket(&self, v6: bool) -> std::io::Result<OwnedFd> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        {
-            let mut d = self
-                .dialer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if d.is_none() {
-                *d = Some(self.start()?);
-            }
-            let sent = d.as_ref().map(|tx| tx.send((v6, reply)));
-            if !matches!(sent, Some(Ok(()))) {
-                // The thread is gone: start afresh next time.
-                *d = None;
-                return Err(std::io::Error::other("netns dialer thread died"));
-            }
+        let spare = lock(&self.spares)[usize::from(v6)].take();
+        if let Some(fd) = spare {
+            self.ask((v6, None))?;
+            return Ok(fd);
         }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.ask((v6, Some(reply)))?;
         answer
             .await
             .map_err(|_| std::io::Error::other("netns dialer thread died"))?
@@ -99,6 +130,8 @@ fn stream_socket(v6: bool) -> std::io::Result<OwnedFd> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     #[tokio::test]
@@ -123,6 +156,18 @@ mod tests {
             s.connect(addr).await.unwrap();
         }
         assert_eq!(dialers(), 1, "one dialer thread for every socket");
+        // A spare is made ahead, and handed out without asking the thread.
+        let start = std::time::Instant::now();
+        while lock(&ns.spares)[0].is_none() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "no spare"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let spare = lock(&ns.spares)[0].as_ref().map(|fd| fd.as_raw_fd());
+        let fd = ns.socket(false).await.unwrap();
+        assert_eq!(Some(fd.as_raw_fd()), spare);
         drop(ns);
         let start = std::time::Instant::now();
         while dialers() > 0 {
