@@ -48,6 +48,41 @@ fn format(t: SystemTime, nanos: bool) -> String {
 }
 
 /// `2024-05-01T12:00:00Z`, the precision of Kubernetes' `metav1.Time`.
+/// CLOCK_MONOTONIC in nanoseconds: the clock `Instant` reads on Linux,
+/// shared by every process of the host (so a deadline can be handed to
+/// another process).
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(t.tv_nsec()).unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// `at` as CLOCK_MONOTONIC nanoseconds.
+pub fn instant_to_monotonic(at: std::time::Instant) -> u64 {
+    let now = std::time::Instant::now();
+    let base = monotonic_ns();
+    if at >= now {
+        base.saturating_add(u64::try_from((at - now).as_nanos()).unwrap_or(u64::MAX))
+    } else {
+        base.saturating_sub(u64::try_from((now - at).as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// CLOCK_MONOTONIC nanoseconds as an `Instant` of this process.
+pub fn monotonic_to_instant(ns: u64) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    let base = monotonic_ns();
+    if ns >= base {
+        now + Duration::from_nanos(ns - base)
+    } else {
+        now.checked_sub(Duration::from_nanos(base - ns))
+            .unwrap_or(now)
+    }
+}
+
 pub fn rfc3339(t: SystemTime) -> String {
     format(t, false)
 }

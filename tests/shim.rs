@@ -283,7 +283,8 @@ fn signals_reach_the_container_and_sigkill_is_137() {
     assert!(
         pod.call(Op::Signal {
             id: "trap".into(),
-            signal: 15
+            signal: 15,
+            kill_at: None,
         })
         .ok
     );
@@ -292,7 +293,8 @@ fn signals_reach_the_container_and_sigkill_is_137() {
     assert!(
         pod.call(Op::Signal {
             id: "stubborn".into(),
-            signal: 15
+            signal: 15,
+            kill_at: None,
         })
         .ok
     );
@@ -310,12 +312,63 @@ fn signals_reach_the_container_and_sigkill_is_137() {
     assert!(
         pod.call(Op::Signal {
             id: "stubborn".into(),
-            signal: 9
+            signal: 9,
+            kill_at: None,
         })
         .ok
     );
     let e = pod.wait_exit("stubborn");
     assert_eq!((e.exit_code, e.signal), (137, Some(9)));
+    pod.shutdown();
+}
+
+#[test]
+fn the_shim_kills_at_the_end_of_the_grace_period_it_was_given() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("grace");
+    let kill_at = |ms: u64| {
+        Some(nodelet::time::instant_to_monotonic(
+            Instant::now() + Duration::from_millis(ms),
+        ))
+    };
+    let stop = |id: &str, at: Option<u64>| {
+        assert!(
+            pod.call(Op::Signal {
+                id: id.into(),
+                signal: 15,
+                kill_at: at,
+            })
+            .ok
+        )
+    };
+    for id in ["a", "b"] {
+        assert!(pod.run(id, &["sleep", "1000"]).ok);
+        wait_running(&pod, id);
+    }
+    let deadline = std::time::SystemTime::now() + Duration::from_millis(400);
+    // a: a later, longer grace does not push the kill back; b: a shorter
+    // one brings it forward.
+    stop("a", kill_at(400));
+    stop("a", kill_at(60_000));
+    stop("b", kill_at(60_000));
+    stop("b", kill_at(400));
+    std::thread::sleep(Duration::from_millis(200));
+    for id in ["a", "b"] {
+        let st = pod.call(Op::State { id: id.into() }).state.unwrap();
+        assert_eq!(
+            st.status,
+            Status::Running,
+            "{id} ignores SIGTERM until then"
+        );
+    }
+    for id in ["a", "b"] {
+        let e = pod.wait_exit(id);
+        assert_eq!((e.exit_code, e.signal), (137, Some(9)), "{id}");
+        let finished = nodelet::time::parse_rfc3339(&e.finished_at).unwrap();
+        assert!(finished >= deadline, "{id} not killed before its deadline");
+    }
     pod.shutdown();
 }
 

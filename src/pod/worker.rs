@@ -1643,6 +1643,9 @@ pub struct StopCtx<R: Runtime> {
 /// killContainer`).
 /// How often a stopping container's state is read before its deadline.
 const STOP_POLL: Duration = Duration::from_millis(100);
+/// How long after the grace deadline nodelet sends SIGKILL itself when
+/// the shim was asked to.
+const KILL_SAFETY_NET: Duration = Duration::from_millis(500);
 
 async fn stop<R: Runtime>(ctx: &StopCtx<R>, grace: Grace, message: String) {
     let fp = ctx.kind.field_path(&ctx.name);
@@ -1703,9 +1706,15 @@ async fn stop<R: Runtime>(ctx: &StopCtx<R>, grace: Grace, message: String) {
         // The grace period runs from the stop signal being sent, not from
         // its (possibly queued) acknowledgement: the deadline is fixed first.
         let deadline = Instant::now() + left;
-        let _ = rt
-            .signal_container(sandbox, id, ctx.instance.stop_signal)
-            .await;
+        // The shim kills at the deadline itself when it can; ours is then
+        // a safety net a little later (a shim from an older nodelet).
+        let deadline = match rt
+            .stop_container(sandbox, id, ctx.instance.stop_signal, deadline)
+            .await
+        {
+            Ok(true) => deadline + KILL_SAFETY_NET,
+            _ => deadline,
+        };
         while Instant::now() < deadline {
             // A slow answer (a busy shim) must not push the SIGKILL back.
             let state = tokio::time::timeout_at(deadline.into(), rt.container_state(sandbox, id));

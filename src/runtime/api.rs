@@ -128,6 +128,23 @@ pub trait Runtime: Send + Sync + 'static {
         id: &str,
         signal: i32,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Sends the stop signal and, where the runtime can, has it SIGKILL
+    /// the container at `kill_at` by itself; `Ok(true)` when it will. The
+    /// default only signals: the caller kills at the deadline.
+    fn stop_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+        signal: i32,
+        kill_at: std::time::Instant,
+    ) -> impl Future<Output = Result<bool, RuntimeError>> + Send {
+        let _ = kill_at;
+        async move {
+            self.signal_container(sandbox, id, signal)
+                .await
+                .map(|()| false)
+        }
+    }
     fn container_state(
         &self,
         sandbox: &str,

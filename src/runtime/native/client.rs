@@ -374,10 +374,31 @@ impl Runtime for NativeRuntime {
                 Op::Signal {
                     id: id.into(),
                     signal,
+                    kill_at: None,
                 },
             )
             .await?;
         Self::expect_ok(sandbox, id, r)
+    }
+
+    async fn stop_container(
+        &self,
+        sandbox: &str,
+        id: &str,
+        signal: i32,
+        kill_at: std::time::Instant,
+    ) -> Result<bool, RuntimeError> {
+        let r = self
+            .call(
+                sandbox,
+                Op::Signal {
+                    id: id.into(),
+                    signal,
+                    kill_at: Some(crate::time::instant_to_monotonic(kill_at)),
+                },
+            )
+            .await?;
+        Self::expect_ok(sandbox, id, r).map(|()| true)
     }
 
     async fn container_state(

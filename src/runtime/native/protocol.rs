@@ -31,9 +31,15 @@ pub enum Op {
     Start {
         id: String,
     },
+    #[serde(rename_all = "camelCase")]
     Signal {
         id: String,
         signal: i32,
+        /// CLOCK_MONOTONIC nanoseconds at which the shim SIGKILLs the
+        /// container if it still runs (the end of its grace period): the
+        /// kill lands on time however busy the daemon or the shim's socket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kill_at: Option<u64>,
     },
     State {
         id: String,
@@ -152,6 +158,7 @@ mod tests {
             op: Op::Signal {
                 id: "c".into(),
                 signal: 15,
+                kill_at: None,
             },
         };
         let s = serde_json::to_string(&r).unwrap();

@@ -139,6 +139,8 @@ struct Container {
     cgroup: Option<String>,
     /// Opened at its first exec, closed when it exits.
     exec: Option<super::exec::ExecContext>,
+    /// The end of its grace period: SIGKILL then if it still runs.
+    kill_at: Option<std::time::Instant>,
 }
 
 impl Container {
@@ -303,11 +305,23 @@ impl Shim {
                 }
             }
             let now = std::time::Instant::now();
+            let kills = self
+                .containers
+                .values()
+                .filter(|c| c.status == Status::Running)
+                .filter_map(|c| c.kill_at);
+            // Rounded up: waking a little late beats waking early and
+            // spinning until the deadline.
             let wait_ms = self
                 .execs
                 .iter()
                 .filter(|e| !e.timed_out)
-                .map(|e| e.deadline.saturating_duration_since(now).as_millis())
+                .map(|e| e.deadline)
+                .chain(kills)
+                .map(|at| {
+                    let d = at.saturating_duration_since(now);
+                    d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0)
+                })
                 .min()
                 .unwrap_or(1000)
                 .min(1000);
@@ -340,6 +354,13 @@ impl Shim {
                     let _ = nix::sys::signal::killpg(e.pid, Signal::SIGKILL);
                     let _ = nix::sys::signal::kill(e.pid, Signal::SIGKILL);
                     e.timed_out = true;
+                }
+            }
+            let now = std::time::Instant::now();
+            for c in self.containers.values_mut() {
+                if c.status == Status::Running && c.kill_at.is_some_and(|at| at <= now) {
+                    c.kill_at = None;
+                    let _ = nix::sys::signal::kill(c.pid, Signal::SIGKILL);
                 }
             }
             if ready[0] {
@@ -556,14 +577,25 @@ impl Shim {
                 }
             }
             Op::Start { id } => self.start(&id),
-            Op::Signal { id, signal } => match self.containers.get(&id) {
+            Op::Signal {
+                id,
+                signal,
+                kill_at,
+            } => match self.containers.get_mut(&id) {
                 None => Response::err(format!("container {id} not found")),
                 Some(c) if c.status != Status::Running => Response::ok(),
                 Some(c) => match Signal::try_from(signal) {
-                    Ok(sig) => match nix::sys::signal::kill(c.pid, sig) {
-                        Ok(()) | Err(nix::errno::Errno::ESRCH) => Response::ok(),
-                        Err(e) => Response::err(format!("signal {id}: {e}")),
-                    },
+                    Ok(sig) => {
+                        // A later, shorter grace period (a second delete)
+                        // moves the kill forward, never back.
+                        if let Some(at) = kill_at.map(crate::time::monotonic_to_instant) {
+                            c.kill_at = Some(c.kill_at.map_or(at, |k| k.min(at)));
+                        }
+                        match nix::sys::signal::kill(c.pid, sig) {
+                            Ok(()) | Err(nix::errno::Errno::ESRCH) => Response::ok(),
+                            Err(e) => Response::err(format!("signal {id}: {e}")),
+                        }
+                    }
                     Err(_) => Response::err(format!("unknown signal {signal}")),
                 },
             },
@@ -759,6 +791,7 @@ impl Shim {
             gate: Some(gate_w),
             errors: Some(spawned.errors),
             exec: None,
+            kill_at: None,
             outputs: vec![
                 Output {
                     fd: out_r,
