@@ -56,7 +56,7 @@ POD
 # Starts `nodelet run FILE`, waits until every pod is Ready, then samples
 # CPU and RSS of nodelet + shims and the node's idle share for SECONDS_.
 measure() {
-  [ "${SKIP_OVERHEAD:-}" = 1 ] && { echo "0 0 0 0"; return; }
+  [ "${SKIP_OVERHEAD:-}" = 1 ] && { echo "0 0 0 0 0 0 0"; return; }
   $N run "$1" >/dev/null 2>&1 &
   runpid=$!
   until [ "$($N get pods 2>/dev/null | awk 'NR>1 && $2=="1/1"' | wc -l)" -ge "$PODS" ]; do sleep 0.5; done
@@ -77,15 +77,18 @@ def procs():
             if b" shim " in cmd and work.encode() in cmd:
                 out.append(int(p))
     return out
-def ticks(pids):
+def ticks(pids, fields):
     t = 0
     for p in pids:
         try:
             f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-            t += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+            t += sum(int(f[i]) for i in fields)
         except OSError:
             pass
     return t
+OWN, REAPED = (11, 12), (13, 14)  # utime stime; cutime cstime
+def sample(pids):
+    return (ticks(pids[:1], OWN), ticks(pids[1:], OWN), ticks(pids, REAPED))
 def rss(pids):
     kb = 0
     for p in pids:
@@ -101,11 +104,12 @@ def idle():
     v = [int(x) for x in f]
     return v[3] + v[4], sum(v)
 pids = procs()
-t0, (i0, a0), w0 = ticks(pids), idle(), time.time()
+t0, (i0, a0), w0 = sample(pids), idle(), time.time()
 time.sleep(secs)
-t1, (i1, a1), w1 = ticks(pids), idle(), time.time()
-cpu = (t1 - t0) / hz / (w1 - w0) * 100
-print(f"{cpu:.2f} {rss(pids) / 1024:.1f} {(i1 - i0) / (a1 - a0) * 100:.1f} {len(pids) - 1}")
+t1, (i1, a1), w1 = sample(pids), idle(), time.time()
+pct = [(b - a) / hz / (w1 - w0) * 100 for a, b in zip(t0, t1)]
+print(f"{sum(pct):.2f} {pct[0]:.2f} {pct[1]:.2f} {pct[2]:.2f} "
+      f"{rss(pids) / 1024:.1f} {(i1 - i0) / (a1 - a0) * 100:.1f} {len(pids) - 1}")
 PY
 )
   # Stopped before the figures go out: the caller starts the next run
@@ -116,12 +120,30 @@ PY
 
 pods yes >"$work/probed.yaml"
 pods no >"$work/plain.yaml"
-read -r cpu_p pss_p idle_p shims < <(measure "$work/probed.yaml")
-read -r cpu_n pss_n idle_n _ < <(measure "$work/plain.yaml")
+read -r cpu_p own_p shim_p reap_p pss_p idle_p shims < <(measure "$work/probed.yaml")
+read -r cpu_n own_n shim_n reap_n pss_n idle_n _ < <(measure "$work/plain.yaml")
+# The floor for the execs: the same command (busybox `true`) spawned
+# directly on the host as often per second, no namespaces or cgroups.
+floor=$(python3 - "$PODS" <<'PY'
+import os, resource, shutil, sys
+bb = shutil.which("busybox")
+n = 1000
+r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+for _ in range(n):
+    os.waitpid(os.posix_spawn(bb, ["true"], {}), 0)
+r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+per = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / n
+print(f"{per * int(sys.argv[1]) * 100:.2f}")
+PY
+)
 echo
 echo "## probe overhead: $shims pods, exec liveness + HTTP readiness every 1 s, ${SECONDS_} s"
 printf '%-26s %14s %14s\n' "" "with probes" "without"
 printf '%-26s %14s %14s\n' "nodelet + shims, % core" "$cpu_p" "$cpu_n"
+printf '%-26s %14s %14s\n' "  nodelet" "$own_p" "$own_n"
+printf '%-26s %14s %14s\n' "  shims" "$shim_p" "$shim_n"
+printf '%-26s %14s %14s\n' "  execs (probe commands)" "$reap_p" "$reap_n"
+printf '%-26s %14s %14s\n' "  (floor: same execs bare)" "$floor" "-"
 printf '%-26s %14s %14s\n' "nodelet + shims, PSS MiB" "$pss_p" "$pss_n"
 printf '%-26s %14s %14s\n' "node idle, %" "$idle_p" "$idle_n"
 
