@@ -47,28 +47,64 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-/// One probe run: `prober_probe_total{probe_type,result,…}` (result
-/// `successful`, `failed` or `unknown`) and its duration.
-pub fn record_probe(kind: &str, result: &str, owner: &ProbeOwner, seconds: f64) {
-    let p = probes();
-    p.total
-        .get_or_create(&labels(&[
-            ("probe_type", kind),
-            ("result", result),
-            ("container", &owner.container),
-            ("pod", &owner.pod),
-            ("namespace", &owner.namespace),
-            ("pod_uid", &owner.pod_uid),
-        ]))
-        .inc();
-    p.duration
-        .get_or_create(&labels(&[
-            ("probe_type", kind),
-            ("container", &owner.container),
-            ("pod", &owner.pod),
-            ("namespace", &owner.namespace),
-        ]))
-        .observe(seconds);
+/// One probe's series (`prober_probe_total{probe_type,result,…}`, result
+/// `successful`, `failed` or `unknown`, and its duration), looked up in
+/// the families at their first use and then kept: a probe every second
+/// in every pod must not hash and allocate its labels each time. A
+/// series appears once it counts something, as kubelet's do.
+pub struct ProbeSeries {
+    kind: &'static str,
+    owner: ProbeOwner,
+    totals: Vec<(&'static str, Counter)>,
+    duration: Option<Histogram>,
+}
+
+impl ProbeSeries {
+    pub fn new(kind: &'static str, owner: &ProbeOwner) -> ProbeSeries {
+        ProbeSeries {
+            kind,
+            owner: owner.clone(),
+            totals: Vec::new(),
+            duration: None,
+        }
+    }
+
+    /// One probe run.
+    pub fn record(&mut self, result: &'static str, seconds: f64) {
+        let p = probes();
+        let (kind, o) = (self.kind, &self.owner);
+        let total = match self.totals.iter().position(|(r, _)| *r == result) {
+            Some(i) => &self.totals[i].1,
+            None => {
+                let c = p
+                    .total
+                    .get_or_create(&labels(&[
+                        ("probe_type", kind),
+                        ("result", result),
+                        ("container", &o.container),
+                        ("pod", &o.pod),
+                        ("namespace", &o.namespace),
+                        ("pod_uid", &o.pod_uid),
+                    ]))
+                    .clone();
+                self.totals.push((result, c));
+                &self.totals[self.totals.len() - 1].1
+            }
+        };
+        total.inc();
+        self.duration
+            .get_or_insert_with(|| {
+                p.duration
+                    .get_or_create(&labels(&[
+                        ("probe_type", kind),
+                        ("container", &o.container),
+                        ("pod", &o.pod),
+                        ("namespace", &o.namespace),
+                    ]))
+                    .clone()
+            })
+            .observe(seconds);
+    }
 }
 
 /// kubelet's own series, kept process-wide.
@@ -380,8 +416,9 @@ mod tests {
             namespace: "default".into(),
             pod_uid: "u".into(),
         };
-        record_probe("Readiness", "successful", &owner, 0.004);
-        record_probe("Readiness", "successful", &owner, 0.004);
+        let mut series = ProbeSeries::new("Readiness", &owner);
+        series.record("successful", 0.004);
+        series.record("successful", 0.004);
         let mut s = Summary::default();
         s.node.node_name = "n1".into();
         let mut pod = PodStats {

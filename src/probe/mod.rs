@@ -117,6 +117,7 @@ pub async fn run<R: Runtime>(
         Kind::Startup => None,
     };
     let (mut oks, mut fails) = (0u32, 0u32);
+    let mut series = crate::metrics::ProbeSeries::new(kind.label(), &target.owner);
     let send = |event: UpdateKind, message: String| {
         tx.send(Update {
             container: container.clone(),
@@ -140,12 +141,7 @@ pub async fn run<R: Runtime>(
         }
         let began = std::time::Instant::now();
         let out = run_once(&target, &probe).await;
-        crate::metrics::record_probe(
-            kind.label(),
-            out.metric_result(),
-            &target.owner,
-            began.elapsed().as_secs_f64(),
-        );
+        series.record(out.metric_result(), began.elapsed().as_secs_f64());
         if out.ok() {
             oks += 1;
             fails = 0;

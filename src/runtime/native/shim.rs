@@ -285,7 +285,8 @@ impl Shim {
     fn serve(&mut self, sfd: &SignalFd) -> Result<(), ShimError> {
         loop {
             // Build the poll set: [signalfd, listener, clients…, outputs…].
-            let mut outs: Vec<(String, usize)> = Vec::new();
+            // (position of the container in `containers`, its output).
+            let mut outs: Vec<(usize, usize)> = Vec::new();
             let mut fds = vec![
                 PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
@@ -293,10 +294,10 @@ impl Shim {
             for (c, _) in &self.clients {
                 fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
             }
-            for (id, c) in &self.containers {
+            for (pos, c) in self.containers.values().enumerate() {
                 for (i, o) in c.outputs.iter().enumerate().filter(|(_, o)| !o.eof) {
                     fds.push(PollFd::new(o.fd.as_fd(), PollFlags::POLLIN));
-                    outs.push((id.clone(), i));
+                    outs.push((pos, i));
                 }
             }
             for e in &self.execs {
@@ -311,8 +312,9 @@ impl Shim {
                 .filter(|c| c.status == Status::Running)
                 .filter_map(|c| c.kill_at);
             // Rounded up: waking a little late beats waking early and
-            // spinning until the deadline.
-            let wait_ms = self
+            // spinning until the deadline. Nothing to time: sleep until
+            // something happens.
+            let timeout = self
                 .execs
                 .iter()
                 .filter(|e| !e.timed_out)
@@ -323,12 +325,10 @@ impl Shim {
                     d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0)
                 })
                 .min()
-                .unwrap_or(1000)
-                .min(1000);
-            match poll(
-                &mut fds,
-                PollTimeout::from(u16::try_from(wait_ms).unwrap_or(1000)),
-            ) {
+                .map_or(PollTimeout::NONE, |ms| {
+                    PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+                });
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(err("poll")(e)),
             }
@@ -339,11 +339,15 @@ impl Shim {
             drop(fds);
             let nclients = self.clients.len();
             // Output first, so a reaped container's last lines are logged.
-            for (k, (id, i)) in outs.iter().enumerate() {
-                if ready[2 + nclients + k] {
-                    if let Some(c) = self.containers.get_mut(id) {
-                        c.pump(*i, false);
+            // `containers` is unchanged since `outs` was built, so its
+            // order is the same.
+            let mut k = 0;
+            for (pos, c) in self.containers.values_mut().enumerate() {
+                while let Some(&(_, i)) = outs.get(k).filter(|(p, _)| *p == pos) {
+                    if ready[2 + nclients + k] {
+                        c.pump(i, false);
                     }
+                    k += 1;
                 }
             }
             for e in &mut self.execs {
