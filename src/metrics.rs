@@ -160,14 +160,41 @@ pub fn record_pod_worker(operation: &str, seconds: f64) {
 }
 
 /// One runtime operation (`create_container`, `exec_sync`, …).
-pub fn record_runtime_op(operation: &str, ok: bool, seconds: f64) {
-    let k = kubelet();
-    let l = labels(&[("operation_type", operation)]);
-    k.runtime_ops.get_or_create(&l).inc();
-    if !ok {
-        k.runtime_errors.get_or_create(&l).inc();
+pub fn record_runtime_op(operation: &'static str, ok: bool, seconds: f64) {
+    /// An operation's series, looked up once (every probe is an op).
+    struct Op {
+        name: &'static str,
+        total: Counter,
+        errors: Option<Counter>,
+        duration: Histogram,
     }
-    k.runtime_duration.get_or_create(&l).observe(seconds);
+    static OPS: OnceLock<std::sync::Mutex<Vec<Op>>> = OnceLock::new();
+    let k = kubelet();
+    let l = || labels(&[("operation_type", operation)]);
+    let mut ops = OPS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let i = match ops.iter().position(|o| o.name == operation) {
+        Some(i) => i,
+        None => {
+            ops.push(Op {
+                name: operation,
+                total: k.runtime_ops.get_or_create(&l()).clone(),
+                errors: None,
+                duration: k.runtime_duration.get_or_create(&l()).clone(),
+            });
+            ops.len() - 1
+        }
+    };
+    let op = &mut ops[i];
+    op.total.inc();
+    if !ok {
+        op.errors
+            .get_or_insert_with(|| k.runtime_errors.get_or_create(&l()).clone())
+            .inc();
+    }
+    op.duration.observe(seconds);
 }
 
 /// An image pull, labelled with kubelet's size buckets.

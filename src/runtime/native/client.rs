@@ -119,12 +119,13 @@ impl NativeRuntime {
             }
         };
         let sock = self.state_dir(sandbox).join(SOCKET_NAME);
-        if !sock.exists() {
-            return Err(RuntimeError::SandboxNotFound(sandbox.to_string()));
-        }
-        let mut s = UnixStream::connect(&sock)
-            .await
-            .map_err(shim_err("connect"))?;
+        let mut s = match UnixStream::connect(&sock).await {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::SandboxNotFound(sandbox.to_string()))
+            }
+            Err(e) => return Err(shim_err("connect")(e)),
+        };
         let mut req = serde_json::to_vec(&Request {
             v: PROTOCOL_VERSION,
             op,
