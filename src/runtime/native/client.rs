@@ -109,6 +109,23 @@ impl NativeRuntime {
         r
     }
 
+    /// `signal` op: a signal now and, with `kill_at`, SIGKILL then.
+    async fn signal(
+        &self,
+        sandbox: &str,
+        id: &str,
+        signal: i32,
+        kill_at: Option<u64>,
+    ) -> Result<(), RuntimeError> {
+        let op = Op::Signal {
+            id: id.into(),
+            signal,
+            kill_at,
+        };
+        let r = self.call(sandbox, op).await?;
+        Self::expect_ok(sandbox, id, r)
+    }
+
     async fn call_shim(&self, sandbox: &str, op: Op) -> Result<Response, RuntimeError> {
         let shim_err = |action: &str| {
             let (sandbox, action) = (sandbox.to_string(), action.to_string());
@@ -369,17 +386,7 @@ impl Runtime for NativeRuntime {
         id: &str,
         signal: i32,
     ) -> Result<(), RuntimeError> {
-        let r = self
-            .call(
-                sandbox,
-                Op::Signal {
-                    id: id.into(),
-                    signal,
-                    kill_at: None,
-                },
-            )
-            .await?;
-        Self::expect_ok(sandbox, id, r)
+        self.signal(sandbox, id, signal, None).await
     }
 
     async fn stop_container(
@@ -389,17 +396,10 @@ impl Runtime for NativeRuntime {
         signal: i32,
         kill_at: std::time::Instant,
     ) -> Result<bool, RuntimeError> {
-        let r = self
-            .call(
-                sandbox,
-                Op::Signal {
-                    id: id.into(),
-                    signal,
-                    kill_at: Some(crate::time::instant_to_monotonic(kill_at)),
-                },
-            )
-            .await?;
-        Self::expect_ok(sandbox, id, r).map(|()| true)
+        let at = crate::time::instant_to_monotonic(kill_at);
+        self.signal(sandbox, id, signal, Some(at))
+            .await
+            .map(|()| true)
     }
 
     async fn container_state(
