@@ -1734,6 +1734,14 @@ spec:
     let (c2, p2) = (read_count(), lines(&probes));
     assert_eq!(c1, c2, "the counter advanced while paused");
     assert_eq!(p1, p2, "probes ran while paused");
+    // An exec would freeze before it runs: refused, as runc does.
+    let o = node.cli(&["exec", "busy", "-c", "app", "--", "true"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("cannot exec in a paused container"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = node.cli(&["pause", "busy"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(text(&o.stderr), "error: pod busy is already paused\n");

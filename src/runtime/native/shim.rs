@@ -655,6 +655,13 @@ impl Shim {
         if c.status != Status::Running {
             return Err(format!("container {id} is not running"));
         }
+        // A command joining a frozen cgroup would freeze before its exec,
+        // and the shim waits for that exec (runc refuses too).
+        if let (Some(cg), Some(path)) = (cgroups, &c.cgroup) {
+            if cg.is_frozen(path).unwrap_or(false) {
+                return Err(format!("cannot exec in a paused container: {id}"));
+            }
+        }
         let (out_r, out_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("create pipe: {e}"))?;
         let (err_r, err_w) =
