@@ -218,6 +218,13 @@ async fn http_get<R: Runtime>(
     timeout: Duration,
 ) -> Outcome {
     let mut path = first.to_string();
+    let host = addr.to_string();
+    let headers: Vec<(&str, &str)> = get
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.as_str(), h.value.as_str()))
+        .collect();
     // Redirects are followed only on the same host, at most 10 times.
     for _ in 0..10 {
         let url = format!("{scheme}://{addr}{path}");
@@ -225,7 +232,7 @@ async fn http_get<R: Runtime>(
             Ok(s) => s,
             Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
         };
-        let stream: Box<dyn Conn> = if scheme == "https" {
+        let mut stream: Box<dyn Conn> = if scheme == "https" {
             match super::tls::connect(tcp, addr.ip()).await {
                 Ok(s) => Box::new(s),
                 Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
@@ -233,14 +240,7 @@ async fn http_get<R: Runtime>(
         } else {
             Box::new(tcp)
         };
-        let headers: Vec<(&str, &str)> = get
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| (h.name.as_str(), h.value.as_str()))
-            .collect();
-        let request = super::http1::request(&path, &addr.to_string(), USER_AGENT, &headers);
-        let mut stream = stream;
+        let request = super::http1::request(&path, &host, USER_AGENT, &headers);
         let resp = match super::http1::exchange(&mut stream, &request, MAX_BODY).await {
             Ok(r) => r,
             Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),

@@ -184,6 +184,29 @@ struct KernelSigaction {
     mask: u64,
 }
 
+/// Signals whose action can be changed (all but SIGKILL and SIGSTOP).
+fn catchable() -> impl Iterator<Item = c_int> {
+    (1..=64).filter(|&sig| sig != libc::SIGKILL && sig != libc::SIGSTOP)
+}
+
+/// Raw `rt_sigaction`: glibc's wrapper hides its own two signals, which
+/// an ignoring parent may have passed on to us. `new` none only reads.
+fn rt_sigaction(sig: c_int, new: Option<&KernelSigaction>, old: &mut KernelSigaction) -> i64 {
+    let new = new.map_or(std::ptr::null(), std::ptr::from_ref);
+    // SAFETY: `new` is null or a live kernel-layout record, `old` a live
+    // one the kernel fills in; 8 is the size of the kernel's sigset.
+    unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, new, std::ptr::from_mut(old), 8) }
+}
+
+/// Sets `sig` to its default action.
+fn set_default(sig: c_int) -> i64 {
+    rt_sigaction(
+        sig,
+        Some(&KernelSigaction::default()),
+        &mut KernelSigaction::default(),
+    )
+}
+
 /// Bytes of the child's stack: it only makes system calls.
 const STACK: usize = 32 * 1024;
 
@@ -204,24 +227,10 @@ impl Spawner {
             nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )?;
-        // Raw rt_sigaction: glibc's wrapper hides its own two signals,
-        // which an ignoring parent may have passed on to us.
-        let reset = (1..=64)
-            .filter(|&sig| sig != libc::SIGKILL && sig != libc::SIGSTOP)
+        let reset = catchable()
             .filter(|&sig| {
                 let mut old = KernelSigaction::default();
-                // SAFETY: a null new action only reads the disposition into
-                // `old`, a live kernel-layout record.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_rt_sigaction,
-                        sig,
-                        std::ptr::null::<KernelSigaction>(),
-                        &mut old,
-                        8,
-                    )
-                };
-                rc == 0 && old.handler != 0
+                rt_sigaction(sig, None, &mut old) == 0 && old.handler != 0
             })
             .collect();
         Ok(Spawner {
@@ -397,20 +406,8 @@ const ONE: libc::c_ulong = 1;
 fn command(s: &Shared<'_>) -> Result<Never, Fail> {
     let p = s.plan;
     join(p)?;
-    let default = KernelSigaction::default();
     for &sig in s.reset {
-        // SAFETY: an all-zero record is SIG_DFL with no flags and an empty
-        // mask; the old action is not asked for.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                &default,
-                std::ptr::null_mut::<KernelSigaction>(),
-                8,
-            )
-        };
-        check(rc, SIGNALS)?;
+        check(set_default(sig), SIGNALS)?;
     }
     // SAFETY: plain integers.
     let rc = unsafe { libc::setpgid(0, 0) };
@@ -513,19 +510,8 @@ fn command(s: &Shared<'_>) -> Result<Never, Fail> {
 /// action and none blocked (dispositions that are ignored, and the mask,
 /// survive execve; a container must not inherit the shim's).
 pub fn default_signals() -> io::Result<()> {
-    let default = KernelSigaction::default();
-    for sig in (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
-        // SAFETY: an all-zero record is SIG_DFL; the old action is not
-        // asked for.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                &default,
-                std::ptr::null_mut::<KernelSigaction>(),
-                8,
-            )
-        };
+    for sig in catchable() {
+        set_default(sig);
     }
     nix::sys::signal::SigSet::empty()
         .thread_set_mask()

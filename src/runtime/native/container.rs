@@ -256,15 +256,28 @@ fn enter_cgroup(
     cgroups: Option<&dyn Cgroups>,
     pid: i32,
 ) -> Result<(), ContainerError> {
+    let Some((path, cg)) = spec_cgroup(spec, cgroups)? else {
+        return Ok(());
+    };
+    cg.join(&path, pid).map_err(|e| ContainerError::Setup {
+        action: "join cgroup".into(),
+        source: std::io::Error::other(crate::error_chain(&e)),
+    })
+}
+
+/// The spec's `linux.cgroupsPath` with the backend that reaches it; none
+/// when the spec names no cgroup, an error when it does but there is no
+/// cgroup filesystem.
+pub(super) fn spec_cgroup<'c>(
+    spec: &Spec,
+    cgroups: Option<&'c dyn Cgroups>,
+) -> Result<Option<(String, &'c dyn Cgroups)>, ContainerError> {
     match (super::super::cgroup::of_spec(spec), cgroups) {
-        (Some((path, _)), Some(cg)) => cg.join(&path, pid).map_err(|e| ContainerError::Setup {
-            action: "join cgroup".into(),
-            source: std::io::Error::other(crate::error_chain(&e)),
-        }),
+        (Some((path, _)), Some(cg)) => Ok(Some((path, cg))),
         (Some((path, _)), None) => Err(ContainerError::Start(format!(
             "the spec asks for cgroup {path} but no cgroup filesystem is available"
         ))),
-        (None, _) => Ok(()),
+        (None, _) => Ok(None),
     }
 }
 
@@ -911,9 +924,15 @@ pub(super) fn creds(
     })
 }
 
-/// The search path when the environment has no `PATH` (runc's default).
-pub(super) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The directories of the environment's `PATH` (runc's default without
+/// one); an empty entry is the working directory.
+pub(super) fn path_dirs(env: &[String]) -> impl Iterator<Item = &str> {
+    env.iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .split(':')
+        .map(|d| if d.is_empty() { "." } else { d })
+}
 
 /// `exec: "foo": executable file not found in $PATH`, as containerd says.
 fn lookup(arg0: &str, env: &[String]) -> Result<PathBuf, ContainerError> {
@@ -935,12 +954,8 @@ fn lookup(arg0: &str, env: &[String]) -> Result<PathBuf, ContainerError> {
             Ok(_) => Ok(p),
         };
     }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH);
-    path.split(':')
-        .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(arg0))
+    path_dirs(env)
+        .map(|d| Path::new(d).join(arg0))
         .find(|p| executable(p))
         .ok_or_else(|| {
             ContainerError::Start(format!(

@@ -60,27 +60,16 @@ impl ExecContext {
             .process()
             .as_ref()
             .ok_or_else(|| ContainerError::Start("spec has no process".into()))?;
-        let cgroup_procs = match (crate::runtime::cgroup::of_spec(spec), cgroups) {
-            (Some((path, _)), Some(cg)) => cg
+        let cgroup_procs = match container::spec_cgroup(spec, cgroups)? {
+            Some((path, cg)) => cg
                 .dirs(&path)
                 .iter()
                 .map(|d| open(&d.join("cgroup.procs").to_string_lossy(), OFlag::O_WRONLY))
                 .collect::<Result<Vec<_>, _>>()?,
-            (Some((path, _)), None) => {
-                return Err(ContainerError::Start(format!(
-                    "the spec asks for cgroup {path} but no cgroup filesystem is available"
-                )))
-            }
-            (None, _) => Vec::new(),
+            None => Vec::new(),
         };
         let env: Vec<String> = process.env().clone().unwrap_or_default();
-        let path = env
-            .iter()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(container::DEFAULT_PATH)
-            .split(':')
-            .map(|d| if d.is_empty() { "." } else { d }.to_string())
-            .collect();
+        let path = container::path_dirs(&env).map(str::to_string).collect();
         Ok(ExecContext {
             root: open(
                 &format!("/proc/{init}/root"),
