@@ -550,6 +550,8 @@ mod native_runtime {
             .trim()
             .parse()
             .unwrap();
+        // A connection is kept after this answer; it dies with the shim.
+        assert!(rt.sandbox_info("uid-2").await.is_some());
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -560,6 +562,75 @@ mod native_runtime {
         assert!(rt.container_state("uid-2", "x").await.is_err());
         rt.remove_sandbox("uid-2").await.unwrap();
         assert!(!run_dir.join("uid-2").exists());
+    }
+
+    /// The socket inodes a process holds open.
+    fn sockets(pid: i32) -> std::collections::BTreeSet<String> {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_link(e.path()).ok())
+            .map(|l| l.to_string_lossy().into_owned())
+            .filter(|l| l.starts_with("socket:"))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_to_a_shim_reuse_one_connection() {
+        if !common::require_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let rt = runtime(&run_dir);
+        rt.create_sandbox(&SandboxConfig {
+            id: "uid-3".into(),
+            hostname: "p".into(),
+            cgroups: Vec::new(),
+        })
+        .await
+        .unwrap();
+        let req = CreateContainer {
+            sandbox: "uid-3".into(),
+            id: "app".into(),
+            bundle: bundle(tmp.path(), "app", &["sleep", "1000"]),
+            log_dir: tmp.path().join("logs/app"),
+            restart_count: 0,
+            termination_message_file: None,
+            fallback_to_logs: false,
+        };
+        rt.create_container(&req).await.unwrap();
+        rt.start_container("uid-3", "app").await.unwrap();
+        let shim: i32 = fs::read_to_string(run_dir.join("uid-3/shim.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The shim's listener and the connection kept after the start.
+        let kept = sockets(shim);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        for _ in 0..10 {
+            let st = rt.container_state("uid-3", "app").await.unwrap();
+            assert_eq!(st.status, Status::Running);
+            let r = rt
+                .exec(
+                    "uid-3",
+                    "app",
+                    &["true".into()],
+                    Duration::from_secs(5),
+                    1024,
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.exit_code, 0);
+            // Each request went over that connection: no other was made.
+            assert_eq!(sockets(shim), kept);
+        }
+        rt.remove_sandbox("uid-3").await.unwrap();
+        assert!(matches!(
+            rt.container_state("uid-3", "app").await,
+            Err(RuntimeError::SandboxNotFound(_))
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

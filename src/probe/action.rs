@@ -153,6 +153,57 @@ async fn connect(
     }
 }
 
+/// Like [`connect`], and sends `first` (a probe's request) as soon as the
+/// connection stands; returns how much of it went. On loopback the
+/// handshake completes within connect(2), so the request goes out at
+/// once and the runtime is asked for nothing but the answer; otherwise
+/// this waits for the socket to become writable, as `connect` does, and
+/// leaves the whole request to the caller. A refused connection shows
+/// here as the send's error, worded as the connect error it is.
+async fn connect_sending(
+    netns: Option<&super::netns::NetNs>,
+    addr: SocketAddr,
+    timeout: Duration,
+    first: &[u8],
+) -> Result<(tokio::net::TcpStream, usize), String> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{self, MsgFlags, SockaddrIn, SockaddrIn6};
+    use std::os::fd::AsRawFd;
+    let dial_err = |e: std::io::Error| format!("dial tcp {addr}: connect: {}", strip_os(&e));
+    let fd = match netns {
+        Some(ns) => ns.socket(addr.is_ipv6()).await,
+        None => super::netns::stream_socket(addr.is_ipv6()),
+    }
+    .map_err(dial_err)?;
+    let started = match addr {
+        SocketAddr::V4(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(a)),
+    };
+    match started {
+        Ok(()) | Err(Errno::EINPROGRESS) => {}
+        Err(e) => return Err(dial_err(e.into())),
+    }
+    let sent = match socket::send(fd.as_raw_fd(), first, MsgFlags::MSG_NOSIGNAL) {
+        Ok(n) => n,
+        // Still in the handshake.
+        Err(Errno::EAGAIN | Errno::ENOTCONN) => 0,
+        Err(e) => return Err(dial_err(e.into())),
+    };
+    let stream =
+        tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd)).map_err(dial_err)?;
+    if sent == 0 {
+        match tokio::time::timeout(timeout, stream.writable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(dial_err(e)),
+            Err(_) => return Err(dial_err(std::io::ErrorKind::TimedOut.into())),
+        }
+        if let Some(e) = stream.take_error().map_err(dial_err)? {
+            return Err(dial_err(e));
+        }
+    }
+    Ok((stream, sent))
+}
+
 /// `connection refused` rather than `Connection refused (os error 111)`.
 fn strip_os(e: &std::io::Error) -> String {
     let s = e.to_string();
@@ -228,20 +279,24 @@ async fn http_get<R: Runtime>(
     // Redirects are followed only on the same host, at most 10 times.
     for _ in 0..10 {
         let url = format!("{scheme}://{addr}{path}");
-        let tcp = match connect(t.netns.as_deref(), addr, timeout).await {
-            Ok(s) => s,
-            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
-        };
-        let mut stream: Box<dyn Conn> = if scheme == "https" {
+        let request = super::http1::request(&path, &host, USER_AGENT, &headers);
+        let (mut stream, sent): (Box<dyn Conn>, usize) = if scheme == "https" {
+            let tcp = match connect(t.netns.as_deref(), addr, timeout).await {
+                Ok(s) => s,
+                Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+            };
             match super::tls::connect(tcp, addr.ip()).await {
-                Ok(s) => Box::new(s),
+                Ok(s) => (Box::new(s), 0),
                 Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
             }
         } else {
-            Box::new(tcp)
+            match connect_sending(t.netns.as_deref(), addr, timeout, &request).await {
+                Ok((s, sent)) => (Box::new(s), sent),
+                Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+            }
         };
-        let request = super::http1::request(&path, &host, USER_AGENT, &headers);
-        let resp = match super::http1::exchange(&mut stream, &request, MAX_BODY).await {
+        let rest = request.get(sent..).unwrap_or_default();
+        let resp = match super::http1::exchange(&mut stream, rest, MAX_BODY).await {
             Ok(r) => r,
             Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
         };
@@ -652,6 +707,51 @@ mod tests {
                 "Get \"http://127.0.0.1:{port}/slow\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             ))
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_out_with_the_handshake_or_waits_for_it() {
+        use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
+        use std::os::fd::AsRawFd;
+        // Loopback: the handshake completes within connect(2) and the
+        // request goes out whole at once.
+        let port = http_server();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let req = b"GET /ok HTTP/1.1\r\n\r\n";
+        let (_s, sent) = connect_sending(None, addr, Duration::from_secs(1), req)
+            .await
+            .unwrap();
+        assert_eq!(sent, req.len());
+        // A listener whose accept queue is full drops the SYN: nothing is
+        // sent, and the wait for the handshake ends with a dial error.
+        let l = socket::socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        socket::bind(l.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+        socket::listen(&l, Backlog::new(0).unwrap()).unwrap();
+        let full: SockaddrIn = socket::getsockname(l.as_raw_fd()).unwrap();
+        let full = SocketAddr::from(std::net::SocketAddrV4::from(full));
+        let mut queued = Vec::new();
+        while let Ok(s) = std::net::TcpStream::connect_timeout(&full, Duration::from_millis(200)) {
+            queued.push(s);
+            assert!(queued.len() < 16, "the accept queue never filled");
+        }
+        let e = connect_sending(None, full, Duration::from_millis(200), req)
+            .await
+            .map(|(_, sent)| sent)
+            .unwrap_err();
+        assert!(e.starts_with(&format!("dial tcp {full}: connect: ")), "{e}");
+        // Refused: the send reports it, worded as the connect error.
+        drop((queued, l));
+        let e = connect_sending(None, full, Duration::from_secs(1), req)
+            .await
+            .map(|(_, sent)| sent)
+            .unwrap_err();
+        assert_eq!(e, format!("dial tcp {full}: connect: connection refused"));
     }
 
     #[tokio::test]

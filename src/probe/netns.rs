@@ -5,9 +5,10 @@
 //! of the async runtime ever changes namespace, and no probe pays for a
 //! thread or a `setns` of its own.
 //!
-//! The thread keeps one spare socket of each family made ahead: a probe
-//! takes it without waiting and asks for the next, so the steady state
-//! is one wake-up of the thread per probe and no wait for it.
+//! The thread keeps a few spare sockets of each family made ahead: a
+//! probe takes one without waiting, and the last one taken asks for
+//! more, so the thread wakes once per [`SPARES`] probes and no probe
+//! waits for it.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,11 @@ type Request = (
 );
 
 /// Spare sockets, IPv4 and IPv6.
-type Spares = Arc<Mutex<[Option<OwnedFd>; 2]>>;
+type Spares = Arc<Mutex<[Vec<OwnedFd>; 2]>>;
+
+/// Sockets made per wake-up of the thread (and so held at most, per
+/// family and namespace: a few descriptors per pod).
+const SPARES: usize = 3;
 
 /// A network namespace to dial from. Its thread starts on first use and
 /// ends when this value is dropped.
@@ -71,8 +76,11 @@ impl NetNs {
                     }
                     let mut spares = lock(&spares);
                     let slot = &mut spares[usize::from(v6)];
-                    if slot.is_none() {
-                        *slot = stream_socket(v6).ok();
+                    while slot.len() < SPARES {
+                        match stream_socket(v6) {
+                            Ok(fd) => slot.push(fd),
+                            Err(_) => break,
+                        }
                     }
                 }
             })?;
@@ -99,9 +107,15 @@ impl NetNs {
 
     /// A non-blocking, unconnected TCP socket made in this namespace.
     pub async fn socket(&self, v6: bool) -> std::io::Result<OwnedFd> {
-        let spare = lock(&self.spares)[usize::from(v6)].take();
+        let (spare, last) = {
+            let mut spares = lock(&self.spares);
+            let slot = &mut spares[usize::from(v6)];
+            (slot.pop(), slot.is_empty())
+        };
         if let Some(fd) = spare {
-            self.ask((v6, None))?;
+            if last {
+                self.ask((v6, None))?;
+            }
             return Ok(fd);
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -112,7 +126,8 @@ impl NetNs {
     }
 }
 
-fn stream_socket(v6: bool) -> std::io::Result<OwnedFd> {
+/// A non-blocking, close-on-exec TCP socket in the caller's namespace.
+pub fn stream_socket(v6: bool) -> std::io::Result<OwnedFd> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
     let family = if v6 {
         AddressFamily::Inet6
@@ -150,24 +165,39 @@ mod tests {
         };
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        for _ in 0..3 {
+        let wait_for = |n: usize| {
+            let spares = Arc::clone(&ns.spares);
+            async move {
+                let start = std::time::Instant::now();
+                while lock(&spares)[0].len() != n {
+                    assert!(
+                        start.elapsed() < std::time::Duration::from_secs(5),
+                        "{} spares, not {n}",
+                        lock(&spares)[0].len()
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        };
+        // The first socket is made on demand, with a batch of spares.
+        let fd = ns.socket(false).await.unwrap();
+        let s = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
+        s.connect(addr).await.unwrap();
+        wait_for(SPARES).await;
+        // Spares are handed out without asking the thread, newest first;
+        // taking the last asks for a new batch.
+        for left in (0..SPARES).rev() {
+            let spare = lock(&ns.spares)[0].last().map(|fd| fd.as_raw_fd());
             let fd = ns.socket(false).await.unwrap();
+            assert_eq!(Some(fd.as_raw_fd()), spare);
+            if left > 0 {
+                assert_eq!(lock(&ns.spares)[0].len(), left, "one taken, none made");
+            }
             let s = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
             s.connect(addr).await.unwrap();
         }
+        wait_for(SPARES).await;
         assert_eq!(dialers(), 1, "one dialer thread for every socket");
-        // A spare is made ahead, and handed out without asking the thread.
-        let start = std::time::Instant::now();
-        while lock(&ns.spares)[0].is_none() {
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(5),
-                "no spare"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        let spare = lock(&ns.spares)[0].as_ref().map(|fd| fd.as_raw_fd());
-        let fd = ns.socket(false).await.unwrap();
-        assert_eq!(Some(fd.as_raw_fd()), spare);
         drop(ns);
         let start = std::time::Instant::now();
         while dialers() > 0 {

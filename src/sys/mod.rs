@@ -223,3 +223,27 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Accepts one connection on a listening unix socket, already
+/// non-blocking and close-on-exec (`accept4`): no `fcntl` after it.
+/// `WouldBlock` when none is waiting.
+pub fn accept_nonblocking(
+    listener: &std::os::unix::net::UnixListener,
+) -> io::Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain accept4 on a descriptor we borrow for the call; null
+    // address pointers are allowed (the peer address is not wanted).
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
+}

@@ -147,6 +147,9 @@ pub trait Cgroups: Send + Sync + std::fmt::Debug {
     /// Thaws `path`; returns once it runs again.
     fn thaw(&self, path: &str) -> Result<(), CgroupError>;
     fn is_frozen(&self, path: &str) -> Result<bool, CgroupError>;
+    /// The file telling whether `path` is frozen, and how to read its
+    /// text: for a caller that keeps it open and asks often.
+    fn freeze_file(&self, path: &str) -> (PathBuf, fn(&str) -> bool);
     fn stats(&self, path: &str) -> Result<Stats, CgroupError>;
     /// SIGKILLs every process in `path` and its descendants and waits until
     /// none is left.

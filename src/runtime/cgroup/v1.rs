@@ -161,6 +161,13 @@ impl Cgroups for V1 {
         Ok(self.freezer_state(path)? != "THAWED")
     }
 
+    /// FREEZING counts as frozen, as in `is_frozen`.
+    fn freeze_file(&self, path: &str) -> (PathBuf, fn(&str) -> bool) {
+        (self.file("freezer", path, "freezer.state"), |s| {
+            s.trim() != "THAWED"
+        })
+    }
+
     fn stats(&self, path: &str) -> Result<Stats, CgroupError> {
         let num = |c: &str, f: &str| -> Result<u64, CgroupError> {
             Ok(read(path, &self.file(c, path, f))?

@@ -119,8 +119,12 @@ impl Cgroups for V2 {
     }
 
     fn is_frozen(&self, path: &str) -> Result<bool, CgroupError> {
-        let f = self.dir(path).join("cgroup.freeze");
-        Ok(read(path, &f)?.trim() == "1")
+        let (f, frozen) = self.freeze_file(path);
+        Ok(frozen(&read(path, &f)?))
+    }
+
+    fn freeze_file(&self, path: &str) -> (PathBuf, fn(&str) -> bool) {
+        (self.dir(path).join("cgroup.freeze"), |s| s.trim() == "1")
     }
 
     fn stats(&self, path: &str) -> Result<Stats, CgroupError> {

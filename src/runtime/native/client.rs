@@ -1,8 +1,9 @@
 //! The native backend of [`Runtime`]: one shim per sandbox under
 //! `<run_dir>/<sandbox id>/`, spoken to over its socket.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -20,12 +21,21 @@ use crate::runtime::cgroup::{CgroupError, Cgroups};
 /// The file in a sandbox's state dir naming its cgroup.
 const CGROUP_FILE: &str = "cgroup";
 
+/// Idle connections kept per shim: enough for the requests a pod makes
+/// at once (its probes, a status read), few enough to cost nothing.
+const IDLE_PER_SHIM: usize = 2;
+
 pub struct NativeRuntime {
     run_dir: PathBuf,
     nodelet: PathBuf,
     log_max_size: u64,
     log_max_files: u32,
     cgroups: Option<Arc<dyn Cgroups>>,
+    /// Idle connections by sandbox. A shim answers any number of
+    /// requests on one connection, one at a time, and closes it only when
+    /// it exits; a connection goes back here only after its whole answer
+    /// was read, so the next request never reads a stale answer.
+    idle: Mutex<HashMap<String, Vec<UnixStream>>>,
 }
 
 impl NativeRuntime {
@@ -37,6 +47,7 @@ impl NativeRuntime {
             log_max_size,
             log_max_files,
             cgroups: None,
+            idle: Mutex::default(),
         }
     }
 
@@ -126,6 +137,18 @@ impl NativeRuntime {
         Self::expect_ok(sandbox, id, r)
     }
 
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<UnixStream>>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends one request and reads its answer, on an idle connection to
+    /// the shim when there is one. A request is never sent twice: a
+    /// kept connection fails a write only when the shim has gone (it
+    /// closes none before), so nothing of that request was read, and
+    /// only then is it sent on a new connection. A long poll (`watch`)
+    /// gets a connection of its own.
     async fn call_shim(&self, sandbox: &str, op: Op) -> Result<Response, RuntimeError> {
         let shim_err = |action: &str| {
             let (sandbox, action) = (sandbox.to_string(), action.to_string());
@@ -135,26 +158,52 @@ impl NativeRuntime {
                 source,
             }
         };
-        let sock = self.state_dir(sandbox).join(SOCKET_NAME);
-        let mut s = match UnixStream::connect(&sock).await {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(RuntimeError::SandboxNotFound(sandbox.to_string()))
-            }
-            Err(e) => return Err(shim_err("connect")(e)),
-        };
+        let reuse = !matches!(op, Op::Watch { .. });
         let mut req = serde_json::to_vec(&Request {
             v: PROTOCOL_VERSION,
             op,
         })
         .unwrap_or_default();
         req.push(b'\n');
-        s.write_all(&req).await.map_err(shim_err("send request"))?;
+        let kept = if reuse {
+            self.idle().get_mut(sandbox).and_then(Vec::pop)
+        } else {
+            None
+        };
+        let sent = match kept {
+            Some(mut s) => s.write_all(&req).await.map(|()| s).ok(),
+            None => None,
+        };
+        let mut s = match sent {
+            Some(s) => s,
+            None => {
+                let sock = self.state_dir(sandbox).join(SOCKET_NAME);
+                let mut s = match UnixStream::connect(&sock).await {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        self.idle().remove(sandbox);
+                        return Err(RuntimeError::SandboxNotFound(sandbox.to_string()));
+                    }
+                    Err(e) => return Err(shim_err("connect")(e)),
+                };
+                s.write_all(&req).await.map_err(shim_err("send request"))?;
+                s
+            }
+        };
         let mut line = String::new();
-        BufReader::new(s)
+        let mut reader = BufReader::new(&mut s);
+        reader
             .read_line(&mut line)
             .await
             .map_err(shim_err("read response"))?;
+        let whole = line.ends_with('\n') && reader.buffer().is_empty();
+        if reuse && whole {
+            let mut idle = self.idle();
+            let kept = idle.entry(sandbox.to_string()).or_default();
+            if kept.len() < IDLE_PER_SHIM {
+                kept.push(s);
+            }
+        }
         serde_json::from_str(&line)
             .map_err(|e| shim_err("decode response")(std::io::Error::other(e)))
     }
@@ -284,7 +333,9 @@ impl Runtime for NativeRuntime {
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
                 cmd.contains(" shim ") && cmd.contains(&dir.display().to_string())
             });
-        if self.call(id, Op::Shutdown).await.is_err() {
+        let shut_down = self.call(id, Op::Shutdown).await;
+        self.idle().remove(id);
+        if shut_down.is_err() {
             // A dead or hung shim: kill it; the kernel takes its namespaces.
             if let Some(p) = pid {
                 let _ = nix::sys::signal::kill(
@@ -307,6 +358,8 @@ impl Runtime for NativeRuntime {
         if let (Some(cg), Some(path)) = (self.cgroups.clone(), self.sandbox_cgroup(id)) {
             Self::blocking(id, "remove cgroup", move || cg.remove(&path)).await?;
         }
+        // Again: a request that raced the shutdown may have put one back.
+        self.idle().remove(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -22,6 +22,7 @@ pub struct ExecContext {
     pidns: OwnedFd,
     mntns: OwnedFd,
     cgroup_procs: Vec<OwnedFd>,
+    frozen: Option<FreezeState>,
     oom_score_adj: Option<Vec<u8>>,
     nofile: Option<(u64, u64)>,
     creds: Creds,
@@ -30,6 +31,9 @@ pub struct ExecContext {
     env: Vec<CString>,
     path: Vec<String>,
 }
+
+/// A cgroup's freeze state file, kept open, and how to read its text.
+type FreezeState = (std::fs::File, fn(&str) -> bool);
 
 /// A started exec: the command's PID (a child of the caller, leader of
 /// its own process group). `failed` is containerd's message when the
@@ -60,13 +64,18 @@ impl ExecContext {
             .process()
             .as_ref()
             .ok_or_else(|| ContainerError::Start("spec has no process".into()))?;
-        let cgroup_procs = match container::spec_cgroup(spec, cgroups)? {
-            Some((path, cg)) => cg
-                .dirs(&path)
-                .iter()
-                .map(|d| open(&d.join("cgroup.procs").to_string_lossy(), OFlag::O_WRONLY))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Vec::new(),
+        let (cgroup_procs, frozen) = match container::spec_cgroup(spec, cgroups)? {
+            Some((path, cg)) => {
+                let procs = cg
+                    .dirs(&path)
+                    .iter()
+                    .map(|d| open(&d.join("cgroup.procs").to_string_lossy(), OFlag::O_WRONLY))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (file, frozen) = cg.freeze_file(&path);
+                let file = open(&file.to_string_lossy(), OFlag::O_RDONLY)?;
+                (procs, Some((std::fs::File::from(file), frozen)))
+            }
+            None => (Vec::new(), None),
         };
         let env: Vec<String> = process.env().clone().unwrap_or_default();
         let path = container::path_dirs(&env).map(str::to_string).collect();
@@ -78,6 +87,7 @@ impl ExecContext {
             pidns: open(&format!("/proc/{init}/ns/pid"), OFlag::O_RDONLY)?,
             mntns: open(&format!("/proc/{init}/ns/mnt"), OFlag::O_RDONLY)?,
             cgroup_procs,
+            frozen,
             oom_score_adj: process.oom_score_adj().map(|v| v.to_string().into_bytes()),
             nofile: container::nofile_limit(process)?,
             creds: container::creds(process)?,
@@ -89,6 +99,23 @@ impl ExecContext {
                 .collect(),
             path,
         })
+    }
+
+    /// Whether the container's cgroup is frozen (paused); read from the
+    /// file kept open, so no path is walked per exec.
+    pub fn paused(&self) -> Result<bool, ContainerError> {
+        use std::os::unix::fs::FileExt;
+        let Some((file, frozen)) = &self.frozen else {
+            return Ok(false);
+        };
+        let mut buf = [0u8; 32];
+        let n = file
+            .read_at(&mut buf, 0)
+            .map_err(|source| ContainerError::Setup {
+                action: "read the cgroup's freeze state".into(),
+                source,
+            })?;
+        Ok(frozen(&String::from_utf8_lossy(&buf[..n])))
     }
 
     /// Starts `args` with stdout and stderr on the given pipes and stdin

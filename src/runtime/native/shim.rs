@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
@@ -80,7 +81,7 @@ struct Output {
 /// An exec in flight: its reply goes to `client` once the command (a
 /// child of the shim, leading its own process group) is reaped.
 struct PendingExec {
-    client: UnixStream,
+    client: Rc<UnixStream>,
     pid: Pid,
     /// stdout and stderr: the read end (none once at end of file, so a
     /// hung-up pipe does not make every poll return at once) and what
@@ -209,7 +210,8 @@ pub struct Shim {
     state_dir: PathBuf,
     listener: UnixListener,
     containers: HashMap<String, Container>,
-    clients: Vec<(UnixStream, Vec<u8>)>,
+    /// Connections, shared with the execs and watches they wait on.
+    clients: Vec<(Rc<UnixStream>, Vec<u8>)>,
     execs: Vec<PendingExec>,
     /// Starts execs (made at the first one).
     spawner: Option<crate::sys::spawn::Spawner>,
@@ -218,7 +220,7 @@ pub struct Shim {
     /// Counts container exits; `Watch` waits for it to move.
     seq: u64,
     /// Clients waiting for `seq` to pass what they saw.
-    watchers: Vec<UnixStream>,
+    watchers: Vec<Rc<UnixStream>>,
 }
 
 /// Watchers kept at most (a daemon restarted often leaves stale ones
@@ -300,6 +302,7 @@ impl Shim {
                     outs.push((pos, i));
                 }
             }
+            let first_exec_pipe = fds.len();
             for e in &self.execs {
                 for fd in e.pipes.iter().filter_map(|(fd, _)| fd.as_ref()) {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
@@ -350,8 +353,15 @@ impl Shim {
                     k += 1;
                 }
             }
+            let mut k = first_exec_pipe;
             for e in &mut self.execs {
-                e.drain();
+                // Only what the poll found ready: an exec's pipes are
+                // read to the end when it is reaped anyway.
+                let open = e.pipes.iter().filter(|(fd, _)| fd.is_some()).count();
+                if ready[k..k + open].iter().any(|r| *r) {
+                    e.drain();
+                }
+                k += open;
                 if !e.timed_out && std::time::Instant::now() >= e.deadline {
                     // The command's whole process group (and the command,
                     // should it have left the group).
@@ -372,19 +382,18 @@ impl Shim {
                 self.reap();
             }
             if ready[1] {
-                while let Ok((s, _)) = self.listener.accept() {
-                    let _ = s.set_nonblocking(true);
-                    self.clients.push((s, Vec::new()));
+                while let Ok(s) = crate::sys::accept_nonblocking(&self.listener) {
+                    self.clients.push((Rc::new(s), Vec::new()));
                 }
             }
             let mut keep = Vec::new();
-            for (i, (mut s, mut buf)) in std::mem::take(&mut self.clients).into_iter().enumerate() {
+            for (i, (s, mut buf)) in std::mem::take(&mut self.clients).into_iter().enumerate() {
                 if i < nclients && !ready[2 + i] {
                     keep.push((s, buf));
                     continue;
                 }
                 let mut chunk = [0u8; 4096];
-                let alive = match s.read(&mut chunk) {
+                let alive = match (&*s).read(&mut chunk) {
                     Ok(0) => false,
                     Ok(n) => {
                         buf.extend_from_slice(&chunk[..n]);
@@ -501,7 +510,7 @@ impl Shim {
     }
 
     /// Answers a request; `None` when the answer comes later (exec).
-    fn handle(&mut self, line: &[u8], client: &UnixStream) -> Option<Response> {
+    fn handle(&mut self, line: &[u8], client: &Rc<UnixStream>) -> Option<Response> {
         let req: Request = match serde_json::from_slice(line) {
             Ok(r) => r,
             Err(e) => return Some(Response::err(format!("bad request: {e}"))),
@@ -521,16 +530,11 @@ impl Shim {
                     ..Response::ok()
                 });
             }
-            return match client.try_clone() {
-                Ok(c) => {
-                    if self.watchers.len() >= MAX_WATCHERS {
-                        self.watchers.remove(0);
-                    }
-                    self.watchers.push(c);
-                    None
-                }
-                Err(e) => Some(Response::err(format!("watch: {e}"))),
-            };
+            if self.watchers.len() >= MAX_WATCHERS {
+                self.watchers.remove(0);
+            }
+            self.watchers.push(Rc::clone(client));
+            return None;
         }
         if let Op::Exec {
             id,
@@ -645,7 +649,7 @@ impl Shim {
         args: &[String],
         timeout_ms: u64,
         max_output: usize,
-        client: &UnixStream,
+        client: &Rc<UnixStream>,
     ) -> Result<(), String> {
         let cgroups = self.cgroups.as_deref();
         let c = self
@@ -655,12 +659,17 @@ impl Shim {
         if c.status != Status::Running {
             return Err(format!("container {id} is not running"));
         }
+        let ctx = match &mut c.exec {
+            Some(ctx) => ctx,
+            None => c.exec.insert(
+                super::exec::ExecContext::open(c.pid, &c.spec, cgroups)
+                    .map_err(|e| crate::error_chain(&e))?,
+            ),
+        };
         // A command joining a frozen cgroup would freeze before its exec,
         // and the shim waits for that exec (runc refuses too).
-        if let (Some(cg), Some(path)) = (cgroups, &c.cgroup) {
-            if cg.is_frozen(path).unwrap_or(false) {
-                return Err(format!("cannot exec in a paused container: {id}"));
-            }
+        if ctx.paused().unwrap_or(false) {
+            return Err(format!("cannot exec in a paused container: {id}"));
         }
         let (out_r, out_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("create pipe: {e}"))?;
@@ -669,12 +678,6 @@ impl Shim {
         for fd in [&out_r, &err_r] {
             nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
                 .map_err(|e| format!("nonblocking pipe: {e}"))?;
-        }
-        if c.exec.is_none() {
-            c.exec = Some(
-                super::exec::ExecContext::open(c.pid, &c.spec, cgroups)
-                    .map_err(|e| crate::error_chain(&e))?,
-            );
         }
         let spawner = match &mut self.spawner {
             Some(s) => s,
@@ -685,16 +688,11 @@ impl Shim {
                 self.spawner.insert(spawner)
             }
         };
-        let started = c
-            .exec
-            .as_ref()
-            .ok_or("no exec context")?
+        let started = ctx
             .spawn(spawner, args, out_w.as_fd(), err_w.as_fd())
             .map_err(|e| crate::error_chain(&e))?;
         drop((out_w, err_w));
-        let client = client
-            .try_clone()
-            .map_err(|e| format!("keep client: {e}"))?;
+        let client = Rc::clone(client);
         // A program that could not be run: containerd's message, as the
         // process would have written it.
         let stderr = started
@@ -898,12 +896,25 @@ fn release_cgroup(cgroups: Option<&dyn Cgroups>, c: &mut Container) -> bool {
     oom
 }
 
+/// Writes an answer whole: at once when the socket has room (the usual
+/// case: answers are small), else waiting for it.
 fn send(mut s: &UnixStream, resp: &Response) {
     let mut out = serde_json::to_vec(resp).unwrap_or_default();
     out.push(b'\n');
-    let _ = s.set_nonblocking(false);
-    let _ = s.write_all(&out);
-    let _ = s.set_nonblocking(true);
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        match s.write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let _ = s.set_nonblocking(false);
+                let _ = s.write_all(rest);
+                let _ = s.set_nonblocking(true);
+                return;
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// A sealed in-memory copy of the nodelet binary (CVE-2019-5736): shims
