@@ -3,9 +3,18 @@
 # termination"), release build, image cached:
 # (a) probe overhead: $PODS pods, each an httpd with an exec liveness probe
 #     every second and an HTTP readiness probe every second, for $SECONDS_
-#     seconds once all are Ready: CPU of nodelet and every shim (with the
-#     exec helpers they reap) as % of one core, their RSS, and the node's
-#     idle share meanwhile against the same pods without probes.
+#     seconds once all are Ready, $RUNS times (medians reported): CPU of
+#     nodelet and of every shim as % of one core, the probe commands the
+#     shims reap, their PSS, and the node's idle share meanwhile against
+#     the same pods without probes. nodelet's CPU is its utime + stime
+#     (every thread, dead ones included); the shims' is the scheduler's
+#     exact on-CPU time (/proc/PID/schedstat): a shim runs ~50 us at a
+#     time, which the tick-sampled utime/stime misses or over-counts at
+#     random (they read 1.7-2.3 % where schedstat reads 3.0 in one run).
+#     Peers in the same run: the same execs spawned bare on the host, and
+#     the same HTTP exchange made by a bare client inside one pod's
+#     network namespace (its kernel time is the floor of a probe's TCP
+#     work: connect, send, receive, close on loopback).
 # (b) SIGKILL precision: one pod of $KILLS containers that ignore their
 #     stop signal, terminationGracePeriodSeconds 2; `nodelet delete` at t0;
 #     each container's SIGKILL is seen by polling /proc every 0.2 ms for
@@ -17,6 +26,7 @@ cd "$(dirname "$0")/.."
 PODS=${PODS:-100}
 SECONDS_=${SECONDS_:-60}
 KILLS=${KILLS:-50}
+RUNS=${RUNS:-3}
 bin=$PWD/target/release/nodelet
 work=$(mktemp -d /tmp/nodelet-bench-probe-XXXXXX)
 cleanup() {
@@ -56,7 +66,7 @@ POD
 # Starts `nodelet run FILE`, waits until every pod is Ready, then samples
 # CPU and RSS of nodelet + shims and the node's idle share for SECONDS_.
 measure() {
-  [ "${SKIP_OVERHEAD:-}" = 1 ] && { echo "0 0 0 0 0 0 0"; return; }
+  [ "${SKIP_OVERHEAD:-}" = 1 ] && { echo "0 0 0 0 0 0 0 0"; return; }
   $N run "$1" >/dev/null 2>&1 &
   runpid=$!
   until [ "$($N get pods 2>/dev/null | awk 'NR>1 && $2=="1/1"' | wc -l)" -ge "$PODS" ]; do sleep 0.5; done
@@ -77,6 +87,15 @@ def procs():
             if b" shim " in cmd and work.encode() in cmd:
                 out.append(int(p))
     return out
+def oncpu(pids):
+    # Exact on-CPU nanoseconds of single-threaded processes (the shims).
+    t = 0
+    for p in pids:
+        try:
+            t += int(open(f"/proc/{p}/schedstat").read().split()[0])
+        except OSError:
+            pass
+    return t
 def ticks(pids, fields):
     t = 0
     for p in pids:
@@ -88,7 +107,7 @@ def ticks(pids, fields):
     return t
 OWN, REAPED = (11, 12), (13, 14)  # utime stime; cutime cstime
 def sample(pids):
-    return (ticks(pids[:1], OWN), ticks(pids[1:], OWN), ticks(pids, REAPED))
+    return (ticks(pids[:1], OWN) / hz, oncpu(pids[1:]) / 1e9, ticks(pids, REAPED) / hz)
 def rss(pids):
     kb = 0
     for p in pids:
@@ -107,21 +126,50 @@ pids = procs()
 t0, (i0, a0), w0 = sample(pids), idle(), time.time()
 time.sleep(secs)
 t1, (i1, a1), w1 = sample(pids), idle(), time.time()
-pct = [(b - a) / hz / (w1 - w0) * 100 for a, b in zip(t0, t1)]
+pct = [(b - a) / (w1 - w0) * 100 for a, b in zip(t0, t1)]
 print(f"{sum(pct):.2f} {pct[0]:.2f} {pct[1]:.2f} {pct[2]:.2f} "
       f"{rss(pids) / 1024:.1f} {(i1 - i0) / (a1 - a0) * 100:.1f} {len(pids) - 1}")
+PY
+)
+  # The HTTP floor: the same GET, made $PODS times a second's worth by a
+  # bare client in the first pod's network namespace; its kernel time.
+  local shim http_floor
+  shim=$(pgrep -f " shim .*$work" | head -1)
+  http_floor=$(nsenter --net="/proc/$shim/ns/net" python3 - "$PODS" <<'PY'
+import resource, socket, sys
+n = 1000
+req = b"GET /hostname HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"
+r0 = resource.getrusage(resource.RUSAGE_SELF)
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", 8080))
+    s.sendall(req)
+    while s.recv(4096):
+        pass
+    s.close()
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+print(f"{(r1.ru_stime - r0.ru_stime) / n * int(sys.argv[1]) * 100:.2f}")
 PY
 )
   # Stopped before the figures go out: the caller starts the next run
   # as soon as it reads them.
   kill "$runpid"; wait "$runpid" 2>/dev/null || true; runpid=
-  echo "$out"
+  echo "$out $http_floor"
+}
+
+# The median of each column over the lines given.
+medians() {
+  python3 -c '
+import statistics, sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+print(" ".join(f"{statistics.median(float(r[i]) for r in rows):.2f}" for i in range(len(rows[0]))))'
 }
 
 pods yes >"$work/probed.yaml"
 pods no >"$work/plain.yaml"
-read -r cpu_p own_p shim_p reap_p pss_p idle_p shims < <(measure "$work/probed.yaml")
-read -r cpu_n own_n shim_n reap_n pss_n idle_n _ < <(measure "$work/plain.yaml")
+probed=$(for _ in $(seq "$RUNS"); do measure "$work/probed.yaml"; done)
+echo "$probed" >&2
+read -r cpu_p own_p shim_p reap_p pss_p idle_p shims http_floor < <(echo "$probed" | medians)
+read -r cpu_n own_n shim_n reap_n pss_n idle_n _ _ < <(measure "$work/plain.yaml")
 # The floor for the execs: the same command (busybox `true`) spawned
 # directly on the host as often per second, no namespaces or cgroups.
 floor=$(python3 - "$PODS" <<'PY'
@@ -137,13 +185,14 @@ print(f"{per * int(sys.argv[1]) * 100:.2f}")
 PY
 )
 echo
-echo "## probe overhead: $shims pods, exec liveness + HTTP readiness every 1 s, ${SECONDS_} s"
+echo "## probe overhead: ${shims%.*} pods, exec liveness + HTTP readiness every 1 s, ${SECONDS_} s, median of $RUNS runs"
 printf '%-26s %14s %14s\n' "" "with probes" "without"
 printf '%-26s %14s %14s\n' "nodelet + shims, % core" "$cpu_p" "$cpu_n"
 printf '%-26s %14s %14s\n' "  nodelet" "$own_p" "$own_n"
 printf '%-26s %14s %14s\n' "  shims" "$shim_p" "$shim_n"
 printf '%-26s %14s %14s\n' "  execs (probe commands)" "$reap_p" "$reap_n"
 printf '%-26s %14s %14s\n' "  (floor: same execs bare)" "$floor" "-"
+printf '%-26s %14s %14s\n' "  (floor: same HTTP, kernel)" "$http_floor" "-"
 printf '%-26s %14s %14s\n' "nodelet + shims, PSS MiB" "$pss_p" "$pss_n"
 printf '%-26s %14s %14s\n' "node idle, %" "$idle_p" "$idle_n"
 
