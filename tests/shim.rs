@@ -467,6 +467,30 @@ mod native_runtime {
         write_bundle(tmp, id, args)
     }
 
+    /// A sandbox without cgroups.
+    async fn new_sandbox(rt: &NativeRuntime, id: &str, hostname: &str) {
+        rt.create_sandbox(&SandboxConfig {
+            id: id.into(),
+            hostname: hostname.into(),
+            cgroups: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Container `app` of `sandbox` running `args`.
+    fn app(tmp: &Path, sandbox: &str, args: &[&str]) -> CreateContainer {
+        CreateContainer {
+            sandbox: sandbox.into(),
+            id: "app".into(),
+            bundle: bundle(tmp, "app", args),
+            log_dir: tmp.join("logs/app"),
+            restart_count: 0,
+            termination_message_file: None,
+            fallback_to_logs: false,
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sandboxes_and_containers_through_the_runtime_trait_survive_a_daemon_restart() {
         if !common::require_root() {
@@ -475,22 +499,12 @@ mod native_runtime {
         let tmp = tempfile::tempdir().unwrap();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
-        rt.create_sandbox(&SandboxConfig {
-            id: "uid-1".into(),
-            hostname: "web".into(),
-            cgroups: Vec::new(),
-        })
-        .await
-        .unwrap();
-        let req = CreateContainer {
-            sandbox: "uid-1".into(),
-            id: "app".into(),
-            bundle: bundle(tmp.path(), "app", &["sh", "-c", "echo started; sleep 1000"]),
-            log_dir: tmp.path().join("logs/app"),
-            restart_count: 0,
-            termination_message_file: None,
-            fallback_to_logs: false,
-        };
+        new_sandbox(&rt, "uid-1", "web").await;
+        let req = app(
+            tmp.path(),
+            "uid-1",
+            &["sh", "-c", "echo started; sleep 1000"],
+        );
         assert_eq!(
             rt.create_container(&req).await.unwrap().status,
             Status::Created
@@ -538,13 +552,7 @@ mod native_runtime {
         let tmp = tempfile::tempdir().unwrap();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
-        rt.create_sandbox(&SandboxConfig {
-            id: "uid-2".into(),
-            hostname: "p".into(),
-            cgroups: Vec::new(),
-        })
-        .await
-        .unwrap();
+        new_sandbox(&rt, "uid-2", "p").await;
         let pid: i32 = fs::read_to_string(run_dir.join("uid-2/shim.pid"))
             .unwrap()
             .trim()
@@ -583,22 +591,8 @@ mod native_runtime {
         let tmp = tempfile::tempdir().unwrap();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
-        rt.create_sandbox(&SandboxConfig {
-            id: "uid-3".into(),
-            hostname: "p".into(),
-            cgroups: Vec::new(),
-        })
-        .await
-        .unwrap();
-        let req = CreateContainer {
-            sandbox: "uid-3".into(),
-            id: "app".into(),
-            bundle: bundle(tmp.path(), "app", &["sleep", "1000"]),
-            log_dir: tmp.path().join("logs/app"),
-            restart_count: 0,
-            termination_message_file: None,
-            fallback_to_logs: false,
-        };
+        new_sandbox(&rt, "uid-3", "p").await;
+        let req = app(tmp.path(), "uid-3", &["sleep", "1000"]);
         rt.create_container(&req).await.unwrap();
         rt.start_container("uid-3", "app").await.unwrap();
         let shim: i32 = fs::read_to_string(run_dir.join("uid-3/shim.pid"))
