@@ -955,7 +955,7 @@ spec:
     readinessProbe: {{httpGet: {{path: /index.html, port: http, httpHeaders: [{{name: X-Probe, value: "1"}}]}}, periodSeconds: 1}}
     livenessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
     lifecycle:
-      postStart: {{exec: {{command: [sh, -c, "mkdir -p /www && echo hello > /www/index.html && echo post > /host/post"]}}}}
+      postStart: {{exec: {{command: [sh, -c, "mkdir -p /www && echo hello > /www/index.html && until wget -q -O /dev/null http://127.0.0.1:8080/index.html; do sleep 0.05; done && echo post > /host/post"]}}}}
       preStop: {{exec: {{command: [sh, -c, "echo stop > /host/prestop"]}}}}
     volumeMounts: [{{name: host, mountPath: /host}}]
   volumes: [{{name: host, hostPath: {{path: {}, type: Directory}}}}]
@@ -964,6 +964,8 @@ spec:
         ))
         .spawn()
         .unwrap();
+    // Probes start once postStart returns (the container is not started
+    // before), and the hook returns once httpd serves: no probe may fail.
     let p = wait_pod(&node, "web", "Ready", |p| condition(p, "Ready") == "True");
     assert_eq!(status(&p, "app")["started"], true);
     assert_eq!(
