@@ -686,6 +686,70 @@ mod exec {
         pod.shutdown();
     }
 
+    /// Pauses land between execs, never on one being started: the shim
+    /// freezes between its requests. (A freeze from outside could catch a
+    /// command after it joined the cgroup and before its execve; the shim,
+    /// waiting for that execve, would hang until the thaw.)
+    #[test]
+    fn pauses_through_the_shim_never_catch_an_exec_being_started() {
+        if !common::require_root() {
+            return;
+        }
+        let cgroup = format!("/nodelet-test-shim-{}/pause", std::process::id());
+        let pod = Pod::new("pause");
+        let cg = cgroup.clone();
+        let r = pod.run_config(
+            "app",
+            &["sh", "-c", "echo ready; exec sleep 1000"],
+            move |c| {
+                c.cgroup_path = Some(cg);
+            },
+        );
+        assert!(r.ok, "{r:?}");
+        wait_for_log(&pod, "app", "ready");
+        let backend = nodelet::runtime::cgroup::detect().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let state = pod.state.clone();
+        let flag = std::sync::Arc::clone(&stop);
+        let execs = std::thread::spawn(move || {
+            let (mut ran, mut refused) = (0, 0);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = shim::call(
+                    &state,
+                    Op::Exec {
+                        id: "app".into(),
+                        args: vec!["true".into()],
+                        timeout_ms: 5000,
+                        max_output: 64,
+                    },
+                )
+                .unwrap();
+                match r.exec {
+                    Some(e) if r.ok && e.exit_code == 0 => ran += 1,
+                    _ if r.error.as_deref().is_some_and(|e| e.contains("paused")) => refused += 1,
+                    _ => panic!("{r:?}"),
+                }
+            }
+            (ran, refused)
+        });
+        for _ in 0..40 {
+            let r = pod.call(Op::Pause { id: "app".into() });
+            assert!(r.ok, "{r:?}");
+            assert!(backend.is_frozen(&cgroup).unwrap());
+            std::thread::sleep(Duration::from_millis(3));
+            backend.thaw(&cgroup).unwrap();
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ran, refused) = execs.join().unwrap();
+        assert!(ran > 0 && refused > 0, "ran {ran}, refused {refused}");
+        let r = pod.call(Op::Pause { id: "nope".into() });
+        assert_eq!(r.error.as_deref(), Some("container nope not found"));
+        pod.shutdown();
+        let _ = backend.remove(&cgroup);
+        let _ = backend.remove(&format!("/nodelet-test-shim-{}", std::process::id()));
+    }
+
     /// The fields of /proc/<pid>/status that make a process's identity.
     const IDENTITY: &str =
         "grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|SigBlk|SigIgn):'";

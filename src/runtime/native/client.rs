@@ -110,6 +110,7 @@ impl NativeRuntime {
             Op::State { .. } => "container_status",
             Op::Remove { .. } => "remove_container",
             Op::Exec { .. } => "exec_sync",
+            Op::Pause { .. } => "pause_container",
             Op::Shutdown => "stop_podsandbox",
             Op::Watch { .. } => "watch",
         };
@@ -470,7 +471,18 @@ impl Runtime for NativeRuntime {
         Ok(state)
     }
 
+    /// The shim freezes (see `Op::Pause`); a shim from before that op
+    /// answers "bad request", and the cgroup is frozen from here.
     async fn pause_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
+        let r = self.call(sandbox, Op::Pause { id: id.into() }).await?;
+        if r.ok
+            || !r
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("bad request"))
+        {
+            return Self::expect_ok(sandbox, id, r);
+        }
         let (cg, path) = self.cgroup_or_err(sandbox, id)?;
         Self::blocking(sandbox, "freeze container", move || cg.freeze(&path)).await
     }

@@ -47,6 +47,13 @@ pub enum Op {
     Remove {
         id: String,
     },
+    /// Freezes a running container's cgroup. Done by the shim, between
+    /// its requests, so a freeze never lands on an exec it is starting:
+    /// the command, frozen before its execve, would hold the shim (which
+    /// waits for that execve) until the thaw.
+    Pause {
+        id: String,
+    },
     /// Runs a command in a running container; replies when it ends.
     #[serde(rename_all = "camelCase")]
     Exec {
