@@ -467,6 +467,14 @@ mod native_runtime {
         write_bundle(tmp, id, args)
     }
 
+    fn shim_pid(run_dir: &Path, sandbox: &str) -> i32 {
+        fs::read_to_string(run_dir.join(sandbox).join("shim.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// A sandbox without cgroups.
     async fn new_sandbox(rt: &NativeRuntime, id: &str, hostname: &str) {
         rt.create_sandbox(&SandboxConfig {
@@ -553,11 +561,7 @@ mod native_runtime {
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
         new_sandbox(&rt, "uid-2", "p").await;
-        let pid: i32 = fs::read_to_string(run_dir.join("uid-2/shim.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = shim_pid(&run_dir, "uid-2");
         // A connection is kept after this answer; it dies with the shim.
         assert!(rt.sandbox_info("uid-2").await.is_some());
         nix::sys::signal::kill(
@@ -595,11 +599,7 @@ mod native_runtime {
         let req = app(tmp.path(), "uid-3", &["sleep", "1000"]);
         rt.create_container(&req).await.unwrap();
         rt.start_container("uid-3", "app").await.unwrap();
-        let shim: i32 = fs::read_to_string(run_dir.join("uid-3/shim.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let shim = shim_pid(&run_dir, "uid-3");
         // The shim's listener and the connection kept after the start.
         let kept = sockets(shim);
         assert_eq!(kept.len(), 2, "{kept:?}");

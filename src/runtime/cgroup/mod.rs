@@ -146,9 +146,12 @@ pub trait Cgroups: Send + Sync + std::fmt::Debug {
     fn freeze(&self, path: &str) -> Result<(), CgroupError>;
     /// Thaws `path`; returns once it runs again.
     fn thaw(&self, path: &str) -> Result<(), CgroupError>;
-    fn is_frozen(&self, path: &str) -> Result<bool, CgroupError>;
+    fn is_frozen(&self, path: &str) -> Result<bool, CgroupError> {
+        let (file, frozen) = self.freeze_file(path);
+        Ok(frozen(&read(path, &file)?))
+    }
     /// The file telling whether `path` is frozen, and how to read its
-    /// text: for a caller that keeps it open and asks often.
+    /// text (also for a caller that keeps it open and asks often).
     fn freeze_file(&self, path: &str) -> (PathBuf, fn(&str) -> bool);
     fn stats(&self, path: &str) -> Result<Stats, CgroupError>;
     /// SIGKILLs every process in `path` and its descendants and waits until

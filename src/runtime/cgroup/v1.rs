@@ -157,11 +157,7 @@ impl Cgroups for V1 {
         })
     }
 
-    fn is_frozen(&self, path: &str) -> Result<bool, CgroupError> {
-        Ok(self.freezer_state(path)? != "THAWED")
-    }
-
-    /// FREEZING counts as frozen, as in `is_frozen`.
+    /// FREEZING counts as frozen.
     fn freeze_file(&self, path: &str) -> (PathBuf, fn(&str) -> bool) {
         (self.file("freezer", path, "freezer.state"), |s| {
             s.trim() != "THAWED"

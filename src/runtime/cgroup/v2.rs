@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    io_err, keyed, kill_frozen, read, settle, under, until_empty, write, CgroupError, Cgroups,
-    Resources, Stats,
+    io_err, keyed, kill_frozen, settle, under, until_empty, write, CgroupError, Cgroups, Resources,
+    Stats,
 };
 
 /// Controllers enabled for nodelet's subtree (those the kernel offers).
@@ -116,11 +116,6 @@ impl Cgroups for V2 {
     fn thaw(&self, path: &str) -> Result<(), CgroupError> {
         write(path, &self.dir(path).join("cgroup.freeze"), "0")?;
         settle(path, "thaw", || !self.event(path, "frozen"))
-    }
-
-    fn is_frozen(&self, path: &str) -> Result<bool, CgroupError> {
-        let (f, frozen) = self.freeze_file(path);
-        Ok(frozen(&read(path, &f)?))
     }
 
     fn freeze_file(&self, path: &str) -> (PathBuf, fn(&str) -> bool) {

@@ -475,12 +475,11 @@ impl Runtime for NativeRuntime {
     /// answers "bad request", and the cgroup is frozen from here.
     async fn pause_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
         let r = self.call(sandbox, Op::Pause { id: id.into() }).await?;
-        if r.ok
-            || !r
-                .error
+        let old_shim = !r.ok
+            && r.error
                 .as_deref()
-                .is_some_and(|e| e.starts_with("bad request"))
-        {
+                .is_some_and(|e| e.starts_with("bad request"));
+        if !old_shim {
             return Self::expect_ok(sandbox, id, r);
         }
         let (cg, path) = self.cgroup_or_err(sandbox, id)?;

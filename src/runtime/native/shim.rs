@@ -614,19 +614,18 @@ impl Shim {
                 },
                 None => Response::err(format!("container {id} not found")),
             },
-            Op::Pause { id } => match (self.containers.get(&id), self.cgroups.as_deref()) {
-                (None, _) => Response::err(format!("container {id} not found")),
-                (Some(c), _) if c.status != Status::Running => {
+            Op::Pause { id } => match self.containers.get(&id) {
+                None => Response::err(format!("container {id} not found")),
+                Some(c) if c.status != Status::Running => {
                     Response::err(format!("container {id} is not running"))
                 }
-                (Some(c), Some(cg)) if c.cgroup.is_some() => {
-                    let path = c.cgroup.clone().unwrap_or_default();
-                    match cg.freeze(&path) {
+                Some(c) => match (self.cgroups.as_deref(), c.cgroup.as_deref()) {
+                    (Some(cg), Some(path)) => match cg.freeze(path) {
                         Ok(()) => Response::ok(),
                         Err(e) => Response::err(crate::error_chain(&e)),
-                    }
-                }
-                (Some(_), _) => Response::err(format!("container {id} has no cgroup")),
+                    },
+                    _ => Response::err(format!("container {id} has no cgroup")),
+                },
             },
             Op::Remove { id } => match self.containers.get(&id) {
                 None => Response::ok(),
