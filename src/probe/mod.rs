@@ -1,13 +1,15 @@
 //! Probes: one timer-driven task per (container instance, probe kind),
-//! kubelet's `prober/worker.go`: first run at once (after
-//! `initialDelaySeconds` from the container's start), then every
-//! `periodSeconds`; the result flips after `successThreshold` successes or
-//! `failureThreshold` failures in a row. Startup gates liveness and
-//! readiness. Results go to the pod worker, which owns what they cause.
+//! kubelet's `prober/worker.go`: a tick at once and then every
+//! `periodSeconds` ([`ticker`]); a tick probes unless fewer than
+//! `initialDelaySeconds` whole seconds have passed since the container
+//! started, or (liveness, readiness) it has not started yet; the result
+//! flips after `successThreshold` successes or `failureThreshold` failures
+//! in a row. Results go to the pod worker, which owns what they cause.
 
 pub mod action;
 mod http1;
 pub mod netns;
+mod ticker;
 mod tls;
 
 use std::time::{Duration, SystemTime};
@@ -96,16 +98,22 @@ pub async fn run<R: Runtime>(
     tx: mpsc::UnboundedSender<Update>,
     adopted: bool,
 ) {
-    if kind != Kind::Startup && started.wait_for(|s| *s).await.is_err() {
-        return;
-    }
     let period = secs(probe.period_seconds, 10).max(Duration::from_secs(1));
     // After a daemon restart every adopted container's probes would fire
-    // at once: like kubelet's prober (worker.go), wait a random part of a
-    // period first.
+    // at once: like kubelet's prober (worker.go), start a random part of
+    // a period later.
+    let mut start = tokio::time::Instant::now();
     if adopted {
-        tokio::time::sleep(jitter(period)).await;
+        start += jitter(period);
     }
+    let mut ticks = ticker::Ticker::new(start, period);
+    // The container's start on the runtime's clock (which tests may stop).
+    let since_start = SystemTime::now()
+        .duration_since(started_at)
+        .unwrap_or_default();
+    let started_at = tokio::time::Instant::now()
+        .checked_sub(since_start)
+        .unwrap_or_else(tokio::time::Instant::now);
     let delay = secs(probe.initial_delay_seconds, 0);
     let need_ok = u32::try_from(probe.success_threshold.unwrap_or(1).max(1)).unwrap_or(1);
     let need_fail = u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3);
@@ -129,15 +137,26 @@ pub async fn run<R: Runtime>(
         .is_ok()
     };
     loop {
-        let since = SystemTime::now()
-            .duration_since(started_at)
-            .unwrap_or_default();
-        if since < delay {
-            tokio::time::sleep(delay - since).await;
+        ticks.tick().await;
+        // kubelet compares whole seconds (`int32(time.Since(...).Seconds())`).
+        if started_at.elapsed().as_secs() < delay.as_secs() {
+            continue;
         }
-        // Suspended while the container is frozen (`nodelet pause`).
-        if paused.wait_for(|p| !*p).await.is_err() {
-            return;
+        // Liveness and readiness wait for the container to have started
+        // (startup probe passed, postStart done); suspended while the
+        // container is frozen (`nodelet pause`). Either way the probe
+        // runs at the next tick after.
+        if (kind != Kind::Startup && !*started.borrow()) || *paused.borrow() {
+            if started
+                .wait_for(|s| *s || kind == Kind::Startup)
+                .await
+                .is_err()
+                || paused.wait_for(|p| !*p).await.is_err()
+            {
+                return;
+            }
+            ticks.skip_missed();
+            continue;
         }
         let began = std::time::Instant::now();
         let out = run_once(&target, &probe).await;
@@ -182,7 +201,6 @@ pub async fn run<R: Runtime>(
             (Kind::Startup, Some(true)) | (Kind::Startup | Kind::Liveness, Some(false)) => return,
             _ => {}
         }
-        tokio::time::sleep(period).await;
     }
 }
 
@@ -229,7 +247,158 @@ pub async fn run_hook<R: Runtime>(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use tokio::time::Instant;
+
     use super::*;
+    use crate::runtime::api::{CreateContainer, SandboxConfig};
+    use crate::runtime::fake::FakeRuntime;
+
+    const S: Duration = Duration::from_secs(1);
+
+    /// A running container `c` whose execs exit with 1.
+    async fn failing_container() -> Target<FakeRuntime> {
+        let rt = Arc::new(FakeRuntime::default());
+        rt.create_sandbox(&SandboxConfig {
+            id: "s".into(),
+            hostname: "h".into(),
+            cgroups: Vec::new(),
+        })
+        .await
+        .unwrap();
+        rt.create_container(&CreateContainer {
+            sandbox: "s".into(),
+            id: "c".into(),
+            bundle: "/b".into(),
+            log_dir: "/l".into(),
+            restart_count: 0,
+            termination_message_file: None,
+            fallback_to_logs: false,
+        })
+        .await
+        .unwrap();
+        rt.start_container("s", "c").await.unwrap();
+        rt.exec_exit.lock().unwrap().insert("*".into(), 1);
+        Target {
+            runtime: rt,
+            sandbox: "s".into(),
+            container_id: "c".into(),
+            netns: None,
+            pod_ip: String::new(),
+            ports: Vec::new(),
+            owner: crate::metrics::ProbeOwner::default(),
+        }
+    }
+
+    struct Run {
+        updates: mpsc::UnboundedReceiver<Update>,
+        started: watch::Sender<bool>,
+        paused: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+        t0: Instant,
+    }
+
+    /// Starts `kind`'s probe loop of `probe` (an exec that always fails,
+    /// never reaching its failure threshold) on a container that started
+    /// now.
+    async fn start(kind: Kind, probe: serde_json::Value, started: bool) -> Run {
+        let mut probe = probe;
+        probe["exec"] = serde_json::json!({"command": ["false"]});
+        probe["failureThreshold"] = 1000.into();
+        let probe: Probe = serde_json::from_value(probe).unwrap();
+        let (tx, updates) = mpsc::unbounded_channel();
+        let (started_tx, started_rx) = watch::channel(started);
+        let (paused_tx, paused_rx) = watch::channel(false);
+        let t0 = Instant::now();
+        let task = tokio::spawn(run(
+            failing_container().await,
+            probe,
+            kind,
+            "app".into(),
+            SystemTime::now(),
+            started_rx,
+            paused_rx,
+            tx,
+            false,
+        ));
+        Run {
+            updates,
+            started: started_tx,
+            paused: paused_tx,
+            task,
+            t0,
+        }
+    }
+
+    impl Run {
+        /// When the next attempt was made, from the start.
+        async fn next_attempt(&mut self) -> Duration {
+            let u = self.updates.recv().await.unwrap();
+            assert_eq!(u.event, UpdateKind::FailedAttempt, "{u:?}");
+            Instant::now() - self.t0
+        }
+    }
+
+    /// `at` is `want` on the probe grid: at most one step later.
+    fn assert_at(at: Duration, want: Duration) {
+        assert!(
+            at >= want && at < want + ticker::STEP,
+            "attempt at {at:?}, want {want:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_tick_every_period_once_the_initial_delay_has_passed() {
+        let mut r = start(
+            Kind::Readiness,
+            serde_json::json!({"periodSeconds": 2, "initialDelaySeconds": 3}),
+            true,
+        )
+        .await;
+        // Ticks at 0, 2, 4, 6…; kubelet skips those under 3 whole seconds
+        // from the container's start.
+        for want in [4, 6, 8] {
+            assert_at(r.next_attempt().await, want * S);
+        }
+        r.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn liveness_waits_for_the_start_and_pauses_on_its_grid() {
+        let mut r = start(
+            Kind::Liveness,
+            serde_json::json!({"periodSeconds": 1}),
+            false,
+        )
+        .await;
+        tokio::time::sleep(S * 5 / 2).await;
+        assert!(r.updates.try_recv().is_err(), "no probe before the start");
+        r.started.send(true).unwrap();
+        // The next tick, not at once.
+        assert_at(r.next_attempt().await, 3 * S);
+        assert_at(r.next_attempt().await, 4 * S);
+        r.paused.send(true).unwrap();
+        tokio::time::sleep(S * 5 / 2).await;
+        assert!(r.updates.try_recv().is_err(), "no probe while paused");
+        r.paused.send(false).unwrap();
+        assert_at(r.next_attempt().await, 7 * S);
+        r.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn startup_probes_do_not_wait_for_the_start() {
+        let mut r = start(
+            Kind::Startup,
+            serde_json::json!({"periodSeconds": 1}),
+            false,
+        )
+        .await;
+        assert_at(r.next_attempt().await, Duration::ZERO);
+        assert_at(r.next_attempt().await, S);
+        r.task.abort();
+    }
 
     #[test]
     fn jitter_is_a_random_part_of_the_period() {
