@@ -1172,6 +1172,63 @@ fn closed_output_pipes_do_not_keep_the_shim_awake() {
     pod.shutdown();
 }
 
+/// A connection that hangs up while its exec runs, with its socket still
+/// open in a created container's init (which holds copies of the shim's
+/// descriptors until it execs), leaves the shim's readiness set: a
+/// stale entry would report the hang-up at every wait.
+#[test]
+fn a_connection_gone_mid_exec_does_not_keep_the_shim_awake() {
+    if !common::require_root() {
+        return;
+    }
+    let pod = Pod::new("hangup");
+    assert!(pod.run("app", &["sleep", "30"]).ok);
+    wait_running(&pod, "app");
+    use std::io::Write;
+    let mut conn = std::os::unix::net::UnixStream::connect(pod.state.join("shim.sock")).unwrap();
+    let req = serde_json::to_vec(&nodelet::runtime::native::protocol::Request {
+        v: nodelet::runtime::native::protocol::PROTOCOL_VERSION,
+        op: Op::Exec {
+            id: "app".into(),
+            args: vec!["sleep".into(), "1".into()],
+            timeout_ms: 5000,
+            max_output: 1024,
+        },
+    })
+    .unwrap();
+    conn.write_all(&req).unwrap();
+    conn.write_all(b"\n").unwrap();
+    // Created, not started: its init now holds the connection too.
+    let bundle = write_bundle(pod.tmp.path(), "held", &["true"]);
+    let r = pod.call(Op::Create {
+        id: "held".into(),
+        bundle: bundle.display().to_string(),
+        log_dir: pod.log_dir("held").display().to_string(),
+        restart_count: 0,
+        log_max_size: 10 << 20,
+        log_max_files: 5,
+        termination_message_file: None,
+        fallback_to_logs: false,
+    });
+    assert!(r.ok, "{r:?}");
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut sleeping = 0;
+    for _ in 0..40 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", pod.pid)).unwrap();
+        let state = stat.rsplit_once(") ").unwrap().1.chars().next().unwrap();
+        sleeping += usize::from(state == 'S');
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        sleeping >= 30,
+        "the shim slept in only {sleeping} of 40 samples"
+    );
+    let st = pod.call(Op::State { id: "app".into() }).state.unwrap();
+    assert_eq!(st.status, Status::Running);
+    pod.shutdown();
+}
+
 /// CVE-2019-5736: the shim, and with it every exec helper and container
 /// init it forks, runs from a sealed in-memory copy of nodelet, so
 /// `/proc/<pid>/exe` never leads to a writable binary on the host.

@@ -5,4 +5,5 @@ pub mod client;
 pub mod container;
 pub mod exec;
 pub mod protocol;
+mod readiness;
 pub mod shim;

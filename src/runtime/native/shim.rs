@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::PollTimeout;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -27,6 +27,7 @@ use super::protocol::{
     ContainerState, ExecResult, Op, Request, Response, Status, PID_FILE, PROTOCOL_VERSION,
     SOCKET_NAME,
 };
+use super::readiness::{Readiness, Token, Watched};
 use crate::runtime::cgroup::{self, Cgroups};
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 use crate::runtime::record::{ExitRecord, RECORD_VERSION};
@@ -70,11 +71,11 @@ fn err<E: Into<std::io::Error>>(action: &str) -> impl FnOnce(E) -> ShimError + '
 }
 
 struct Output {
-    fd: OwnedFd,
+    fd: Watched<OwnedFd>,
     stream: Stream,
     splitter: LineSplitter,
-    /// Every writer closed it: left out of the poll set (a hung-up pipe
-    /// would make every poll return at once).
+    /// Every writer closed it: out of the readiness set (a hung-up pipe
+    /// would end every wait at once).
     eof: bool,
 }
 
@@ -84,9 +85,8 @@ struct PendingExec {
     client: Rc<UnixStream>,
     pid: Pid,
     /// stdout and stderr: the read end (none once at end of file, so a
-    /// hung-up pipe does not make every poll return at once) and what
-    /// was read.
-    pipes: Vec<(Option<OwnedFd>, Vec<u8>)>,
+    /// hung-up pipe does not end every wait at once) and what was read.
+    pipes: Vec<(Option<Watched<OwnedFd>>, Vec<u8>)>,
     max: usize,
     truncated: bool,
     deadline: std::time::Instant,
@@ -123,6 +123,8 @@ impl PendingExec {
 }
 
 struct Container {
+    /// Its number in the shim's readiness tokens.
+    serial: u64,
     spec: oci_spec::runtime::Spec,
     /// Termination-message file and FallbackToLogsOnError.
     termination: Option<(PathBuf, bool)>,
@@ -185,6 +187,7 @@ impl Container {
                 Ok(0) => {
                     out.splitter.finish(&mut records);
                     out.eof = true;
+                    out.fd.unwatch();
                     break;
                 }
                 Ok(n) => out.splitter.push(&buf[..n], &mut records),
@@ -206,12 +209,22 @@ impl Container {
     }
 }
 
+/// A connection: its number, the socket (shared with the execs and
+/// watches waiting on it) and what was read of a request so far.
+struct Client {
+    serial: u64,
+    conn: Watched<Rc<UnixStream>>,
+    buf: Vec<u8>,
+}
+
 pub struct Shim {
     state_dir: PathBuf,
     listener: UnixListener,
+    readiness: Readiness,
+    /// The last number given to a connection or container.
+    serial: u64,
     containers: HashMap<String, Container>,
-    /// Connections, shared with the execs and watches they wait on.
-    clients: Vec<(Rc<UnixStream>, Vec<u8>)>,
+    clients: Vec<Client>,
     execs: Vec<PendingExec>,
     /// Starts execs (made at the first one).
     spawner: Option<crate::sys::spawn::Spawner>,
@@ -268,9 +281,18 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
         .map_err(err("open /dev/null"))?;
     let _ = nix::unistd::dup2_stdin(&null);
     let _ = nix::unistd::dup2_stdout(&null);
+    let readiness = Readiness::new().map_err(err("create epoll instance"))?;
+    readiness
+        .watch_always(sfd.as_fd(), Token::Signals)
+        .map_err(err("watch signals"))?;
+    readiness
+        .watch_always(listener.as_fd(), Token::Listener)
+        .map_err(err("watch socket"))?;
     let mut shim = Shim {
         state_dir: state_dir.to_path_buf(),
         listener,
+        readiness,
+        serial: 0,
         containers: HashMap::new(),
         clients: Vec::new(),
         execs: Vec::new(),
@@ -286,28 +308,6 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
 impl Shim {
     fn serve(&mut self, sfd: &SignalFd) -> Result<(), ShimError> {
         loop {
-            // Build the poll set: [signalfd, listener, clients…, outputs…].
-            // (position of the container in `containers`, its output).
-            let mut outs: Vec<(usize, usize)> = Vec::new();
-            let mut fds = vec![
-                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
-            ];
-            for (c, _) in &self.clients {
-                fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
-            }
-            for (pos, c) in self.containers.values().enumerate() {
-                for (i, o) in c.outputs.iter().enumerate().filter(|(_, o)| !o.eof) {
-                    fds.push(PollFd::new(o.fd.as_fd(), PollFlags::POLLIN));
-                    outs.push((pos, i));
-                }
-            }
-            let first_exec_pipe = fds.len();
-            for e in &self.execs {
-                for fd in e.pipes.iter().filter_map(|(fd, _)| fd.as_ref()) {
-                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                }
-            }
             let now = std::time::Instant::now();
             let kills = self
                 .containers
@@ -331,37 +331,23 @@ impl Shim {
                 .map_or(PollTimeout::NONE, |ms| {
                     PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
                 });
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(err("poll")(e)),
-            }
-            let ready: Vec<bool> = fds
-                .iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect();
-            drop(fds);
-            let nclients = self.clients.len();
+            self.readiness.wait(timeout).map_err(err("epoll_wait"))?;
+            let ready = &self.readiness;
             // Output first, so a reaped container's last lines are logged.
-            // `containers` is unchanged since `outs` was built, so its
-            // order is the same.
-            let mut k = 0;
-            for (pos, c) in self.containers.values_mut().enumerate() {
-                while let Some(&(_, i)) = outs.get(k).filter(|(p, _)| *p == pos) {
-                    if ready[2 + nclients + k] {
+            for c in self.containers.values_mut() {
+                for i in 0..c.outputs.len() {
+                    if ready.is_ready(Token::Output(c.serial, i)) {
                         c.pump(i, false);
                     }
-                    k += 1;
                 }
             }
-            let mut k = first_exec_pipe;
             for e in &mut self.execs {
-                // Only what the poll found ready: an exec's pipes are
+                // Only what the wait found ready: an exec's pipes are
                 // read to the end when it is reaped anyway.
-                let open = e.pipes.iter().filter(|(fd, _)| fd.is_some()).count();
-                if ready[k..k + open].iter().any(|r| *r) {
+                let pid = e.pid.as_raw();
+                if (0..e.pipes.len()).any(|i| ready.is_ready(Token::Exec(pid, i))) {
                     e.drain();
                 }
-                k += open;
                 if !e.timed_out && std::time::Instant::now() >= e.deadline {
                     // The command's whole process group (and the command,
                     // should it have left the group).
@@ -377,38 +363,57 @@ impl Shim {
                     let _ = nix::sys::signal::kill(c.pid, Signal::SIGKILL);
                 }
             }
-            if ready[0] {
+            let (signalled, connecting) = (
+                ready.is_ready(Token::Signals),
+                ready.is_ready(Token::Listener),
+            );
+            let readable: Vec<bool> = self
+                .clients
+                .iter()
+                .map(|c| ready.is_ready(Token::Client(c.serial)))
+                .collect();
+            if signalled {
                 while let Ok(Some(_)) = sfd.read_signal() {}
                 self.reap();
             }
-            if ready[1] {
+            if connecting {
                 while let Ok(s) = crate::sys::accept_nonblocking(&self.listener) {
-                    self.clients.push((Rc::new(s), Vec::new()));
+                    self.serial += 1;
+                    match self.readiness.watch(Rc::new(s), Token::Client(self.serial)) {
+                        Ok(conn) => self.clients.push(Client {
+                            serial: self.serial,
+                            conn,
+                            buf: Vec::new(),
+                        }),
+                        Err(e) => tracing::warn!(error = %e, "cannot watch a connection"),
+                    }
                 }
             }
             let mut keep = Vec::new();
-            for (i, (s, mut buf)) in std::mem::take(&mut self.clients).into_iter().enumerate() {
-                if i < nclients && !ready[2 + i] {
-                    keep.push((s, buf));
+            for (i, mut c) in std::mem::take(&mut self.clients).into_iter().enumerate() {
+                // Connections accepted just now are tried at once.
+                if readable.get(i) == Some(&false) {
+                    keep.push(c);
                     continue;
                 }
+                let s = Rc::clone(c.conn.get());
                 let mut chunk = [0u8; 4096];
                 let alive = match (&*s).read(&mut chunk) {
                     Ok(0) => false,
                     Ok(n) => {
-                        buf.extend_from_slice(&chunk[..n]);
+                        c.buf.extend_from_slice(&chunk[..n]);
                         true
                     }
                     Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
                 };
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                while let Some(pos) = c.buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = c.buf.drain(..=pos).collect();
                     if let Some(resp) = self.handle(&line, &s) {
                         send(&s, &resp);
                     }
                 }
                 if alive {
-                    keep.push((s, buf));
+                    keep.push(c);
                 }
             }
             self.clients = keep;
@@ -705,6 +710,25 @@ impl Shim {
             .spawn(spawner, args, out_w.as_fd(), err_w.as_fd())
             .map_err(|e| crate::error_chain(&e))?;
         drop((out_w, err_w));
+        let pid = started.pid;
+        let watched = self
+            .readiness
+            .watch(out_r, Token::Exec(pid.as_raw(), 0))
+            .and_then(|o| {
+                Ok((
+                    o,
+                    self.readiness.watch(err_r, Token::Exec(pid.as_raw(), 1))?,
+                ))
+            });
+        let (out_r, err_r) = match watched {
+            Ok(w) => w,
+            Err(e) => {
+                // Nobody would read its output or answer for it.
+                let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                return Err(format!("watch the exec's output: {e}"));
+            }
+        };
         let client = Rc::clone(client);
         // A program that could not be run: containerd's message, as the
         // process would have written it.
@@ -714,7 +738,7 @@ impl Shim {
             .unwrap_or_default();
         self.execs.push(PendingExec {
             client,
-            pid: started.pid,
+            pid,
             pipes: vec![(Some(out_r), Vec::new()), (Some(err_r), stderr)],
             max: max_output,
             truncated: false,
@@ -784,6 +808,16 @@ impl Shim {
             nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
                 .map_err(err("nonblocking pipe"))?;
         }
+        self.serial += 1;
+        let serial = self.serial;
+        let out_r = self
+            .readiness
+            .watch(out_r, Token::Output(serial, 0))
+            .map_err(err("watch stdout pipe"))?;
+        let err_r = self
+            .readiness
+            .watch(err_r, Token::Output(serial, 1))
+            .map_err(err("watch stderr pipe"))?;
         let spawned = match container::spawn(
             bundle,
             &spec,
@@ -803,6 +837,7 @@ impl Shim {
             }
         };
         let c = Container {
+            serial,
             spec,
             termination: None,
             id: id.to_string(),
