@@ -187,7 +187,10 @@ PY
 echo
 echo "## probe overhead: ${shims%.*} pods, exec liveness + HTTP readiness every 1 s, ${SECONDS_} s, median of $RUNS runs"
 printf '%-26s %14s %14s\n' "" "with probes" "without"
-printf '%-26s %14s %14s\n' "nodelet + shims, % core" "$cpu_p" "$cpu_n"
+agent_p=$(python3 -c "print(f'{$own_p + $shim_p:.2f}')")
+agent_n=$(python3 -c "print(f'{$own_n + $shim_n:.2f}')")
+printf '%-26s %14s %14s\n' "agent (nodelet + shims)" "$agent_p" "$agent_n"
+printf '%-26s %14s %14s\n' "  with execs, % core" "$cpu_p" "$cpu_n"
 printf '%-26s %14s %14s\n' "  nodelet" "$own_p" "$own_n"
 printf '%-26s %14s %14s\n' "  shims" "$shim_p" "$shim_n"
 printf '%-26s %14s %14s\n' "  execs (probe commands)" "$reap_p" "$reap_n"
