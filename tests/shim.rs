@@ -75,7 +75,13 @@ impl Pod {
         bundle: &Path,
         termination: Option<(PathBuf, bool)>,
     ) -> Response {
-        let r = self.call(Op::Create {
+        let r = self.create(id, bundle, termination);
+        assert!(r.ok, "create: {r:?}");
+        self.call(Op::Start { id: id.into() })
+    }
+
+    fn create(&self, id: &str, bundle: &Path, termination: Option<(PathBuf, bool)>) -> Response {
+        self.call(Op::Create {
             id: id.into(),
             bundle: bundle.display().to_string(),
             log_dir: self.log_dir(id).display().to_string(),
@@ -84,9 +90,7 @@ impl Pod {
             log_max_files: 5,
             termination_message_file: termination.as_ref().map(|(f, _)| f.display().to_string()),
             fallback_to_logs: termination.as_ref().is_some_and(|(_, fb)| *fb),
-        });
-        assert!(r.ok, "create: {r:?}");
-        self.call(Op::Start { id: id.into() })
+        })
     }
 
     fn wait_exit(&self, id: &str) -> nodelet::runtime::record::ExitRecord {
@@ -1157,18 +1161,7 @@ fn closed_output_pipes_do_not_keep_the_shim_awake() {
     });
     assert!(r.ok, "{r:?}");
     std::thread::sleep(Duration::from_millis(200));
-    // Sampled 40 times over 2 s: a spinning shim is nearly always running.
-    let mut sleeping = 0;
-    for _ in 0..40 {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", pod.pid)).unwrap();
-        let state = stat.rsplit_once(") ").unwrap().1.chars().next().unwrap();
-        sleeping += usize::from(state == 'S');
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        sleeping >= 30,
-        "the shim slept in only {sleeping} of 40 samples"
-    );
+    assert_asleep(&pod);
     pod.shutdown();
 }
 
@@ -1200,19 +1193,19 @@ fn a_connection_gone_mid_exec_does_not_keep_the_shim_awake() {
     conn.write_all(b"\n").unwrap();
     // Created, not started: its init now holds the connection too.
     let bundle = write_bundle(pod.tmp.path(), "held", &["true"]);
-    let r = pod.call(Op::Create {
-        id: "held".into(),
-        bundle: bundle.display().to_string(),
-        log_dir: pod.log_dir("held").display().to_string(),
-        restart_count: 0,
-        log_max_size: 10 << 20,
-        log_max_files: 5,
-        termination_message_file: None,
-        fallback_to_logs: false,
-    });
+    let r = pod.create("held", &bundle, None);
     assert!(r.ok, "{r:?}");
     drop(conn);
     std::thread::sleep(Duration::from_millis(100));
+    assert_asleep(&pod);
+    let st = pod.call(Op::State { id: "app".into() }).state.unwrap();
+    assert_eq!(st.status, Status::Running);
+    pod.shutdown();
+}
+
+/// The shim sleeps: sampled 40 times over 2 s, a spinning shim is nearly
+/// always running.
+fn assert_asleep(pod: &Pod) {
     let mut sleeping = 0;
     for _ in 0..40 {
         let stat = fs::read_to_string(format!("/proc/{}/stat", pod.pid)).unwrap();
@@ -1224,9 +1217,6 @@ fn a_connection_gone_mid_exec_does_not_keep_the_shim_awake() {
         sleeping >= 30,
         "the shim slept in only {sleeping} of 40 samples"
     );
-    let st = pod.call(Op::State { id: "app".into() }).state.unwrap();
-    assert_eq!(st.status, Status::Running);
-    pod.shutdown();
 }
 
 /// CVE-2019-5736: the shim, and with it every exec helper and container

@@ -253,7 +253,6 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::runtime::api::{CreateContainer, SandboxConfig};
     use crate::runtime::fake::FakeRuntime;
 
     const S: Duration = Duration::from_secs(1);
@@ -261,25 +260,7 @@ mod tests {
     /// A running container `c` whose execs exit with 1.
     async fn failing_container() -> Target<FakeRuntime> {
         let rt = Arc::new(FakeRuntime::default());
-        rt.create_sandbox(&SandboxConfig {
-            id: "s".into(),
-            hostname: "h".into(),
-            cgroups: Vec::new(),
-        })
-        .await
-        .unwrap();
-        rt.create_container(&CreateContainer {
-            sandbox: "s".into(),
-            id: "c".into(),
-            bundle: "/b".into(),
-            log_dir: "/l".into(),
-            restart_count: 0,
-            termination_message_file: None,
-            fallback_to_logs: false,
-        })
-        .await
-        .unwrap();
-        rt.start_container("s", "c").await.unwrap();
+        rt.run_container("s", "c").await.unwrap();
         rt.exec_exit.lock().unwrap().insert("*".into(), 1);
         Target {
             runtime: rt,

@@ -57,6 +57,30 @@ impl FakeRuntime {
         })
     }
 
+    /// A running container `id` in sandbox `sandbox` (made if need be),
+    /// through the same calls a pod worker makes.
+    pub async fn run_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
+        if self.sandbox_info(sandbox).await.is_none() {
+            self.create_sandbox(&SandboxConfig {
+                id: sandbox.into(),
+                hostname: sandbox.into(),
+                cgroups: Vec::new(),
+            })
+            .await?;
+        }
+        self.create_container(&CreateContainer {
+            sandbox: sandbox.into(),
+            id: id.into(),
+            bundle: "/b".into(),
+            log_dir: "/l".into(),
+            restart_count: 0,
+            termination_message_file: None,
+            fallback_to_logs: false,
+        })
+        .await?;
+        self.start_container(sandbox, id).await.map(|_| ())
+    }
+
     /// Makes a running container exit with `code`.
     pub fn exit(&self, sandbox: &str, id: &str, code: i32) {
         self.with(|s| {
@@ -330,25 +354,7 @@ mod tests {
     #[tokio::test]
     async fn sigkill_exits_137() {
         let rt = FakeRuntime::default();
-        rt.create_sandbox(&SandboxConfig {
-            id: "p".into(),
-            hostname: "p".into(),
-            cgroups: Vec::new(),
-        })
-        .await
-        .unwrap();
-        rt.create_container(&CreateContainer {
-            sandbox: "p".into(),
-            id: "a".into(),
-            bundle: "/b".into(),
-            log_dir: "/l".into(),
-            restart_count: 0,
-            termination_message_file: None,
-            fallback_to_logs: false,
-        })
-        .await
-        .unwrap();
-        rt.start_container("p", "a").await.unwrap();
+        rt.run_container("p", "a").await.unwrap();
         rt.signal_container("p", "a", 9).await.unwrap();
         assert_eq!(
             rt.container_state("p", "a")
