@@ -102,18 +102,14 @@ pub async fn run<R: Runtime>(
     // After a daemon restart every adopted container's probes would fire
     // at once: like kubelet's prober (worker.go), start a random part of
     // a period later.
-    let mut start = tokio::time::Instant::now();
-    if adopted {
-        start += jitter(period);
-    }
+    let now = tokio::time::Instant::now();
+    let start = if adopted { now + jitter(period) } else { now };
     let mut ticks = ticker::Ticker::new(start, period);
     // The container's start on the runtime's clock (which tests may stop).
     let since_start = SystemTime::now()
         .duration_since(started_at)
         .unwrap_or_default();
-    let started_at = tokio::time::Instant::now()
-        .checked_sub(since_start)
-        .unwrap_or_else(tokio::time::Instant::now);
+    let started_at = now.checked_sub(since_start).unwrap_or(now);
     let delay = secs(probe.initial_delay_seconds, 0);
     let need_ok = u32::try_from(probe.success_threshold.unwrap_or(1).max(1)).unwrap_or(1);
     let need_fail = u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3);

@@ -78,10 +78,7 @@ impl Ticker {
     /// Drops a tick that passed while the caller waited for something
     /// else: the next one is the first still to come.
     pub fn skip_missed(&mut self) {
-        let now = Instant::now();
-        if self.next <= now {
-            self.next = self.first_after(now);
-        }
+        self.next = self.first_after(Instant::now());
     }
 
     /// The first tick of this grid strictly after `t`.

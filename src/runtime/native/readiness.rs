@@ -18,8 +18,8 @@ pub enum Token {
     Client(u64),
     /// A container's stdout (0) or stderr (1), by the container's number.
     Output(u64, usize),
-    /// An exec's stdout (0) or stderr (1), by the command's PID.
-    Exec(i32, usize),
+    /// An exec's stdout (0) or stderr (1), by the exec's number.
+    Exec(u64, usize),
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -32,7 +32,7 @@ impl Token {
             Token::Listener => (1, 0, 0),
             Token::Client(n) => (2, n, 0),
             Token::Output(n, i) => (3, n, i),
-            Token::Exec(pid, i) => (4, u64::from(pid.unsigned_abs()), i),
+            Token::Exec(n, i) => (4, n, i),
         };
         // An output or exec pipe number is 0 or 1: one bit under the id.
         (kind << KIND_SHIFT) | (((id << 1) | (which as u64 & 1)) & ID_MASK)
@@ -147,7 +147,7 @@ mod tests {
             Token::Exec(0, 0),
             Token::Exec(7, 1),
             Token::Exec(7, 0),
-            Token::Exec(i32::MAX, 1),
+            Token::Exec(ID_MASK >> 1, 1),
         ];
         let codes: std::collections::HashSet<u64> = tokens.iter().map(|t| t.encode()).collect();
         assert_eq!(codes.len(), tokens.len());

@@ -83,6 +83,8 @@ struct Output {
 /// child of the shim, leading its own process group) is reaped.
 struct PendingExec {
     client: Rc<UnixStream>,
+    /// Its number in the shim's readiness tokens.
+    serial: u64,
     pid: Pid,
     /// stdout and stderr: the read end (none once at end of file, so a
     /// hung-up pipe does not end every wait at once) and what was read.
@@ -221,7 +223,7 @@ pub struct Shim {
     state_dir: PathBuf,
     listener: UnixListener,
     readiness: Readiness,
-    /// The last number given to a connection or container.
+    /// The last number given to a connection, container or exec.
     serial: u64,
     containers: HashMap<String, Container>,
     clients: Vec<Client>,
@@ -344,8 +346,7 @@ impl Shim {
             for e in &mut self.execs {
                 // Only what the wait found ready: an exec's pipes are
                 // read to the end when it is reaped anyway.
-                let pid = e.pid.as_raw();
-                if (0..e.pipes.len()).any(|i| ready.is_ready(Token::Exec(pid, i))) {
+                if (0..e.pipes.len()).any(|i| ready.is_ready(Token::Exec(e.serial, i))) {
                     e.drain();
                 }
                 if !e.timed_out && std::time::Instant::now() >= e.deadline {
@@ -367,11 +368,9 @@ impl Shim {
                 ready.is_ready(Token::Signals),
                 ready.is_ready(Token::Listener),
             );
-            let readable: Vec<bool> = self
-                .clients
-                .iter()
-                .map(|c| ready.is_ready(Token::Client(c.serial)))
-                .collect();
+            // Connections accepted below (numbered past this) are tried
+            // at once.
+            let known = self.serial;
             if signalled {
                 while let Ok(Some(_)) = sfd.read_signal() {}
                 self.reap();
@@ -390,9 +389,8 @@ impl Shim {
                 }
             }
             let mut keep = Vec::new();
-            for (i, mut c) in std::mem::take(&mut self.clients).into_iter().enumerate() {
-                // Connections accepted just now are tried at once.
-                if readable.get(i) == Some(&false) {
+            for mut c in std::mem::take(&mut self.clients) {
+                if c.serial <= known && !self.readiness.is_ready(Token::Client(c.serial)) {
                     keep.push(c);
                     continue;
                 }
@@ -697,6 +695,14 @@ impl Shim {
             nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
                 .map_err(|e| format!("nonblocking pipe: {e}"))?;
         }
+        self.serial += 1;
+        let serial = self.serial;
+        let watch = |fd, i| {
+            self.readiness
+                .watch(fd, Token::Exec(serial, i))
+                .map_err(|e| format!("watch the exec's output: {e}"))
+        };
+        let (out_r, err_r) = (watch(out_r, 0)?, watch(err_r, 1)?);
         let spawner = match &mut self.spawner {
             Some(s) => s,
             None => {
@@ -710,25 +716,6 @@ impl Shim {
             .spawn(spawner, args, out_w.as_fd(), err_w.as_fd())
             .map_err(|e| crate::error_chain(&e))?;
         drop((out_w, err_w));
-        let pid = started.pid;
-        let watched = self
-            .readiness
-            .watch(out_r, Token::Exec(pid.as_raw(), 0))
-            .and_then(|o| {
-                Ok((
-                    o,
-                    self.readiness.watch(err_r, Token::Exec(pid.as_raw(), 1))?,
-                ))
-            });
-        let (out_r, err_r) = match watched {
-            Ok(w) => w,
-            Err(e) => {
-                // Nobody would read its output or answer for it.
-                let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
-                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                return Err(format!("watch the exec's output: {e}"));
-            }
-        };
         let client = Rc::clone(client);
         // A program that could not be run: containerd's message, as the
         // process would have written it.
@@ -738,7 +725,8 @@ impl Shim {
             .unwrap_or_default();
         self.execs.push(PendingExec {
             client,
-            pid,
+            serial,
+            pid: started.pid,
             pipes: vec![(Some(out_r), Vec::new()), (Some(err_r), stderr)],
             max: max_output,
             truncated: false,
