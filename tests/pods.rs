@@ -2643,6 +2643,73 @@ fn the_daemon_notifies_systemd_when_ready_and_survives_a_full_state_disk() {
     node.assert_clean();
 }
 
+/// The daemon runs from a sealed copy of its binary (the commands it
+/// execs into containers share its memory until they exec) and raises its
+/// soft fd limit to the hard one; shims, containers and execs keep the
+/// limit it was started with.
+#[test]
+fn the_daemon_runs_sealed_with_a_raised_fd_limit_that_containers_do_not_get() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let unit = unit_exec_start(&node);
+    let d = Command::new("prlimit")
+        .arg("--nofile=512:")
+        .arg(unit.get_program())
+        .args(unit.get_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    node.wait_api();
+    let exe = std::fs::read_link(format!("/proc/{}/exe", d.id())).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:nodelet"),
+        "{exe:?}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "soft raised to hard: {limits}"
+    );
+    assert_ne!(open_files[3], "512", "{limits}");
+    let sock = node.tmp.path().join("run/nodelet.sock");
+    let (code, v) = raw_http(
+        &sock,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        api_pod("lim").to_string().as_bytes(),
+    );
+    assert_eq!(code, 201, "{v}");
+    wait_pod(&node, "lim", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let o = node.cli(&[
+        "exec",
+        "lim",
+        "--",
+        "sh",
+        "-c",
+        "ulimit -n; grep 'open files' /proc/1/limits",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("512"), "the exec: {out}");
+    let init: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(init[3], "512", "the container's init: {out}");
+    node.delete_and_stop(&["lim"], d);
+    node.assert_clean();
+}
+
 /// `kill -9` of the daemon at staggered moments of a pod's creation
 /// (sandbox, mounts, container create and start): each time the next
 /// daemon converges to one running instance, and once the pods are

@@ -159,6 +159,7 @@ impl Runtime for FakeRuntime {
                 started_at: None,
                 exit: None,
                 paused: false,
+                bundle: None,
             };
             pod.insert(req.id.clone(), st.clone());
             Ok(st)

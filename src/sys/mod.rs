@@ -247,3 +247,70 @@ pub fn accept_nonblocking(
     // SAFETY: accept4 returned a new descriptor that nothing else owns.
     Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
 }
+
+/// A pidfd for process `pid` (`pidfd_open`), close-on-exec. Names that
+/// process for as long as it is open, even once its PID is reused; for a
+/// child not yet reaped there is no such race to begin with.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain integers; the kernel returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fd` watched by the tokio reactor (read and write readiness).
+pub fn async_fd(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd is open, refers to one file description and
+    // returns the same number every time until it is dropped, which only
+    // the AsyncFd that owns it can do.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}
+
+/// `RLIMIT_NOFILE` (soft, hard) as the process started with, before
+/// [`raise_nofile`].
+static NOFILE_AT_START: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one, as Go does for every
+/// program (kubelet, containerd): the daemon holds a few fds per pod and
+/// per container, and a shell's soft 1024 runs out at a few dozen pods.
+/// What the process started with is kept for its children
+/// ([`nofile_at_start`]).
+pub fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if NOFILE_AT_START.set((soft, hard)).is_ok() && soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// The limits this process started with, when [`raise_nofile`] changed
+/// them: what its children should have.
+pub fn nofile_at_start() -> Option<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let start = *NOFILE_AT_START.get()?;
+    (getrlimit(Resource::RLIMIT_NOFILE).ok()? != start).then_some(start)
+}
+
+/// Sets process `pid`'s `RLIMIT_NOFILE` (a child just started).
+pub fn set_nofile_of(pid: i32, (soft, hard): (u64, u64)) -> io::Result<()> {
+    let lim = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a live rlimit64; no old value is asked for.
+    let rc = unsafe { libc::prlimit64(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

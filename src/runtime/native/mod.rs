@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod container;
+mod direct;
 pub mod exec;
 pub mod protocol;
 mod readiness;
