@@ -642,117 +642,27 @@ mod native_runtime {
     }
 }
 
-/// Execs, run by the shim (its `exec` op, what shims that predate
-/// daemon-run execs still do) and by the daemon itself (`NativeRuntime`
-/// over the same shim: the command is started from a thread of this test
-/// process, sharing its fd table until it has its own): the same tests
-/// for both.
 mod exec {
     use super::*;
-    use nodelet::runtime::api::{Runtime, RuntimeError};
-    use nodelet::runtime::native::client::NativeRuntime;
     use nodelet::runtime::native::protocol::ExecResult;
 
-    /// Who runs the exec.
-    enum By {
-        Shim,
-        Daemon(Box<Daemon>),
-    }
-
-    /// The daemon's side of a test pod's shim.
-    struct Daemon {
-        rt: tokio::runtime::Runtime,
-        native: NativeRuntime,
-    }
-
-    impl By {
-        fn daemon(pod: &Pod) -> By {
-            let backend = nodelet::runtime::cgroup::detect().unwrap();
-            // The pod's state dir is `<tmp>/state`: sandbox "state".
-            let native = NativeRuntime::new(
-                pod.tmp.path(),
-                Path::new(env!("CARGO_BIN_EXE_nodelet")),
-                10 << 20,
-                5,
-            )
-            .with_cgroups(std::sync::Arc::from(backend));
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            By::Daemon(Box::new(Daemon { rt, native }))
-        }
-
-        /// The result, or the error's text.
-        fn try_exec(
-            &self,
-            pod: &Pod,
-            id: &str,
-            args: &[&str],
-            timeout_ms: u64,
-            max_output: usize,
-        ) -> Result<ExecResult, String> {
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            match self {
-                By::Shim => {
-                    let r = pod.call(Op::Exec {
-                        id: id.into(),
-                        args,
-                        timeout_ms,
-                        max_output,
-                    });
-                    match (r.ok, r.exec) {
-                        (true, Some(e)) => Ok(e),
-                        _ => Err(r.error.unwrap_or_default()),
-                    }
-                }
-                By::Daemon(d) => {
-                    d.rt.block_on(d.native.exec(
-                        "state",
-                        id,
-                        &args,
-                        Duration::from_millis(timeout_ms),
-                        max_output,
-                    ))
-                    .map_err(|e| match e {
-                        RuntimeError::Container { message, .. } => message,
-                        e => e.to_string(),
-                    })
-                }
-            }
-        }
-
-        fn exec(
-            &self,
-            pod: &Pod,
-            id: &str,
-            args: &[&str],
-            timeout_ms: u64,
-            max_output: usize,
-        ) -> ExecResult {
-            self.try_exec(pod, id, args, timeout_ms, max_output)
-                .unwrap()
-        }
+    fn exec(pod: &Pod, id: &str, args: &[&str], timeout_ms: u64, max_output: usize) -> ExecResult {
+        let r = pod.call(Op::Exec {
+            id: id.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            timeout_ms,
+            max_output,
+        });
+        assert!(r.ok, "{r:?}");
+        r.exec.unwrap()
     }
 
     #[test]
     fn exec_runs_inside_the_container_with_its_root_and_pid_namespace() {
-        if common::require_root() {
-            inside("ex", |_| By::Shim);
+        if !common::require_root() {
+            return;
         }
-    }
-
-    #[test]
-    fn an_exec_the_daemon_runs_is_inside_the_container_with_only_stdio_open() {
-        if common::require_root() {
-            inside("exd", By::daemon);
-        }
-    }
-
-    fn inside(name: &str, by: impl FnOnce(&Pod) -> By) {
-        let pod = Pod::new(name);
-        let by = by(&pod);
+        let pod = Pod::new("ex");
         assert!(
             pod.run(
                 "app",
@@ -765,7 +675,7 @@ mod exec {
             .ok
         );
         wait_for_log(&pod, "app", "ready");
-        let r = by.exec(&pod, "app", &["sh", "-c", "cat /tmp/marker; cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; grep NoNewPrivs /proc/self/status; ls /proc/self/fd | tr '\\n' ' '; exit 5"], 5000, 4096);
+        let r = exec(&pod, "app", &["sh", "-c", "cat /tmp/marker; cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; grep NoNewPrivs /proc/self/status; exit 5"], 5000, 4096);
         assert_eq!(r.exit_code, 5, "{r:?}");
         let lines: Vec<&str> = r.stdout.lines().collect();
         assert_eq!(lines[0], "inside", "same root: {r:?}");
@@ -774,11 +684,8 @@ mod exec {
             "sleep 1000",
             "PID 1 is the container's init: {r:?}"
         );
-        assert_eq!(lines[2], name);
+        assert_eq!(lines[2], "ex");
         assert_eq!(lines[3], "NoNewPrivs:\t1");
-        // stdin, stdout, stderr, and the directory `ls` reads: nothing of
-        // the shim's or the daemon's.
-        assert_eq!(lines[4], "0 1 2 3 ", "open fds: {r:?}");
         assert!(!r.timed_out && !r.truncated);
         pod.shutdown();
     }
@@ -792,6 +699,7 @@ mod exec {
         if !common::require_root() {
             return;
         }
+        // A parent of its own: removing it kills what is inside.
         let cgroup = format!("/nodelet-test-shim-{}-pause/app", std::process::id());
         let pod = Pod::new("pause");
         let cg = cgroup.clone();
@@ -853,23 +761,11 @@ mod exec {
 
     #[test]
     fn an_exec_has_the_containers_identity_cgroup_and_clean_signals() {
-        if common::require_root() {
-            identity("ident", |_| By::Shim);
+        if !common::require_root() {
+            return;
         }
-    }
-
-    #[test]
-    fn an_exec_the_daemon_runs_has_the_containers_identity_cgroup_and_clean_signals() {
-        if common::require_root() {
-            identity("identd", By::daemon);
-        }
-    }
-
-    fn identity(name: &str, by: impl FnOnce(&Pod) -> By) {
-        // A parent of its own: removing it kills what is inside.
-        let cgroup = format!("/nodelet-test-shim-{}-{name}/app", std::process::id());
-        let pod = Pod::new(name);
-        let by = by(&pod);
+        let cgroup = format!("/nodelet-test-shim-{}-ident/app", std::process::id());
+        let pod = Pod::new("ident");
         let script = format!(
             "{IDENTITY} /proc/self/status > /tmp/init; cat /proc/self/cgroup > /tmp/init-cg; \
              cat /proc/self/oom_score_adj > /tmp/init-oom; ulimit -n > /tmp/init-nofile; \
@@ -888,7 +784,7 @@ mod exec {
         });
         assert!(r.ok, "{r:?}");
         wait_for_log(&pod, "app", "ready");
-        let r = by.exec(
+        let r = exec(
             &pod,
             "app",
             &[
@@ -929,23 +825,23 @@ mod exec {
         assert_ne!(bnd & (1 << 1), 0, "CAP_DAC_OVERRIDE kept");
         // A missing program, one that is not executable, and a path that
         // does not exist: containerd's messages and codes.
-        let e = by.exec(&pod, "app", &["/etc/passwd"], 1000, 1000);
+        let e = exec(&pod, "app", &["/etc/passwd"], 1000, 1000);
         assert_eq!(e.exit_code, 126, "{e:?}");
         assert!(
             e.stderr
                 .contains(r#"exec: "/etc/passwd": permission denied"#),
             "{e:?}"
         );
-        let e = by.exec(&pod, "app", &["/no/such"], 1000, 1000);
+        let e = exec(&pod, "app", &["/no/such"], 1000, 1000);
         assert_eq!(e.exit_code, 127, "{e:?}");
         assert!(
             e.stderr
                 .contains(r#"exec: "/no/such": stat /no/such: no such file or directory"#),
             "{e:?}"
         );
-        let e = by.exec(&pod, "app", &["passwd"], 1000, 1000);
+        let e = exec(&pod, "app", &["passwd"], 1000, 1000);
         assert_eq!(e.exit_code, 127, "{e:?}");
-        // Whoever ran them entered the container's PID namespace for those execs
+        // The shim entered the container's PID namespace for those execs
         // only: a container made after them has a namespace of its own.
         assert!(
             pod.run("next", &["sh", "-c", "echo pid $$; exec sleep 1000"])
@@ -968,25 +864,13 @@ mod exec {
 
     #[test]
     fn exec_output_is_capped_and_timeouts_kill_the_process_tree() {
-        if common::require_root() {
-            capped("cap", |_| By::Shim, 1003);
+        if !common::require_root() {
+            return;
         }
-    }
-
-    #[test]
-    fn output_of_an_exec_the_daemon_runs_is_capped_and_timeouts_kill_the_process_tree() {
-        if common::require_root() {
-            capped("capd", By::daemon, 1013);
-        }
-    }
-
-    /// `mark`: the seconds its sleeps are given, to know them by.
-    fn capped(name: &str, by: impl FnOnce(&Pod) -> By, mark: u32) {
-        let pod = Pod::new(name);
-        let by = by(&pod);
+        let pod = Pod::new("cap");
         assert!(pod.run("app", &["sleep", "1000"]).ok);
         wait_running(&pod, "app");
-        let r = by.exec(
+        let r = exec(
             &pod,
             "app",
             &[
@@ -999,22 +883,21 @@ mod exec {
         );
         assert_eq!((r.stdout.len(), r.truncated), (1000, true));
         let started = Instant::now();
-        let r = by.exec(
+        let r = exec(
             &pod,
             "app",
-            &["sh", "-c", &format!("sleep {mark} & sleep {mark}")],
+            &["sh", "-c", "sleep 1003 & sleep 1003"],
             300,
             1000,
         );
         assert!(r.timed_out, "{r:?}");
-        assert_eq!(r.exit_code, 137, "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(200));
         assert!(
-            sleeping(mark).is_empty(),
+            sleeping(1003).is_empty(),
             "the exec's children died with it"
         );
-        let e = by.exec(&pod, "app", &["nosuch"], 1000, 1000);
+        let e = exec(&pod, "app", &["nosuch"], 1000, 1000);
         assert_eq!(e.exit_code, 127, "{e:?}");
         assert!(e.stderr.contains("executable file not found"), "{e:?}");
         pod.shutdown();
@@ -1022,143 +905,20 @@ mod exec {
 
     #[test]
     fn exec_into_a_stopped_container_is_refused() {
-        if common::require_root() {
-            stopped("stopped", |_| By::Shim);
+        if !common::require_root() {
+            return;
         }
-    }
-
-    #[test]
-    fn the_daemon_refuses_an_exec_into_a_stopped_container() {
-        if common::require_root() {
-            stopped("stoppedd", By::daemon);
-        }
-    }
-
-    fn stopped(name: &str, by: impl FnOnce(&Pod) -> By) {
-        let pod = Pod::new(name);
-        let by = by(&pod);
-        assert!(pod.run("app", &["sleep", "1000"]).ok);
-        wait_running(&pod, "app");
-        assert_eq!(by.exec(&pod, "app", &["true"], 1000, 10).exit_code, 0);
-        // Killed after an exec: the daemon's open target is stale now.
-        assert!(
-            pod.call(Op::Signal {
-                id: "app".into(),
-                signal: 9,
-                kill_at: None,
-            })
-            .ok
-        );
+        let pod = Pod::new("stopped");
+        assert!(pod.run("app", &["true"]).ok);
         pod.wait_exit("app");
-        let e = by.try_exec(&pod, "app", &["true"], 1000, 10).unwrap_err();
-        assert!(e.contains("not running"), "{e}");
-        let e = by.try_exec(&pod, "nope", &["true"], 1000, 10).unwrap_err();
-        assert!(e.contains("not found"), "{e}");
-        pod.shutdown();
-    }
-
-    /// An exec whose caller goes away (a probe stopped with its container)
-    /// is killed and reaped: no process, no zombie of the daemon's.
-    #[test]
-    fn an_exec_the_daemon_gives_up_on_is_killed_and_reaped() {
-        if !common::require_root() {
-            return;
-        }
-        let pod = Pod::new("gone");
-        let by = By::daemon(&pod);
-        assert!(pod.run("app", &["sleep", "1000"]).ok);
-        wait_running(&pod, "app");
-        let By::Daemon(d) = &by else { unreachable!() };
-        let args = vec!["sleep".to_string(), "1023".to_string()];
-        let given_up = d.rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_millis(500),
-                d.native
-                    .exec("state", "app", &args, Duration::from_secs(60), 100),
-            )
-            .await
+        let r = pod.call(Op::Exec {
+            id: "app".into(),
+            args: vec!["true".into()],
+            timeout_ms: 1000,
+            max_output: 10,
         });
-        assert!(given_up.is_err(), "still running at 500 ms");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let zombies = children_of_this_process();
-            if sleeping(1023).is_empty() && zombies.is_empty() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "left: {zombies:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(!r.ok && r.error.unwrap().contains("not running"));
         pod.shutdown();
-    }
-
-    /// The `sleep` processes whose parent is this (test) process: other
-    /// tests running at the same time exec other commands.
-    fn children_of_this_process() -> Vec<i32> {
-        let me = std::process::id().to_string();
-        fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| {
-                let stat = fs::read_to_string(e.path().join("stat")).ok()?;
-                let (head, rest) = stat.rsplit_once(')')?;
-                let ppid = rest.split_whitespace().nth(1)?;
-                (ppid == me && head.ends_with("(sleep"))
-                    .then(|| e.file_name().to_string_lossy().parse().ok())?
-            })
-            .collect()
-    }
-
-    /// The daemon's pauses wait for an exec it is starting, and its execs
-    /// refuse a paused container: a pause never catches a command between
-    /// joining the cgroup and its execve.
-    #[test]
-    fn pauses_never_catch_an_exec_the_daemon_is_starting() {
-        if !common::require_root() {
-            return;
-        }
-        let cgroup = format!("/nodelet-test-shim-{}-paused/app", std::process::id());
-        let pod = Pod::new("paused");
-        let cg = cgroup.clone();
-        let r = pod.run_config(
-            "app",
-            &["sh", "-c", "echo ready; exec sleep 1000"],
-            move |c| {
-                c.cgroup_path = Some(cg);
-            },
-        );
-        assert!(r.ok, "{r:?}");
-        wait_for_log(&pod, "app", "ready");
-        let backend = nodelet::runtime::cgroup::detect().unwrap();
-        let by = By::daemon(&pod);
-        let By::Daemon(d) = &by else { unreachable!() };
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let (ran, refused) = std::thread::scope(|s| {
-            let execs = s.spawn(|| {
-                let (mut ran, mut refused) = (0, 0);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match by.try_exec(&pod, "app", &["true"], 5000, 64) {
-                        Ok(e) if e.exit_code == 0 => ran += 1,
-                        Err(e) if e.contains("paused") => refused += 1,
-                        other => panic!("{other:?}"),
-                    }
-                }
-                (ran, refused)
-            });
-            for _ in 0..40 {
-                d.rt.block_on(d.native.pause_container("state", "app"))
-                    .unwrap();
-                assert!(backend.is_frozen(&cgroup).unwrap());
-                std::thread::sleep(Duration::from_millis(3));
-                backend.thaw(&cgroup).unwrap();
-                std::thread::sleep(Duration::from_millis(3));
-            }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            execs.join().unwrap()
-        });
-        assert!(ran > 0 && refused > 0, "ran {ran}, refused {refused}");
-        pod.shutdown();
-        let _ = backend.remove(&cgroup);
-        let _ = backend.remove(cgroup.trim_end_matches("/app"));
     }
 }
 

@@ -392,12 +392,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             strict,
         } => {
-            crate::runtime::native::shim::reexec_sealed()?;
             crate::sys::raise_nofile();
             run::run(&cli.global, &files, output, strict)
         }
         Command::Daemon { stop_pods_on_exit } => {
-            crate::runtime::native::shim::reexec_sealed()?;
             crate::sys::raise_nofile();
             daemon::run(&cli.global, stop_pods_on_exit)
         }

@@ -81,14 +81,7 @@ pub fn node_engine(
     let log_max = crate::quantity::Quantity::parse(&cfg.container_log_max_size)
         .map(|q| u64::try_from(q.value_ceil()).unwrap_or(u64::MAX))
         .context("containerLogMaxSize")?;
-    // Shims start from the sealed copy the daemon runs from; the name it
-    // was started by is what they show as argv[0].
-    let exe = std::env::args_os()
-        .next()
-        .map(std::path::PathBuf::from)
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(std::env::current_exe, Ok)
-        .context("find the nodelet binary for shims")?;
+    let exe = std::env::current_exe().context("find the nodelet binary for shims")?;
     let run_dir = cfg
         .socket
         .parent()

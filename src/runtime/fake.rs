@@ -159,7 +159,6 @@ impl Runtime for FakeRuntime {
                 started_at: None,
                 exit: None,
                 paused: false,
-                bundle: None,
             };
             pod.insert(req.id.clone(), st.clone());
             Ok(st)

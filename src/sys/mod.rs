@@ -248,31 +248,6 @@ pub fn accept_nonblocking(
     Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
 }
 
-/// A pidfd for process `pid` (`pidfd_open`), close-on-exec. Names that
-/// process for as long as it is open, even once its PID is reused; for a
-/// child not yet reaped there is no such race to begin with.
-pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain integers; the kernel returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
-    // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-/// `fd` watched by the tokio reactor (read and write readiness).
-pub fn async_fd(
-    fd: std::os::fd::OwnedFd,
-) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    // SAFETY: an OwnedFd is open, refers to one file description and
-    // returns the same number every time until it is dropped, which only
-    // the AsyncFd that owns it can do.
-    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
-}
-
 /// `RLIMIT_NOFILE` (soft, hard) as the process started with, before
 /// [`raise_nofile`].
 static NOFILE_AT_START: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();

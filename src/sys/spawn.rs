@@ -3,11 +3,10 @@
 //! joined on the way.
 //!
 //! ```text
-//! caller (one thread of it)
+//! caller (single-threaded)
 //!   setns(container PID namespace)      ─ for its next child only
 //!   clone(CLONE_VM | CLONE_VFORK)       ─ suspended until the child execs
-//!   │  └─ command: cgroup.procs, setns(net, IPC, UTS if not the
-//!   │     caller's), [own fd table], oom_score_adj, setns(mount), chroot,
+//!   │  └─ command: oom_score_adj, cgroup.procs, setns(mount), chroot,
 //!   │     signals, process group, stdio, rlimits, user, capabilities,
 //!   │     cwd, execve
 //!   setns(own PID namespace)            ─ back, before anything else
@@ -26,19 +25,6 @@
 //! `__set_oom_adj`), credentials and signal dispositions (no
 //! `CLONE_THREAD` or `CLONE_SIGHAND`), and its root and mount namespace
 //! (no `CLONE_FS`, which is also what lets it `setns` the mount namespace).
-//!
-//! The fd table: a single-threaded shim with a few fds lets the child copy
-//! it ([`Spawner::new`]). The daemon has threads and thousands of fds
-//! (sockets, every container's exec fds), and copying them into each
-//! child, then closing them all again at its exec, would cost more than
-//! the rest of the spawn ([`Spawner::for_threads`]); its child shares the
-//! table (`CLONE_FILES`) while it only *uses* fds (writing to cgroup.procs),
-//! then takes a private copy of fds 0–2 only (`close_range` with
-//! `CLOSE_RANGE_UNSHARE`, which copies what lies below the range) and
-//! reopens the four it still needs through `/proc/<daemon>/fd/<n>`: the
-//! stdout and stderr pipes (a new open of the same pipe) and the mount
-//! namespace and root (the same objects). The shared table is never
-//! changed by the child, so the daemon's other threads see nothing.
 
 use std::ffi::{c_int, c_void, CStr, CString};
 use std::io;
@@ -68,9 +54,6 @@ pub struct Plan<'a> {
     pub root: BorrowedFd<'a>,
     /// `cgroup.procs` of each of the container's cgroups, open for writing.
     pub cgroup_procs: &'a [OwnedFd],
-    /// Other namespaces of the container (network, IPC, UTS) that are
-    /// not the caller's, with their `CLONE_NEW*` type.
-    pub namespaces: &'a [(OwnedFd, c_int)],
     /// The decimal value for `/proc/self/oom_score_adj`, if any. Refused
     /// (no CAP_SYS_RESOURCE to lower it) is not an error.
     pub oom_score_adj: Option<&'a [u8]>,
@@ -92,7 +75,7 @@ pub struct Plan<'a> {
 }
 
 /// The steps that can fail, for messages (index = step number).
-const STEPS: [&str; 20] = [
+const STEPS: [&str; 17] = [
     "",
     "set oom_score_adj",
     "join cgroup",
@@ -110,9 +93,6 @@ const STEPS: [&str; 20] = [
     "set capabilities",
     "set uid",
     "exec",
-    "unshare fd table",
-    "reopen the daemon's fd",
-    "join namespace",
 ];
 const OOM: usize = 1;
 const CGROUP: usize = 2;
@@ -130,9 +110,6 @@ const GID: usize = 13;
 const CAPS: usize = 14;
 const UID: usize = 15;
 const EXEC: usize = 16;
-const UNSHARE: usize = 17;
-const REOPEN: usize = 18;
-const NAMESPACE: usize = 19;
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
@@ -193,9 +170,6 @@ struct Shared<'a> {
     /// Signals with a handler or ignored in the caller: set to default in
     /// the command before it unblocks signals.
     reset: &'a [c_int],
-    /// Shared fd table: where to reopen stdout, stderr, the mount
-    /// namespace and the root (`/proc/<caller>/fd/<n>`).
-    reopen: Option<[CString; 4]>,
     report: Report,
 }
 
@@ -237,29 +211,22 @@ fn set_default(sig: c_int) -> i64 {
 const STACK: usize = 32 * 1024;
 
 /// The child's stack, the caller's PID namespace and its signal
-/// dispositions. One per spawning thread.
+/// dispositions. One per (single-threaded) process.
 pub struct Spawner {
     stack: Box<[MaybeUninit<u8>]>,
     own_pidns: OwnedFd,
     reset: Vec<c_int>,
-    /// The child shares the caller's fd table until it has its own (see
-    /// the module notes); the caller's process ID, for `/proc/<pid>/fd`.
-    shared_table: Option<u32>,
-}
-
-fn own_pidns() -> io::Result<OwnedFd> {
-    Ok(nix::fcntl::open(
-        "/proc/self/ns/pid",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?)
 }
 
 impl Spawner {
-    /// For a single-threaded process with few fds (the shim), made after
-    /// its signal handlers are set up: the child copies the fd table and
-    /// resets the signals that have a handler or are ignored now.
+    /// Must be made in the single-threaded process that will spawn, after
+    /// its signal handlers are set up.
     pub fn new(_proof: super::SingleThreaded) -> io::Result<Spawner> {
+        let own_pidns = nix::fcntl::open(
+            "/proc/self/ns/pid",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
         let reset = catchable()
             .filter(|&sig| {
                 let mut old = KernelSigaction::default();
@@ -268,22 +235,8 @@ impl Spawner {
             .collect();
         Ok(Spawner {
             stack: Box::new_uninit_slice(STACK),
-            own_pidns: own_pidns()?,
+            own_pidns,
             reset,
-            shared_table: None,
-        })
-    }
-
-    /// For one thread of a process with other threads and many fds (the
-    /// daemon): the child shares the fd table until it has made its own
-    /// small one, and resets every signal (another thread may install a
-    /// handler at any time).
-    pub fn for_threads() -> io::Result<Spawner> {
-        Ok(Spawner {
-            stack: Box::new_uninit_slice(STACK),
-            own_pidns: own_pidns()?,
-            reset: catchable().collect(),
-            shared_table: Some(std::process::id()),
         })
     }
 
@@ -296,36 +249,13 @@ impl Spawner {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect::<Vec<_>>()
         };
-        let reopen = match self.shared_table {
-            None => None,
-            Some(pid) => {
-                let path = |fd: BorrowedFd<'_>| {
-                    CString::new(format!("/proc/{pid}/fd/{}", fd.as_raw_fd())).unwrap_or_default()
-                };
-                Some([
-                    path(plan.stdout),
-                    path(plan.stderr),
-                    path(plan.mntns),
-                    path(plan.root),
-                ])
-            }
-        };
         let shared = Shared {
             plan,
             argv: ptrs(plan.argv),
             envp: ptrs(plan.env),
             reset: &self.reset,
-            reopen,
             report: Report::default(),
         };
-        let flags = libc::CLONE_VM
-            | libc::CLONE_VFORK
-            | libc::SIGCHLD
-            | if self.shared_table.is_some() {
-                libc::CLONE_FILES
-            } else {
-                0
-            };
         let top = ((self.stack.as_mut_ptr() as usize + STACK) & !15) as *mut c_void;
         // Every signal blocked across the clone, as posix_spawn does: no
         // handler may run in a child that shares our memory before it has
@@ -348,18 +278,15 @@ impl Spawner {
             })
             .map(|()| {
                 // SAFETY: the child runs on our stack buffer, which nothing
-                // else uses (`&mut self`), and reads `shared`, which lives on
-                // this frame until after the child has exec'd or exited:
-                // CLONE_VFORK suspends this thread until then. Other threads
-                // (`for_threads`) never touch either; the fds the child uses
-                // from a shared table are borrowed by `plan` for this call,
-                // so no thread can close them, and the child changes that
-                // table in no way (see `enter`).
+                // else uses, and reads `shared`, which lives on this frame
+                // until after the child has exec'd or exited: CLONE_VFORK
+                // suspends this thread until then, and the process has no
+                // other thread (the proof taken in `new`).
                 let pid = unsafe {
                     libc::clone(
                         command_main,
                         top,
-                        flags,
+                        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
                         std::ptr::addr_of!(shared).cast_mut().cast(),
                     )
                 };
@@ -416,66 +343,9 @@ fn check_size(rc: isize, step: usize) -> Result<(), Fail> {
     check(if rc < 0 { -1 } else { 0 }, step)
 }
 
-/// The fds the command's own steps use once it is inside.
-struct Io {
-    stdout: c_int,
-    stderr: c_int,
-}
-
-/// The container's side of the boundary: its cgroups, then (with a shared
-/// fd table) a table of its own, its OOM score, mount namespace and root.
-fn enter(s: &Shared<'_>) -> Result<Io, Fail> {
-    let p = s.plan;
-    // First, while a shared table is still shared: writing to an fd the
-    // plan holds open leaves the table as it is.
-    for procs in p.cgroup_procs {
-        // SAFETY: writes a literal to an fd the plan keeps open. "0" moves
-        // the writer.
-        let rc = unsafe { libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) };
-        check_size(rc, CGROUP)?;
-    }
-    for (ns, nstype) in p.namespaces {
-        // SAFETY: setns takes an fd the plan keeps open and its type.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), *nstype) };
-        check(rc.into(), NAMESPACE)?;
-    }
-    let (io, mntns, root) = match &s.reopen {
-        None => (
-            Io {
-                stdout: p.stdout.as_raw_fd(),
-                stderr: p.stderr.as_raw_fd(),
-            },
-            p.mntns.as_raw_fd(),
-            p.root.as_raw_fd(),
-        ),
-        Some([stdout, stderr, mntns, root]) => {
-            const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
-            // SAFETY: plain integers. Closing everything from 3 up makes the
-            // kernel copy only fds 0–2 into the new table.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3,
-                    libc::c_uint::MAX,
-                    CLOSE_RANGE_UNSHARE,
-                )
-            };
-            check(rc, UNSHARE)?;
-            let reopen = |path: &CString, flags: c_int| {
-                // SAFETY: a live NUL-terminated path; the new fd is ours.
-                let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
-                check(fd.into(), REOPEN).map(|()| fd)
-            };
-            (
-                Io {
-                    stdout: reopen(stdout, libc::O_WRONLY)?,
-                    stderr: reopen(stderr, libc::O_WRONLY)?,
-                },
-                reopen(mntns, libc::O_RDONLY)?,
-                reopen(root, libc::O_PATH | libc::O_DIRECTORY)?,
-            )
-        }
-    };
+/// The container's side of the boundary: its OOM score, cgroups, mount
+/// namespace and root.
+fn join(p: &Plan<'_>) -> Result<(), Fail> {
     if let Some(value) = p.oom_score_adj {
         // SAFETY: a NUL-terminated literal path and plain flags.
         let fd = unsafe {
@@ -494,17 +364,23 @@ fn enter(s: &Shared<'_>) -> Result<Io, Fail> {
             check_size(rc, OOM)?;
         }
     }
-    // SAFETY: setns takes an fd open in this process and a flag; allowed
+    for procs in p.cgroup_procs {
+        // SAFETY: writes a literal to an fd the plan keeps open. "0" moves
+        // the writer.
+        let rc = unsafe { libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) };
+        check_size(rc, CGROUP)?;
+    }
+    // SAFETY: setns takes an fd the plan keeps open and a flag; allowed
     // since this process has its own fs context.
-    let rc = unsafe { libc::setns(mntns, libc::CLONE_NEWNS) };
+    let rc = unsafe { libc::setns(p.mntns.as_raw_fd(), libc::CLONE_NEWNS) };
     check(rc.into(), MNTNS)?;
-    // SAFETY: fchdir takes an fd open in this process.
-    let rc = unsafe { libc::fchdir(root) };
+    // SAFETY: fchdir takes an fd the plan keeps open.
+    let rc = unsafe { libc::fchdir(p.root.as_raw_fd()) };
     check(rc.into(), ROOT)?;
     // SAFETY: a NUL-terminated literal path.
     let rc = unsafe { libc::chroot(c".".as_ptr()) };
     check(rc.into(), CHROOT)?;
-    Ok(io)
+    Ok(())
 }
 
 extern "C" fn command_main(arg: *mut c_void) -> c_int {
@@ -529,7 +405,7 @@ const ONE: libc::c_ulong = 1;
 
 fn command(s: &Shared<'_>) -> Result<Never, Fail> {
     let p = s.plan;
-    let io = enter(s)?;
+    join(p)?;
     for &sig in s.reset {
         check(set_default(sig), SIGNALS)?;
     }
@@ -539,7 +415,11 @@ fn command(s: &Shared<'_>) -> Result<Never, Fail> {
     // SAFETY: a NUL-terminated literal path (the container's, after chroot).
     let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
     check(null.into(), STDIO)?;
-    for (from, to) in [(null, 0), (io.stdout, 1), (io.stderr, 2)] {
+    for (from, to) in [
+        (null, 0),
+        (p.stdout.as_raw_fd(), 1),
+        (p.stderr.as_raw_fd(), 2),
+    ] {
         // SAFETY: dup2 between fds that are open in this process.
         let rc = unsafe { libc::dup2(from, to) };
         check(rc.into(), STDIO)?;

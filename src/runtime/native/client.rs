@@ -36,8 +36,6 @@ pub struct NativeRuntime {
     /// it exits; a connection goes back here only after its whole answer
     /// was read, so the next request never reads a stale answer.
     idle: Mutex<HashMap<String, Vec<UnixStream>>>,
-    /// What execs into each container need (see `direct`).
-    execs: super::direct::Targets,
 }
 
 impl NativeRuntime {
@@ -50,7 +48,6 @@ impl NativeRuntime {
             log_max_files,
             cgroups: None,
             idle: Mutex::default(),
-            execs: super::direct::Targets::default(),
         }
     }
 
@@ -223,46 +220,6 @@ impl NativeRuntime {
         }
     }
 
-    /// What execs into a running container need, opened at its first
-    /// exec; none when its shim does not tell the bundle (it predates
-    /// daemon-run execs and runs them itself).
-    async fn exec_target(
-        &self,
-        sandbox: &str,
-        id: &str,
-    ) -> Result<Option<Arc<super::direct::Target>>, RuntimeError> {
-        if let Some(t) = self.execs.get(sandbox, id) {
-            return Ok(Some(t));
-        }
-        let not_running = || RuntimeError::Container {
-            sandbox: sandbox.into(),
-            id: id.into(),
-            message: format!("container {id} is not running"),
-        };
-        let st = self.container_state(sandbox, id).await?;
-        if st.status != super::protocol::Status::Running {
-            return Err(not_running());
-        }
-        let Some(bundle) = st.bundle else {
-            return Ok(None);
-        };
-        let target =
-            super::direct::Target::open(st.pid, Path::new(&bundle), self.cgroups.as_deref())
-                .map_err(|message| RuntimeError::Container {
-                    sandbox: sandbox.into(),
-                    id: id.into(),
-                    message,
-                })?;
-        // Still running with that PID: the init was alive from before the
-        // pidfd was opened until now, so the pidfd and the namespaces and
-        // root opened in between are its own.
-        let again = self.container_state(sandbox, id).await?;
-        if again.status != super::protocol::Status::Running || again.pid != st.pid {
-            return Err(not_running());
-        }
-        Ok(Some(self.execs.insert(sandbox, id, target)))
-    }
-
     fn cgroup_or_err(
         &self,
         sandbox: &str,
@@ -366,7 +323,6 @@ impl Runtime for NativeRuntime {
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
-        self.execs.forget_sandbox(id);
         let dir = self.state_dir(id);
         // The pid file may outlive its shim and the pid be reused: only a
         // process that is this sandbox's shim is ever signalled.
@@ -518,12 +474,6 @@ impl Runtime for NativeRuntime {
     /// The shim freezes (see `Op::Pause`); a shim from before that op
     /// answers "bad request", and the cgroup is frozen from here.
     async fn pause_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
-        // No exec of ours may be starting while it freezes.
-        let target = self.execs.get(sandbox, id);
-        let _held = match &target {
-            Some(t) => Some(t.hold().await),
-            None => None,
-        };
         let r = self.call(sandbox, Op::Pause { id: id.into() }).await?;
         let old_shim = !r.ok
             && r.error
@@ -559,16 +509,6 @@ impl Runtime for NativeRuntime {
         timeout: Duration,
         max_output: usize,
     ) -> Result<super::protocol::ExecResult, RuntimeError> {
-        if let Some(target) = self.exec_target(sandbox, id).await? {
-            return super::direct::run(target, id, args, timeout, max_output)
-                .await
-                .map_err(|message| RuntimeError::Container {
-                    sandbox: sandbox.into(),
-                    id: id.into(),
-                    message,
-                });
-        }
-        // A shim that does not tell its bundle runs the exec itself.
         let op = Op::Exec {
             id: id.into(),
             args: args.to_vec(),
@@ -587,7 +527,6 @@ impl Runtime for NativeRuntime {
     }
 
     async fn remove_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
-        self.execs.forget(sandbox, id);
         let r = self.call(sandbox, Op::Remove { id: id.into() }).await?;
         Self::expect_ok(sandbox, id, r)
     }

@@ -22,7 +22,6 @@ pub struct ExecContext {
     pidns: OwnedFd,
     mntns: OwnedFd,
     cgroup_procs: Vec<OwnedFd>,
-    namespaces: Vec<(OwnedFd, libc::c_int)>,
     frozen: Option<FreezeState>,
     oom_score_adj: Option<Vec<u8>>,
     nofile: Option<(u64, u64)>,
@@ -88,12 +87,9 @@ impl ExecContext {
             pidns: open(&format!("/proc/{init}/ns/pid"), OFlag::O_RDONLY)?,
             mntns: open(&format!("/proc/{init}/ns/mnt"), OFlag::O_RDONLY)?,
             cgroup_procs,
-            namespaces: other_namespaces(init)?,
             frozen,
             oom_score_adj: process.oom_score_adj().map(|v| v.to_string().into_bytes()),
-            // Without a limit in the spec, the one the container's init
-            // got: a daemon that raised its own keeps it from the exec.
-            nofile: container::nofile_limit(process)?.or_else(crate::sys::nofile_at_start),
+            nofile: container::nofile_limit(process)?,
             creds: container::creds(process)?,
             umask: process.user().umask().unwrap_or(0o022),
             cwd: cstring(&process.cwd().to_string_lossy())?,
@@ -149,7 +145,6 @@ impl ExecContext {
             mntns: self.mntns.as_fd(),
             root: self.root.as_fd(),
             cgroup_procs: &self.cgroup_procs,
-            namespaces: &self.namespaces,
             oom_score_adj: self.oom_score_adj.as_deref(),
             nofile: self.nofile,
             creds: &self.creds,
@@ -189,32 +184,6 @@ impl ExecContext {
             }),
         })
     }
-}
-
-/// The init's network, IPC and UTS namespaces that are not the caller's:
-/// none for a shim (it made them, and is in them), all three for the
-/// daemon (runc's exec joins every namespace of the container's).
-fn other_namespaces(init: nix::unistd::Pid) -> Result<Vec<(OwnedFd, libc::c_int)>, ContainerError> {
-    let id = |path: &str| {
-        nix::sys::stat::stat(path)
-            .map(|st| (st.st_dev, st.st_ino))
-            .map_err(|e| ContainerError::Setup {
-                action: format!("stat {path}"),
-                source: e.into(),
-            })
-    };
-    let mut out = Vec::new();
-    for (name, nstype) in [
-        ("net", libc::CLONE_NEWNET),
-        ("ipc", libc::CLONE_NEWIPC),
-        ("uts", libc::CLONE_NEWUTS),
-    ] {
-        let theirs = format!("/proc/{init}/ns/{name}");
-        if id(&theirs)? != id(&format!("/proc/self/ns/{name}"))? {
-            out.push((open(&theirs, OFlag::O_RDONLY)?, nstype));
-        }
-    }
-    Ok(out)
 }
 
 fn cstring(s: &str) -> Result<CString, ContainerError> {

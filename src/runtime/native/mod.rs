@@ -3,7 +3,6 @@
 
 pub mod client;
 pub mod container;
-mod direct;
 pub mod exec;
 pub mod protocol;
 mod readiness;

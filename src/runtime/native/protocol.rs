@@ -111,10 +111,6 @@ pub struct ContainerState {
     /// Its cgroup is frozen (filled in by the runtime, not the shim).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
-    /// The bundle it was created from (what the daemon needs to run execs
-    /// itself); absent from shims that predate it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bundle: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

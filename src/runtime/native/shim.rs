@@ -130,8 +130,6 @@ struct Container {
     spec: oci_spec::runtime::Spec,
     /// Termination-message file and FallbackToLogsOnError.
     termination: Option<(PathBuf, bool)>,
-    /// Where it was created from (its config.json).
-    bundle: PathBuf,
     id: String,
     pid: Pid,
     status: Status,
@@ -176,7 +174,6 @@ impl Container {
             started_at: self.started_at.clone(),
             exit: self.exit.clone(),
             paused: false,
-            bundle: Some(self.bundle.display().to_string()),
         }
     }
 
@@ -830,7 +827,6 @@ impl Shim {
         let c = Container {
             serial,
             spec,
-            bundle: bundle.to_path_buf(),
             termination: None,
             id: id.to_string(),
             pid: spawned.pid,
@@ -968,17 +964,6 @@ fn sealed_copy(nodelet: &Path) -> Result<PathBuf, ShimError> {
     if let Some(fd) = SEALED.get() {
         return Ok(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
     }
-    if running_sealed() {
-        // Already such a copy (see `reexec_sealed`): the same one serves.
-        let fd = nix::fcntl::open(
-            "/proc/self/exe",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(err("open our own sealed binary"))?;
-        let fd = SEALED.get_or_init(|| fd);
-        return Ok(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
-    }
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
     use nix::sys::memfd::{memfd_create, MFdFlags};
     let fd = memfd_create(
@@ -1002,38 +987,6 @@ fn sealed_copy(nodelet: &Path) -> Result<PathBuf, ShimError> {
     .map_err(err("seal the binary copy"))?;
     let fd = SEALED.get_or_init(|| fd);
     Ok(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
-}
-
-/// This process runs from a sealed copy of the binary.
-fn running_sealed() -> bool {
-    std::fs::read_link("/proc/self/exe")
-        .is_ok_and(|p| p.to_string_lossy().starts_with("/memfd:nodelet"))
-}
-
-/// Makes the daemon run from a sealed copy of its binary, as its shims
-/// do, and non-dumpable: the commands it runs in containers (execs,
-/// `runtime::native::direct`) share its memory until they exec, visible
-/// in the container's PID namespace, and their `/proc/<pid>/exe` must not
-/// lead to the binary on the host (CVE-2019-5736), nor their memory be
-/// readable. Called at start, single-threaded: re-executes the process
-/// (same PID, arguments and environment) from the copy, once.
-pub fn reexec_sealed() -> Result<(), ShimError> {
-    if running_sealed() {
-        nix::sys::prctl::set_dumpable(false).map_err(err("set non-dumpable"))?;
-        return Ok(());
-    }
-    let exe = std::env::current_exe().map_err(err("find our own binary"))?;
-    let copy = sealed_copy(&exe)?;
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
-    let e = std::process::Command::new(copy)
-        .arg0(arg0)
-        .args(args)
-        .exec();
-    Err(ShimError {
-        action: "re-execute from the sealed copy of the binary".into(),
-        source: e,
-    })
 }
 
 /// Starts `nodelet shim` for a pod, detached, and waits until it serves.
@@ -1064,8 +1017,8 @@ pub fn launch(nodelet: &Path, state_dir: &Path, hostname: &str) -> Result<i32, S
         });
     }
     // The daemon raised its own fd limit; the shim, and so the containers
-    // it starts, keep the one it was started with. Set before the first
-    // request (no container exists yet).
+    // and execs it starts, keep the one it was started with. Set before
+    // the first request (no container exists yet).
     if let Some(limit) = crate::sys::nofile_at_start() {
         if let Err(e) = crate::sys::set_nofile_of(pid, limit) {
             tracing::warn!(error = %e, "cannot give the shim its RLIMIT_NOFILE back");
