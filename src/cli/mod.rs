@@ -391,14 +391,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
             output,
             strict,
-        } => {
-            crate::sys::raise_nofile();
-            run::run(&cli.global, &files, output, strict)
-        }
-        Command::Daemon { stop_pods_on_exit } => {
-            crate::sys::raise_nofile();
-            daemon::run(&cli.global, stop_pods_on_exit)
-        }
+        } => run::run(&cli.global, &files, output, strict),
+        Command::Daemon { stop_pods_on_exit } => daemon::run(&cli.global, stop_pods_on_exit),
         Command::Get {
             raw: Some(path), ..
         } => client::get_raw(&cli.global, &path),

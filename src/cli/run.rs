@@ -91,6 +91,9 @@ pub fn node_engine(
         )
         .join("pods");
     let cgroups = node_cgroups(cfg)?;
+    // The daemon's many fds need more than a shell's soft limit; the
+    // shims it launches get the original back (`shim::launch`).
+    crate::sys::raise_nofile();
     let runtime = NativeRuntime::new(&run_dir, &exe, log_max, cfg.container_log_max_files)
         .with_cgroups(cgroups);
     let (node, downward) = crate::pod::node::facts(&cfg.node_name);

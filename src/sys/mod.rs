@@ -253,8 +253,9 @@ pub fn accept_nonblocking(
 static NOFILE_AT_START: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard one, as Go does for every
-/// program (kubelet, containerd): the daemon holds a few fds per pod and
-/// per container, and a shell's soft 1024 runs out at a few dozen pods.
+/// program (kubelet, containerd): the daemon holds a few fds per pod (kept
+/// shim connections, spare probe sockets, network namespaces), and a
+/// shell's soft 1024 runs short at around a hundred pods.
 /// What the process started with is kept for its children
 /// ([`nofile_at_start`]).
 pub fn raise_nofile() {
