@@ -755,6 +755,145 @@ mod exec {
         let _ = backend.remove(cgroup.trim_end_matches("/app"));
     }
 
+    /// An `execEvery` on its own connection: acknowledged at once; the
+    /// first successes in a row come as they happen, later ones in batches;
+    /// a failure at once, after the successes held before it; nothing
+    /// while the container is frozen; nothing more once the connection
+    /// closed. Bad subscriptions are refused with the reason.
+    #[test]
+    fn repeated_execs_report_failures_at_once_and_end_with_their_connection() {
+        use std::io::{BufRead, Write};
+        if !common::require_root() {
+            return;
+        }
+        let cgroup = format!("/nodelet-test-shim-{}-repeat/app", std::process::id());
+        let pod = Pod::new("repeat");
+        let cg = cgroup.clone();
+        let r = pod.run_config(
+            "app",
+            &["sh", "-c", "echo ready; exec sleep 1000"],
+            move |c| {
+                c.cgroup_path = Some(cg);
+            },
+        );
+        assert!(r.ok, "{r:?}");
+        wait_for_log(&pod, "app", "ready");
+        let every = |id: &str, args: &[&str]| Op::ExecEvery {
+            id: id.into(),
+            args: args.iter().map(|a| (*a).to_string()).collect(),
+            timeout_ms: 5000,
+            max_output: 1024,
+            first_at: nodelet::time::monotonic_ns(),
+            period_ms: 100,
+            quiet_after: 2,
+        };
+        let refused = pod.call(every("nope", &["true"]));
+        assert_eq!(refused.error.as_deref(), Some("container nope not found"));
+        let refused = pod.call(every("app", &[]));
+        assert_eq!(
+            refused.error.as_deref(),
+            Some("no command given (empty args)")
+        );
+
+        let probe =
+            "echo run >> /tmp/runs; if [ -e /tmp/fail ]; then echo bad; exit 3; fi; echo ok";
+        let mut conn =
+            std::os::unix::net::UnixStream::connect(pod.state.join("shim.sock")).unwrap();
+        let req = serde_json::to_vec(&nodelet::runtime::native::protocol::Request {
+            v: nodelet::runtime::native::protocol::PROTOCOL_VERSION,
+            op: every("app", &["sh", "-c", probe]),
+        })
+        .unwrap();
+        conn.write_all(&req).unwrap();
+        conn.write_all(b"\n").unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut lines = std::io::BufReader::new(conn.try_clone().unwrap());
+        let mut read = move || {
+            let mut line = String::new();
+            lines.read_line(&mut line).map(|_| {
+                let r: Response = serde_json::from_str(&line).unwrap();
+                assert!(r.ok, "{r:?}");
+                r.runs.unwrap_or_default()
+            })
+        };
+        assert!(read().unwrap().is_empty(), "acknowledged at once");
+        for _ in 0..2 {
+            let runs = read().unwrap();
+            assert_eq!(runs.len(), 1, "{runs:?}");
+            let e = runs[0].exec.as_ref().unwrap();
+            assert_eq!((e.exit_code, e.stdout.as_str()), (0, "ok\n"));
+        }
+        let held = Instant::now();
+        let runs = read().unwrap();
+        assert_eq!(runs.len(), 10, "then a batch: {runs:?}");
+        assert!(runs.iter().all(|r| r
+            .exec
+            .as_ref()
+            .is_some_and(|e| e.exit_code == 0 && e.stdout.is_empty())));
+        // Ten runs 100 ms apart, the first of them due right away.
+        assert!(
+            held.elapsed() >= Duration::from_millis(800),
+            "{:?}",
+            held.elapsed()
+        );
+
+        let r = pod.call(Op::Exec {
+            id: "app".into(),
+            args: vec!["touch".into(), "/tmp/fail".into()],
+            timeout_ms: 5000,
+            max_output: 64,
+        });
+        assert!(r.ok, "{r:?}");
+        let runs = read().unwrap();
+        let (last, before) = runs.split_last().unwrap();
+        let e = last.exec.as_ref().unwrap();
+        assert_eq!((e.exit_code, e.stdout.as_str()), (3, "bad\n"));
+        assert!(before
+            .iter()
+            .all(|r| r.exec.as_ref().is_some_and(|e| e.exit_code == 0)));
+        let runs = read().unwrap();
+        assert_eq!(runs.len(), 1, "every failure at once: {runs:?}");
+
+        // Frozen: no runs (one that was under way may end after the thaw).
+        let backend = nodelet::runtime::cgroup::detect().unwrap();
+        assert!(pod.call(Op::Pause { id: "app".into() }).ok);
+        std::thread::sleep(Duration::from_millis(300));
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        while read().is_ok() {}
+        conn.set_read_timeout(Some(Duration::from_millis(600)))
+            .unwrap();
+        assert!(read().is_err(), "a run reported while frozen");
+        backend.thaw(&cgroup).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let runs = read().unwrap();
+        assert_eq!(runs.last().unwrap().exec.as_ref().unwrap().exit_code, 3);
+
+        drop((read, conn));
+        std::thread::sleep(Duration::from_millis(300));
+        let count = || {
+            let r = pod.call(Op::Exec {
+                id: "app".into(),
+                args: vec!["sh".into(), "-c".into(), "wc -l < /tmp/runs".into()],
+                timeout_ms: 5000,
+                max_output: 64,
+            });
+            r.exec.unwrap().stdout.trim().parse::<u32>().unwrap()
+        };
+        let after_close = count();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            count(),
+            after_close,
+            "runs went on after the connection closed"
+        );
+        pod.shutdown();
+        let _ = backend.remove(&cgroup);
+        let _ = backend.remove(cgroup.trim_end_matches("/app"));
+    }
+
     /// The fields of /proc/<pid>/status that make a process's identity.
     const IDENTITY: &str =
         "grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|SigBlk|SigIgn):'";

@@ -69,7 +69,7 @@ pub struct Target<R: Runtime> {
 }
 
 pub async fn exec<R: Runtime>(t: &Target<R>, command: &[String], timeout: Duration) -> Outcome {
-    match t
+    let result = t
         .runtime
         .exec(
             &t.sandbox,
@@ -78,8 +78,17 @@ pub async fn exec<R: Runtime>(t: &Target<R>, command: &[String], timeout: Durati
             timeout,
             MAX_EXEC_OUTPUT,
         )
-        .await
-    {
+        .await;
+    exec_outcome(command, timeout, result)
+}
+
+/// What an exec's result means to a probe or hook, in kubelet's words.
+pub fn exec_outcome(
+    command: &[String],
+    timeout: Duration,
+    result: Result<crate::runtime::api::ExecResult, crate::runtime::api::RuntimeError>,
+) -> Outcome {
+    match result {
         Ok(r) if r.timed_out => Outcome::Failure(format!(
             "command {:?} timed out after {}",
             command.join(" "),

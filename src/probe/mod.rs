@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{LifecycleHandler, Probe};
 use tokio::sync::{mpsc, watch};
 
 use self::action::{Outcome, Target};
-use crate::runtime::api::Runtime;
+use crate::runtime::api::{ExecRuns, Runtime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -69,9 +69,14 @@ fn secs(v: Option<i32>, default: i32) -> Duration {
     Duration::from_secs(u64::try_from(v.unwrap_or(default).max(0)).unwrap_or(0))
 }
 
+/// A probe's timeout: `timeoutSeconds`, at least one second.
+fn timeout(p: &Probe) -> Duration {
+    secs(p.timeout_seconds, 1).max(Duration::from_secs(1))
+}
+
 /// Runs a probe's handler once.
 pub async fn run_once<R: Runtime>(t: &Target<R>, p: &Probe) -> Outcome {
-    let timeout = secs(p.timeout_seconds, 1).max(Duration::from_secs(1));
+    let timeout = timeout(p);
     if let Some(e) = &p.exec {
         action::exec(t, e.command.as_deref().unwrap_or_default(), timeout).await
     } else if let Some(s) = &p.tcp_socket {
@@ -82,6 +87,81 @@ pub async fn run_once<R: Runtime>(t: &Target<R>, p: &Probe) -> Outcome {
         action::grpc(t, g, timeout).await
     } else {
         Outcome::Failure("probe has no handler".into())
+    }
+}
+
+/// A probe's result as its attempts come: kubelet's thresholds, its
+/// metrics, and what the pod worker is told.
+struct Tracker<'a> {
+    kind: Kind,
+    container: &'a str,
+    instance: &'a str,
+    tx: &'a mpsc::UnboundedSender<Update>,
+    need_ok: u32,
+    need_fail: u32,
+    result: Option<bool>,
+    oks: u32,
+    fails: u32,
+    series: crate::metrics::ProbeSeries,
+}
+
+impl Tracker<'_> {
+    fn send(&self, event: UpdateKind, message: String) -> bool {
+        self.tx
+            .send(Update {
+                container: self.container.to_string(),
+                instance: self.instance.to_string(),
+                kind: self.kind,
+                event,
+                message,
+            })
+            .is_ok()
+    }
+
+    /// One attempt's outcome. False when the probe is done: its result
+    /// settled for good, or no one listens.
+    fn attempt(&mut self, out: &Outcome, took: Duration) -> bool {
+        self.series.record(out.metric_result(), took.as_secs_f64());
+        if out.ok() {
+            self.oks += 1;
+            self.fails = 0;
+            if matches!(out, Outcome::Warning(_))
+                && !self.send(UpdateKind::Warning, out.message().trim_end().to_string())
+            {
+                return false;
+            }
+        } else {
+            self.fails += 1;
+            self.oks = 0;
+            if !self.send(
+                UpdateKind::FailedAttempt,
+                out.message().trim_end().to_string(),
+            ) {
+                return false;
+            }
+        }
+        let next = if self.oks >= self.need_ok {
+            Some(true)
+        } else if self.fails >= self.need_fail {
+            Some(false)
+        } else {
+            self.result
+        };
+        if next != self.result {
+            self.result = next;
+            if !self.send(
+                UpdateKind::Result(next == Some(true)),
+                out.message().to_string(),
+            ) {
+                return false;
+            }
+        }
+        // Started for good; or about to be killed: the next instance gets
+        // new probes.
+        !matches!(
+            (self.kind, self.result),
+            (Kind::Startup, Some(true)) | (Kind::Startup | Kind::Liveness, Some(false))
+        )
     }
 }
 
@@ -112,28 +192,32 @@ pub async fn run<R: Runtime>(
     let started_at = now.checked_sub(since_start).unwrap_or(now);
     let delay = secs(probe.initial_delay_seconds, 0);
     let need_ok = u32::try_from(probe.success_threshold.unwrap_or(1).max(1)).unwrap_or(1);
-    let need_fail = u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3);
-    // A new instance starts as: readiness Failure, liveness Success,
-    // startup Unknown.
-    let mut result = match kind {
-        Kind::Readiness => Some(false),
-        Kind::Liveness => Some(true),
-        Kind::Startup => None,
+    let mut t = Tracker {
+        kind,
+        container: &container,
+        instance: &target.container_id,
+        tx: &tx,
+        need_ok,
+        need_fail: u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3),
+        // A new instance starts as: readiness Failure, liveness Success,
+        // startup Unknown.
+        result: match kind {
+            Kind::Readiness => Some(false),
+            Kind::Liveness => Some(true),
+            Kind::Startup => None,
+        },
+        oks: 0,
+        fails: 0,
+        series: crate::metrics::ProbeSeries::new(kind.label(), &target.owner),
     };
-    let (mut oks, mut fails) = (0u32, 0u32);
-    let mut series = crate::metrics::ProbeSeries::new(kind.label(), &target.owner);
-    let send = |event: UpdateKind, message: String| {
-        tx.send(Update {
-            container: container.clone(),
-            instance: target.container_id.clone(),
-            kind,
-            event,
-            message,
-        })
-        .is_ok()
-    };
+    let command = probe
+        .exec
+        .as_ref()
+        .map(|e| e.command.as_deref().unwrap_or_default());
+    // Exec probes are run by the runtime on this grid while it can.
+    let mut repeated = command.is_some();
     loop {
-        ticks.tick().await;
+        let tick = ticks.tick().await;
         // kubelet compares whole seconds (`int32(time.Since(...).Seconds())`).
         if started_at.elapsed().as_secs() < delay.as_secs() {
             continue;
@@ -154,48 +238,69 @@ pub async fn run<R: Runtime>(
             ticks.skip_missed();
             continue;
         }
+        if let (Some(cmd), true) = (command, repeated) {
+            let timeout = timeout(&probe);
+            let runs = target
+                .runtime
+                .exec_every(
+                    &target.sandbox,
+                    &target.container_id,
+                    cmd,
+                    timeout,
+                    action::MAX_EXEC_OUTPUT,
+                    tick,
+                    period,
+                    need_ok,
+                )
+                .await;
+            match runs {
+                Ok(Some(mut runs)) => {
+                    // Until the result settles, the container is paused,
+                    // or the runs break off (the next tick starts anew).
+                    loop {
+                        tokio::select! {
+                            got = runs.next() => match got {
+                                Ok(batch) => {
+                                    for run in batch {
+                                        let out = action::exec_outcome(cmd, timeout, run.result);
+                                        if !t.attempt(&out, run.took) {
+                                            return;
+                                        }
+                                    }
+                                }
+                                Err(e) => {
+                                    let out = Outcome::Failure(crate::error_chain(&e));
+                                    if !t.attempt(&out, Duration::ZERO) {
+                                        return;
+                                    }
+                                    break;
+                                }
+                            },
+                            now_paused = paused.wait_for(|p| *p) => {
+                                if now_paused.is_err() {
+                                    return;
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    ticks.skip_missed();
+                    continue;
+                }
+                // This runtime cannot: one exec per tick.
+                Ok(None) => repeated = false,
+                Err(e) => {
+                    if !t.attempt(&Outcome::Failure(crate::error_chain(&e)), Duration::ZERO) {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let began = std::time::Instant::now();
         let out = run_once(&target, &probe).await;
-        series.record(out.metric_result(), began.elapsed().as_secs_f64());
-        if out.ok() {
-            oks += 1;
-            fails = 0;
-            if matches!(out, Outcome::Warning(_))
-                && !send(UpdateKind::Warning, out.message().trim_end().to_string())
-            {
-                return;
-            }
-        } else {
-            fails += 1;
-            oks = 0;
-            if !send(
-                UpdateKind::FailedAttempt,
-                out.message().trim_end().to_string(),
-            ) {
-                return;
-            }
-        }
-        let next = if oks >= need_ok {
-            Some(true)
-        } else if fails >= need_fail {
-            Some(false)
-        } else {
-            result
-        };
-        if next != result {
-            result = next;
-            if !send(
-                UpdateKind::Result(next == Some(true)),
-                out.message().to_string(),
-            ) {
-                return;
-            }
-        }
-        match (kind, result) {
-            // Started for good; or about to be killed: the next instance
-            // gets new probes.
-            (Kind::Startup, Some(true)) | (Kind::Startup | Kind::Liveness, Some(false)) => return,
-            _ => {}
+        if !t.attempt(&out, began.elapsed()) {
+            return;
         }
     }
 }
@@ -253,9 +358,9 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
-    /// A running container `c` whose execs exit with 1.
-    async fn failing_container() -> Target<FakeRuntime> {
-        let rt = Arc::new(FakeRuntime::default());
+    /// A running container `c` on `rt` whose execs exit with 1.
+    async fn failing_container_on(rt: FakeRuntime) -> Target<FakeRuntime> {
+        let rt = Arc::new(rt);
         rt.run_container("s", "c").await.unwrap();
         rt.exec_exit.lock().unwrap().insert("*".into(), 1);
         Target {
@@ -281,6 +386,10 @@ mod tests {
     /// never reaching its failure threshold) on a container that started
     /// now.
     async fn start(kind: Kind, probe: serde_json::Value, started: bool) -> Run {
+        start_on(FakeRuntime::default(), kind, probe, started).await
+    }
+
+    async fn start_on(rt: FakeRuntime, kind: Kind, probe: serde_json::Value, started: bool) -> Run {
         let mut probe = probe;
         probe["exec"] = serde_json::json!({"command": ["false"]});
         probe["failureThreshold"] = 1000.into();
@@ -290,7 +399,7 @@ mod tests {
         let (paused_tx, paused_rx) = watch::channel(false);
         let t0 = Instant::now();
         let task = tokio::spawn(run(
-            failing_container().await,
+            failing_container_on(rt).await,
             probe,
             kind,
             "app".into(),
@@ -342,6 +451,35 @@ mod tests {
             assert_at(r.next_attempt().await, want * S);
         }
         r.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exec_probes_keep_the_grid_whether_the_runtime_repeats_them_or_not() {
+        for repeats in [true, false] {
+            let rt = FakeRuntime::default();
+            rt.no_repeat
+                .store(!repeats, std::sync::atomic::Ordering::Relaxed);
+            let mut r = start_on(
+                rt.clone(),
+                Kind::Readiness,
+                serde_json::json!({"periodSeconds": 2, "initialDelaySeconds": 3}),
+                true,
+            )
+            .await;
+            for want in [4, 6, 8] {
+                assert_at(r.next_attempt().await, want * S);
+            }
+            r.task.abort();
+            let calls = rt.calls.lock().unwrap().clone();
+            let every = calls
+                .iter()
+                .filter(|c| c.starts_with("exec every "))
+                .count();
+            let single = calls.iter().filter(|c| c.starts_with("exec c ")).count();
+            // Repeated: one subscription, one exec per run; else one exec
+            // per tick and no subscription.
+            assert_eq!((every, single), (usize::from(repeats), 3), "{calls:#?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -67,12 +67,14 @@ impl Ticker {
         self.next
     }
 
-    /// Waits for the next tick. A tick that passed while the caller was
-    /// busy is delivered at once; those before it are dropped (Go's
-    /// ticker channel holds one).
-    pub async fn tick(&mut self) {
-        tokio::time::sleep_until(self.next).await;
+    /// Waits for the next tick and returns its time. A tick that passed
+    /// while the caller was busy is delivered at once; those before it are
+    /// dropped (Go's ticker channel holds one).
+    pub async fn tick(&mut self) -> Instant {
+        let at = self.next;
+        tokio::time::sleep_until(at).await;
         self.next = self.first_after(Instant::now());
+        at
     }
 
     /// Drops a tick that passed while the caller waited for something

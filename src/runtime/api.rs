@@ -86,8 +86,27 @@ pub enum RuntimeError {
     },
 }
 
+/// One run of a repeated exec ([`Runtime::exec_every`]): its result, or
+/// why it could not run, and how long it took.
+#[derive(Debug)]
+pub struct ExecRun {
+    pub result: Result<ExecResult, RuntimeError>,
+    pub took: std::time::Duration,
+}
+
+/// The runs of a repeated exec as the runtime reports them; dropping it
+/// ends the repetition.
+pub trait ExecRuns: Send {
+    /// The next runs, oldest first: every failure as it happens, the first
+    /// `quiet_after` successes in a row too, later successes in batches.
+    /// An error ends the repetition.
+    fn next(&mut self) -> impl Future<Output = Result<Vec<ExecRun>, RuntimeError>> + Send;
+}
+
 /// What a pod worker needs from a container runtime.
 pub trait Runtime: Send + Sync + 'static {
+    /// A repeated exec's runs.
+    type Runs: ExecRuns;
     fn create_sandbox(
         &self,
         cfg: &SandboxConfig,
@@ -186,4 +205,22 @@ pub trait Runtime: Send + Sync + 'static {
         timeout: std::time::Duration,
         max_output: usize,
     ) -> impl Future<Output = Result<ExecResult, RuntimeError>> + Send;
+    /// Runs `args` like [`Runtime::exec`] at `first` and every `period`
+    /// after, one run at a time (a run that outlasts its period is
+    /// followed at once by the next; further missed ticks are dropped),
+    /// until the returned runs are dropped. Not while the container is
+    /// paused: those ticks are skipped. `None`: this runtime (or this
+    /// sandbox's shim) cannot; exec on each tick instead.
+    #[allow(clippy::too_many_arguments)]
+    fn exec_every(
+        &self,
+        sandbox: &str,
+        id: &str,
+        args: &[String],
+        timeout: std::time::Duration,
+        max_output: usize,
+        first: tokio::time::Instant,
+        period: std::time::Duration,
+        quiet_after: u32,
+    ) -> impl Future<Output = Result<Option<Self::Runs>, RuntimeError>> + Send;
 }

@@ -2,21 +2,34 @@
 //! change state only when the test says so.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::api::{
-    ContainerState, CreateContainer, ExecResult, ExitRecord, Runtime, RuntimeError, SandboxConfig,
-    SandboxInfo, Stats, Status,
+    ContainerState, CreateContainer, ExecResult, ExecRun, ExecRuns, ExitRecord, Runtime,
+    RuntimeError, SandboxConfig, SandboxInfo, Stats, Status,
 };
 use super::record::RECORD_VERSION;
 
+/// Cheap to clone: clones share one state (a repeated exec keeps one).
+#[derive(Default, Clone)]
+pub struct FakeRuntime(Arc<FakeState>);
+
+impl std::ops::Deref for FakeRuntime {
+    type Target = FakeState;
+    fn deref(&self) -> &FakeState {
+        &self.0
+    }
+}
+
 #[derive(Default)]
-pub struct FakeRuntime {
+pub struct FakeState {
     state: Mutex<HashMap<String, HashMap<String, ContainerState>>>,
     /// Container ids whose start fails with this message (`*`: every one).
     pub fail_start: Mutex<HashMap<String, String>>,
     /// Exit code an exec of a container returns (0 when unset; `*`: every one).
     pub exec_exit: Mutex<HashMap<String, i32>>,
+    /// `exec_every` answers `None` (as a shim that predates it does).
+    pub no_repeat: std::sync::atomic::AtomicBool,
     /// Every call, for assertions: `"start app"`, `"signal app 15"`…
     pub calls: Mutex<Vec<String>>,
 }
@@ -112,7 +125,63 @@ fn missing(sandbox: &str, id: &str) -> RuntimeError {
     }
 }
 
+/// A repeated exec on the fake: an exec at each tick of its grid.
+pub struct FakeRuns {
+    rt: FakeRuntime,
+    sandbox: String,
+    id: String,
+    args: Vec<String>,
+    next: tokio::time::Instant,
+    period: std::time::Duration,
+}
+
+impl ExecRuns for FakeRuns {
+    async fn next(&mut self) -> Result<Vec<ExecRun>, RuntimeError> {
+        tokio::time::sleep_until(self.next).await;
+        let now = tokio::time::Instant::now();
+        while self.next <= now {
+            self.next += self.period;
+        }
+        let timeout = std::time::Duration::from_secs(1);
+        let result = self
+            .rt
+            .exec(&self.sandbox, &self.id, &self.args, timeout, 0)
+            .await;
+        Ok(vec![ExecRun {
+            result,
+            took: now.elapsed(),
+        }])
+    }
+}
+
 impl Runtime for FakeRuntime {
+    type Runs = FakeRuns;
+
+    async fn exec_every(
+        &self,
+        sandbox: &str,
+        id: &str,
+        args: &[String],
+        _timeout: std::time::Duration,
+        _max_output: usize,
+        first: tokio::time::Instant,
+        period: std::time::Duration,
+        _quiet_after: u32,
+    ) -> Result<Option<FakeRuns>, RuntimeError> {
+        if self.no_repeat.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.log(format!("exec every {id} {}", args.join(" ")));
+        Ok(Some(FakeRuns {
+            rt: self.clone(),
+            sandbox: sandbox.into(),
+            id: id.into(),
+            args: args.to_vec(),
+            next: first,
+            period: period.max(std::time::Duration::from_millis(1)),
+        }))
+    }
+
     async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<SandboxInfo, RuntimeError> {
         self.log(format!("create_sandbox {}", cfg.id));
         self.with(|s| {

@@ -109,7 +109,7 @@ impl NativeRuntime {
             Op::Signal { .. } => "stop_container",
             Op::State { .. } => "container_status",
             Op::Remove { .. } => "remove_container",
-            Op::Exec { .. } => "exec_sync",
+            Op::Exec { .. } | Op::ExecEvery { .. } => "exec_sync",
             Op::Pause { .. } => "pause_container",
             Op::Shutdown => "stop_podsandbox",
             Op::Watch { .. } => "watch",
@@ -178,15 +178,7 @@ impl NativeRuntime {
         let mut s = match sent {
             Some(s) => s,
             None => {
-                let sock = self.state_dir(sandbox).join(SOCKET_NAME);
-                let mut s = match UnixStream::connect(&sock).await {
-                    Ok(s) => s,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        self.idle().remove(sandbox);
-                        return Err(RuntimeError::SandboxNotFound(sandbox.to_string()));
-                    }
-                    Err(e) => return Err(shim_err("connect")(e)),
-                };
+                let mut s = self.connect(sandbox).await?;
                 s.write_all(&req).await.map_err(shim_err("send request"))?;
                 s
             }
@@ -207,6 +199,23 @@ impl NativeRuntime {
         }
         serde_json::from_str(&line)
             .map_err(|e| shim_err("decode response")(std::io::Error::other(e)))
+    }
+
+    /// A new connection to the sandbox's shim.
+    async fn connect(&self, sandbox: &str) -> Result<UnixStream, RuntimeError> {
+        let sock = self.state_dir(sandbox).join(SOCKET_NAME);
+        match UnixStream::connect(&sock).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.idle().remove(sandbox);
+                Err(RuntimeError::SandboxNotFound(sandbox.to_string()))
+            }
+            Err(source) => Err(RuntimeError::Shim {
+                sandbox: sandbox.to_string(),
+                action: "connect".into(),
+                source,
+            }),
+        }
     }
 
     fn expect_state(sandbox: &str, id: &str, r: Response) -> Result<ContainerState, RuntimeError> {
@@ -248,6 +257,33 @@ impl NativeRuntime {
 }
 
 impl Runtime for NativeRuntime {
+    type Runs = super::runs::ShimRuns;
+
+    async fn exec_every(
+        &self,
+        sandbox: &str,
+        id: &str,
+        args: &[String],
+        timeout: Duration,
+        max_output: usize,
+        first: tokio::time::Instant,
+        period: Duration,
+        quiet_after: u32,
+    ) -> Result<Option<super::runs::ShimRuns>, RuntimeError> {
+        let op = Op::ExecEvery {
+            id: id.into(),
+            args: args.to_vec(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            max_output,
+            first_at: crate::time::instant_to_monotonic(first.into_std()),
+            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+            quiet_after,
+        };
+        // A connection of its own: the runs come on it until it closes.
+        let conn = self.connect(sandbox).await?;
+        super::runs::ShimRuns::subscribe(conn, sandbox, id, op).await
+    }
+
     /// A long poll on the shim (not counted as a runtime operation: it
     /// lasts until a container exits).
     async fn wait_change(&self, sandbox: &str, since: u64) -> Result<u64, RuntimeError> {

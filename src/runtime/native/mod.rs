@@ -6,4 +6,6 @@ pub mod container;
 pub mod exec;
 pub mod protocol;
 mod readiness;
+mod repeat;
+mod runs;
 pub mod shim;

@@ -62,6 +62,24 @@ pub enum Op {
         timeout_ms: u64,
         max_output: usize,
     },
+    /// Runs a command in a running container at `firstAt` (CLOCK_MONOTONIC
+    /// nanoseconds) and every `periodMs` after, one run at a time, until
+    /// the connection closes: an exec probe run by the shim on the probe's
+    /// grid, so neither side exchanges a request per probe. Answered at
+    /// once with `ok`, then with `runs` lines (see [`Run`]).
+    #[serde(rename_all = "camelCase")]
+    ExecEvery {
+        id: String,
+        args: Vec<String>,
+        timeout_ms: u64,
+        max_output: usize,
+        first_at: u64,
+        period_ms: u64,
+        /// Successes after this many in a row are held and sent in batches
+        /// (or ahead of the next failure): the caller acts on every
+        /// failure, and on successes only until its result flips.
+        quiet_after: u32,
+    },
     Shutdown,
     /// Answers once the shim's change counter passes `since` (a container
     /// exited): at once if it already has, else when it does. Lets the
@@ -83,6 +101,19 @@ pub struct ExecResult {
     pub timed_out: bool,
     /// Output beyond `maxOutput` bytes per stream was dropped.
     pub truncated: bool,
+}
+
+/// One run of an `execEvery`: its result, or why it could not run (the
+/// container stopped, the command could not be started), and how long it
+/// took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub micros: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +159,9 @@ pub struct Response {
     /// The change counter (`Watch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// Runs of an `execEvery`, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Vec<Run>>,
 }
 
 impl Response {
@@ -139,6 +173,7 @@ impl Response {
             pid: None,
             exec: None,
             seq: None,
+            runs: None,
         }
     }
 
@@ -150,6 +185,7 @@ impl Response {
             pid: None,
             exec: None,
             seq: None,
+            runs: None,
         }
     }
 }

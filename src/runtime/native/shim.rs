@@ -24,10 +24,11 @@ use nix::unistd::Pid;
 
 use super::container::{self, ChildIo};
 use super::protocol::{
-    ContainerState, ExecResult, Op, Request, Response, Status, PID_FILE, PROTOCOL_VERSION,
+    ContainerState, ExecResult, Op, Request, Response, Run, Status, PID_FILE, PROTOCOL_VERSION,
     SOCKET_NAME,
 };
 use super::readiness::{Readiness, Token, Watched};
+use super::repeat::{Reporter, Schedule};
 use crate::runtime::cgroup::{self, Cgroups};
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 use crate::runtime::record::{ExitRecord, RECORD_VERSION};
@@ -79,10 +80,19 @@ struct Output {
     eof: bool,
 }
 
-/// An exec in flight: its reply goes to `client` once the command (a
+/// Who waits for an exec's result.
+enum ExecOwner {
+    /// A client's `exec`: answered on its connection.
+    Client(Rc<UnixStream>),
+    /// A run of the repeated exec with this serial.
+    Repeat(u64),
+}
+
+/// An exec in flight: its result goes to its owner once the command (a
 /// child of the shim, leading its own process group) is reaped.
 struct PendingExec {
-    client: Rc<UnixStream>,
+    owner: ExecOwner,
+    started: std::time::Instant,
     /// Its number in the shim's readiness tokens.
     serial: u64,
     pid: Pid,
@@ -211,6 +221,35 @@ impl Container {
     }
 }
 
+/// An `execEvery` subscription: the command run on its schedule, one run
+/// at a time, its runs reported on the subscriber's connection.
+struct Repeating {
+    serial: u64,
+    client: Rc<UnixStream>,
+    id: String,
+    args: Vec<String>,
+    timeout_ms: u64,
+    max_output: usize,
+    schedule: Schedule,
+    reporter: Reporter,
+    running: bool,
+}
+
+/// Why an exec was not started.
+enum Refused {
+    /// The container is frozen (a repeated exec skips the tick).
+    Paused(String),
+    Other(String),
+}
+
+impl Refused {
+    fn message(self) -> String {
+        match self {
+            Refused::Paused(m) | Refused::Other(m) => m,
+        }
+    }
+}
+
 /// A connection: its number, the socket (shared with the execs and
 /// watches waiting on it) and what was read of a request so far.
 struct Client {
@@ -228,6 +267,7 @@ pub struct Shim {
     containers: HashMap<String, Container>,
     clients: Vec<Client>,
     execs: Vec<PendingExec>,
+    repeats: Vec<Repeating>,
     /// Starts execs (made at the first one).
     spawner: Option<crate::sys::spawn::Spawner>,
     shutting_down: bool,
@@ -241,6 +281,8 @@ pub struct Shim {
 /// Watchers kept at most (a daemon restarted often leaves stale ones
 /// until the next exit answers them).
 const MAX_WATCHERS: usize = 64;
+/// Repeated execs at most (three probes for each of many containers).
+const MAX_REPEATS: usize = 64;
 
 /// Entry point of `nodelet shim`: sets the process up as the pod's
 /// namespace holder and serves until shut down. Must run single-threaded.
@@ -298,6 +340,7 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
         containers: HashMap::new(),
         clients: Vec::new(),
         execs: Vec::new(),
+        repeats: Vec::new(),
         spawner: None,
         shutting_down: false,
         cgroups: cgroup::detect().ok(),
@@ -319,12 +362,18 @@ impl Shim {
             // Rounded up: waking a little late beats waking early and
             // spinning until the deadline. Nothing to time: sleep until
             // something happens.
+            let ticks = self
+                .repeats
+                .iter()
+                .filter(|r| !r.running)
+                .map(|r| r.schedule.next());
             let timeout = self
                 .execs
                 .iter()
                 .filter(|e| !e.timed_out)
                 .map(|e| e.deadline)
                 .chain(kills)
+                .chain(ticks)
                 .map(|at| {
                     let d = at.saturating_duration_since(now);
                     d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0)
@@ -412,9 +461,14 @@ impl Shim {
                 }
                 if alive {
                     keep.push(c);
+                } else {
+                    // Its repeated execs end with it (a run in flight
+                    // finishes unreported).
+                    self.repeats.retain(|r| !Rc::ptr_eq(&r.client, &s));
                 }
             }
             self.clients = keep;
+            self.run_due_repeats();
             if self.shutting_down
                 && self
                     .containers
@@ -449,13 +503,26 @@ impl Shim {
                             timed_out: e.timed_out,
                             truncated: e.truncated,
                         };
-                        send(
-                            &e.client,
-                            &Response {
-                                exec: Some(result),
-                                ..Response::ok()
-                            },
-                        );
+                        match e.owner {
+                            ExecOwner::Client(client) => send(
+                                &client,
+                                &Response {
+                                    exec: Some(result),
+                                    ..Response::ok()
+                                },
+                            ),
+                            ExecOwner::Repeat(serial) => {
+                                let micros = e.started.elapsed().as_micros();
+                                self.repeat_ran(
+                                    serial,
+                                    Run {
+                                        exec: Some(result),
+                                        error: None,
+                                        micros: u64::try_from(micros).unwrap_or(u64::MAX),
+                                    },
+                                );
+                            }
+                        }
                         continue;
                     }
                     if let Some(c) = self
@@ -546,10 +613,36 @@ impl Shim {
             max_output,
         } = req.op
         {
-            return match self.exec(&id, &args, timeout_ms, max_output, client) {
+            let owner = ExecOwner::Client(Rc::clone(client));
+            return match self.exec(&id, &args, timeout_ms, max_output, owner) {
                 Ok(()) => None,
-                Err(msg) => Some(Response::err(msg)),
+                Err(refused) => Some(Response::err(refused.message())),
             };
+        }
+        if let Op::ExecEvery {
+            id,
+            args,
+            timeout_ms,
+            max_output,
+            first_at,
+            period_ms,
+            quiet_after,
+        } = req.op
+        {
+            return Some(self.repeat(Repeating {
+                serial: 0,
+                client: Rc::clone(client),
+                id,
+                args,
+                timeout_ms,
+                max_output,
+                schedule: Schedule::new(
+                    crate::time::monotonic_to_instant(first_at),
+                    std::time::Duration::from_millis(period_ms),
+                ),
+                reporter: Reporter::new(quiet_after),
+                running: false,
+            }));
         }
         Some(match req.op {
             Op::Ping => Response {
@@ -655,8 +748,75 @@ impl Shim {
                 }
                 Response::ok()
             }
-            Op::Exec { .. } | Op::Watch { .. } => Response::err("handled above"),
+            Op::Exec { .. } | Op::ExecEvery { .. } | Op::Watch { .. } => {
+                Response::err("handled above")
+            }
         })
+    }
+
+    /// Takes an `execEvery` subscription: its first run is due at its
+    /// first tick.
+    fn repeat(&mut self, mut r: Repeating) -> Response {
+        match self.containers.get(&r.id) {
+            None => return Response::err(format!("container {} not found", r.id)),
+            Some(c) if c.status != Status::Running => {
+                return Response::err(format!("container {} is not running", r.id))
+            }
+            Some(_) => {}
+        }
+        if r.args.is_empty() {
+            return Response::err("no command given (empty args)");
+        }
+        if self.repeats.len() >= MAX_REPEATS {
+            return Response::err(format!(
+                "too many repeated execs in this pod (at most {MAX_REPEATS})"
+            ));
+        }
+        self.serial += 1;
+        r.serial = self.serial;
+        self.repeats.push(r);
+        Response::ok()
+    }
+
+    /// Starts the runs whose tick has come and that are not running.
+    fn run_due_repeats(&mut self) {
+        let now = std::time::Instant::now();
+        let mut repeats = std::mem::take(&mut self.repeats);
+        for r in &mut repeats {
+            if r.running || !r.schedule.take(now) {
+                continue;
+            }
+            let owner = ExecOwner::Repeat(r.serial);
+            match self.exec(&r.id, &r.args, r.timeout_ms, r.max_output, owner) {
+                Ok(()) => r.running = true,
+                // Not probed while frozen; the next tick tries again.
+                Err(Refused::Paused(_)) => {}
+                Err(Refused::Other(msg)) => {
+                    let run = Run {
+                        exec: None,
+                        error: Some(msg),
+                        micros: 0,
+                    };
+                    if let Some(runs) = r.reporter.record(run) {
+                        send_runs(&r.client, runs);
+                    }
+                }
+            }
+        }
+        // Subscriptions taken meanwhile (none: requests are handled
+        // before) would come after.
+        repeats.append(&mut self.repeats);
+        self.repeats = repeats;
+    }
+
+    /// A run of repeated exec `serial` ended (it may have been dropped).
+    fn repeat_ran(&mut self, serial: u64, run: Run) {
+        if let Some(r) = self.repeats.iter_mut().find(|r| r.serial == serial) {
+            r.running = false;
+            if let Some(runs) = r.reporter.record(run) {
+                send_runs(&r.client, runs);
+            }
+        }
     }
 
     fn exec(
@@ -665,58 +825,63 @@ impl Shim {
         args: &[String],
         timeout_ms: u64,
         max_output: usize,
-        client: &Rc<UnixStream>,
-    ) -> Result<(), String> {
+        owner: ExecOwner,
+    ) -> Result<(), Refused> {
         let cgroups = self.cgroups.as_deref();
         let c = self
             .containers
             .get_mut(id)
-            .ok_or_else(|| format!("container {id} not found"))?;
+            .ok_or_else(|| Refused::Other(format!("container {id} not found")))?;
         if c.status != Status::Running {
-            return Err(format!("container {id} is not running"));
+            return Err(Refused::Other(format!("container {id} is not running")));
         }
         let ctx = match &mut c.exec {
             Some(ctx) => ctx,
             None => c.exec.insert(
                 super::exec::ExecContext::open(c.pid, &c.spec, cgroups)
-                    .map_err(|e| crate::error_chain(&e))?,
+                    .map_err(|e| Refused::Other(crate::error_chain(&e)))?,
             ),
         };
         // A command joining a frozen cgroup would freeze before its exec,
         // and the shim waits for that exec (runc refuses too).
         if ctx.paused().unwrap_or(false) {
-            return Err(format!("cannot exec in a paused container: {id}"));
+            return Err(Refused::Paused(format!(
+                "cannot exec in a paused container: {id}"
+            )));
         }
-        let (out_r, out_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("create pipe: {e}"))?;
-        let (err_r, err_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("create pipe: {e}"))?;
+        let began = std::time::Instant::now();
+        let other = |what: &str| {
+            let what = what.to_string();
+            move |e: nix::errno::Errno| Refused::Other(format!("{what}: {e}"))
+        };
+        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(other("create pipe"))?;
+        let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(other("create pipe"))?;
         for fd in [&out_r, &err_r] {
             nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .map_err(|e| format!("nonblocking pipe: {e}"))?;
+                .map_err(other("nonblocking pipe"))?;
         }
         self.serial += 1;
         let serial = self.serial;
         let watch = |fd, i| {
             self.readiness
                 .watch(fd, Token::Exec(serial, i))
-                .map_err(|e| format!("watch the exec's output: {e}"))
+                .map_err(|e| Refused::Other(format!("watch the exec's output: {e}")))
         };
         let (out_r, err_r) = (watch(out_r, 0)?, watch(err_r, 1)?);
         let spawner = match &mut self.spawner {
             Some(s) => s,
             None => {
-                let proof = crate::sys::single_threaded().map_err(|e| e.to_string())?;
+                let proof =
+                    crate::sys::single_threaded().map_err(|e| Refused::Other(e.to_string()))?;
                 let spawner = crate::sys::spawn::Spawner::new(proof)
-                    .map_err(|e| format!("prepare execs: {e}"))?;
+                    .map_err(|e| Refused::Other(format!("prepare execs: {e}")))?;
                 self.spawner.insert(spawner)
             }
         };
         let started = ctx
             .spawn(spawner, args, out_w.as_fd(), err_w.as_fd())
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| Refused::Other(crate::error_chain(&e)))?;
         drop((out_w, err_w));
-        let client = Rc::clone(client);
         // A program that could not be run: containerd's message, as the
         // process would have written it.
         let stderr = started
@@ -724,7 +889,8 @@ impl Shim {
             .map(|msg| format!("{msg}\n").into_bytes())
             .unwrap_or_default();
         self.execs.push(PendingExec {
-            client,
+            owner,
+            started: began,
             serial,
             pid: started.pid,
             pipes: vec![(Some(out_r), Vec::new()), (Some(err_r), stderr)],
@@ -930,6 +1096,17 @@ fn release_cgroup(cgroups: Option<&dyn Cgroups>, c: &mut Container) -> bool {
         tracing::error!(container = %c.id, error = %crate::error_chain(&e), "cannot remove cgroup");
     }
     oom
+}
+
+/// Sends runs of a repeated exec.
+fn send_runs(s: &UnixStream, runs: Vec<Run>) {
+    send(
+        s,
+        &Response {
+            runs: Some(runs),
+            ..Response::ok()
+        },
+    );
 }
 
 /// Writes an answer whole: at once when the socket has room (the usual

@@ -1,0 +1,187 @@
+//! Repeated execs (`execEvery`): an exec probe run by the shim on the
+//! probe's grid instead of one request per probe from the daemon. The
+//! shim wakes on its own timer, and the daemon hears of every failure at
+//! once but of a streak of successes only in batches: at 100 pods with an
+//! exec probe every second, that spares the daemon a request and an
+//! answer (and a wake-up of each side) per probe.
+//!
+//! This module holds the when and the what-to-tell; the shim runs the
+//! commands.
+
+use std::time::{Duration, Instant};
+
+use super::protocol::{ExecResult, Run};
+
+/// Successes held back at most before they are sent anyway, so the
+/// daemon's probe counts lag by at most this many periods.
+pub const FLUSH_AFTER: usize = 10;
+
+/// When the runs are due: kubelet's ticker semantics (`probe::ticker`),
+/// on the shim's clock. A run that outlasts its period is followed at once
+/// by the next; the ticks it outlasted beyond that one are dropped.
+#[derive(Debug)]
+pub struct Schedule {
+    next: Instant,
+    period: Duration,
+}
+
+impl Schedule {
+    pub fn new(first: Instant, period: Duration) -> Schedule {
+        Schedule {
+            next: first,
+            period: period.max(Duration::from_millis(1)),
+        }
+    }
+
+    /// The next tick.
+    pub fn next(&self) -> Instant {
+        self.next
+    }
+
+    /// Whether a tick is due at `now`; if so it is taken, and the next
+    /// tick is the first of the grid after `now`.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        let periods = (now - self.next).as_nanos() / self.period.as_nanos() + 1;
+        let periods = u32::try_from(periods).unwrap_or(u32::MAX);
+        self.next += self.period.saturating_mul(periods);
+        true
+    }
+}
+
+/// Which runs go to the daemon and when: every failure at once, with the
+/// successes held before it; the first `quiet_after` successes in a row at
+/// once; later ones in batches of [`FLUSH_AFTER`].
+#[derive(Debug)]
+pub struct Reporter {
+    quiet_after: u32,
+    streak: u32,
+    held: Vec<Run>,
+}
+
+impl Reporter {
+    pub fn new(quiet_after: u32) -> Reporter {
+        Reporter {
+            quiet_after,
+            streak: 0,
+            held: Vec::new(),
+        }
+    }
+
+    /// Records a run; returns what to send now, oldest first.
+    pub fn record(&mut self, run: Run) -> Option<Vec<Run>> {
+        let ok = run.error.is_none()
+            && run
+                .exec
+                .as_ref()
+                .is_some_and(|e| e.exit_code == 0 && !e.timed_out);
+        if ok {
+            self.streak = self.streak.saturating_add(1);
+            if self.streak > self.quiet_after {
+                // Its output is of no use to anyone: the daemon's result
+                // has not changed since the streak began.
+                self.held.push(Run {
+                    exec: Some(ExecResult {
+                        exit_code: 0,
+                        stdout: String::new(),
+                        stderr: String::new(),
+                        timed_out: false,
+                        truncated: false,
+                    }),
+                    error: None,
+                    micros: run.micros,
+                });
+                return (self.held.len() >= FLUSH_AFTER).then(|| std::mem::take(&mut self.held));
+            }
+        } else {
+            self.streak = 0;
+        }
+        let mut out = std::mem::take(&mut self.held);
+        out.push(run);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn run(code: i32, out: &str) -> Run {
+        Run {
+            exec: Some(ExecResult {
+                exit_code: code,
+                stdout: out.into(),
+                stderr: String::new(),
+                timed_out: false,
+                truncated: false,
+            }),
+            error: None,
+            micros: 7,
+        }
+    }
+
+    #[test]
+    fn ticks_keep_their_grid_and_hold_one_missed_tick() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0 + S, 2 * S);
+        assert!(!s.take(t0), "not before the first tick");
+        assert!(s.take(t0 + S));
+        assert_eq!(s.next(), t0 + 3 * S);
+        assert!(!s.take(t0 + 2 * S));
+        // Taken late (a run outlasted ticks at 3 and 5): one run at once,
+        // and the grid goes on from 7.
+        assert!(s.take(t0 + S * 11 / 2));
+        assert_eq!(s.next(), t0 + 7 * S);
+        assert!(!s.take(t0 + S * 13 / 2));
+        assert!(s.take(t0 + 7 * S));
+        assert_eq!(s.next(), t0 + 9 * S);
+    }
+
+    #[test]
+    fn failures_go_at_once_and_long_streaks_of_successes_in_batches() {
+        let mut r = Reporter::new(2);
+        // The first two successes in a row, as they come (with output).
+        let sent = r.record(run(0, "a")).unwrap();
+        assert_eq!(sent, vec![run(0, "a")]);
+        assert_eq!(r.record(run(0, "b")).unwrap(), vec![run(0, "b")]);
+        // Later ones are held, without their output...
+        for _ in 0..3 {
+            assert_eq!(r.record(run(0, "c")), None);
+        }
+        // ...and go ahead of the next failure, in order.
+        let sent = r.record(run(1, "boom")).unwrap();
+        assert_eq!(sent.len(), 4);
+        assert!(sent[..3].iter().all(|x| *x == run(0, "")));
+        assert_eq!(sent[3], run(1, "boom"));
+        // A failure ends the streak: the next successes go at once again.
+        assert_eq!(r.record(run(0, "d")).unwrap(), vec![run(0, "d")]);
+        assert_eq!(r.record(run(0, "e")).unwrap(), vec![run(0, "e")]);
+        // A long streak is sent every FLUSH_AFTER runs.
+        for _ in 0..FLUSH_AFTER - 1 {
+            assert_eq!(r.record(run(0, "f")), None);
+        }
+        assert_eq!(r.record(run(0, "f")).unwrap().len(), FLUSH_AFTER);
+    }
+
+    #[test]
+    fn timeouts_and_runs_that_could_not_start_are_failures() {
+        let mut r = Reporter::new(0);
+        let mut timed_out = run(0, "");
+        if let Some(e) = timed_out.exec.as_mut() {
+            e.timed_out = true;
+        }
+        assert_eq!(r.record(timed_out.clone()).unwrap(), vec![timed_out]);
+        let refused = Run {
+            exec: None,
+            error: Some("container c is not running".into()),
+            micros: 0,
+        };
+        assert_eq!(r.record(refused.clone()).unwrap(), vec![refused]);
+        // quiet_after 0: every success is held.
+        assert_eq!(r.record(run(0, "x")), None);
+    }
+}

@@ -1,0 +1,112 @@
+//! The daemon's end of a repeated exec (`execEvery`, see `repeat`): the
+//! subscription on a connection of its own, and the runs read from it.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::protocol::{Op, Request, Response, PROTOCOL_VERSION};
+use crate::runtime::api::{ExecRun, ExecRuns, RuntimeError};
+
+/// Runs of one repeated exec, as its shim reports them.
+pub struct ShimRuns {
+    sandbox: String,
+    id: String,
+    conn: BufReader<UnixStream>,
+    line: String,
+}
+
+impl ShimRuns {
+    /// Sends `op` (an `ExecEvery`) on `conn` and reads the shim's answer.
+    /// `None`: the shim predates the op (it answers "bad request").
+    pub async fn subscribe(
+        conn: UnixStream,
+        sandbox: &str,
+        id: &str,
+        op: Op,
+    ) -> Result<Option<ShimRuns>, RuntimeError> {
+        let mut req = serde_json::to_vec(&Request {
+            v: PROTOCOL_VERSION,
+            op,
+        })
+        .unwrap_or_default();
+        req.push(b'\n');
+        let mut runs = ShimRuns {
+            sandbox: sandbox.into(),
+            id: id.into(),
+            conn: BufReader::new(conn),
+            line: String::new(),
+        };
+        runs.conn
+            .get_mut()
+            .write_all(&req)
+            .await
+            .map_err(|e| runs.shim_err("send request", e))?;
+        let answer = runs.read().await?;
+        match (answer.ok, answer.error) {
+            (true, _) => Ok(Some(runs)),
+            (false, Some(e)) if e.starts_with("bad request") => Ok(None),
+            (false, e) => Err(runs.container_err(e.unwrap_or_default())),
+        }
+    }
+
+    fn shim_err(&self, action: &str, source: std::io::Error) -> RuntimeError {
+        RuntimeError::Shim {
+            sandbox: self.sandbox.clone(),
+            action: action.into(),
+            source,
+        }
+    }
+
+    fn container_err(&self, message: String) -> RuntimeError {
+        RuntimeError::Container {
+            sandbox: self.sandbox.clone(),
+            id: self.id.clone(),
+            message,
+        }
+    }
+
+    /// The next line from the shim.
+    async fn read(&mut self) -> Result<Response, RuntimeError> {
+        self.line.clear();
+        let n = self
+            .conn
+            .read_line(&mut self.line)
+            .await
+            .map_err(|e| self.shim_err("read repeated exec", e))?;
+        if n == 0 {
+            let gone = std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the shim closed the connection",
+            );
+            return Err(self.shim_err("read repeated exec", gone));
+        }
+        serde_json::from_str(&self.line)
+            .map_err(|e| self.shim_err("decode response", std::io::Error::other(e)))
+    }
+}
+
+impl ExecRuns for ShimRuns {
+    /// Each run counts as an `exec_sync` runtime operation, as the exec
+    /// it stands for would.
+    async fn next(&mut self) -> Result<Vec<ExecRun>, RuntimeError> {
+        let r = self.read().await?;
+        if !r.ok {
+            return Err(self.container_err(r.error.unwrap_or_default()));
+        }
+        let runs = r.runs.unwrap_or_default();
+        Ok(runs
+            .into_iter()
+            .map(|run| {
+                let took = Duration::from_micros(run.micros);
+                let result = match (run.exec, run.error) {
+                    (Some(e), None) => Ok(e),
+                    (_, e) => Err(self.container_err(e.unwrap_or_else(|| "no exec result".into()))),
+                };
+                crate::metrics::record_runtime_op("exec_sync", result.is_ok(), took.as_secs_f64());
+                ExecRun { result, took }
+            })
+            .collect())
+    }
+}
