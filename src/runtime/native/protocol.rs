@@ -76,8 +76,9 @@ pub enum Op {
         first_at: u64,
         period_ms: u64,
         /// Successes after this many in a row are held and sent in batches
-        /// (or ahead of the next failure): the caller acts on every
-        /// failure, and on successes only until its result flips.
+        /// (or ahead of the next failure), none held longer than ten
+        /// seconds: the caller acts on every failure, and on successes only
+        /// until its result flips.
         quiet_after: u32,
     },
     Shutdown,

@@ -12,9 +12,20 @@ use std::time::{Duration, Instant};
 
 use super::protocol::{ExecResult, Run};
 
-/// Successes held back at most before they are sent anyway, so the
-/// daemon's probe counts lag by at most this many periods.
+/// Successes are held back at most this long before they are sent
+/// anyway, so the daemon's probe counts lag by no more...
+pub const HOLD_AT_MOST: Duration = Duration::from_secs(10);
+/// ...and at most this many, at a period of a second.
 pub const FLUSH_AFTER: usize = 10;
+
+/// How many successes to hold at `period`: as many as fit in
+/// [`HOLD_AT_MOST`], at least one (none held: each sent as it comes).
+pub fn batch(period: Duration) -> usize {
+    let n = HOLD_AT_MOST.as_millis() / period.as_millis().max(1);
+    usize::try_from(n)
+        .unwrap_or(FLUSH_AFTER)
+        .clamp(1, FLUSH_AFTER)
+}
 
 /// When the runs are due: kubelet's ticker semantics (`probe::ticker`),
 /// on the shim's clock. A run that outlasts its period is followed at once
@@ -53,18 +64,20 @@ impl Schedule {
 
 /// Which runs go to the daemon and when: every failure at once, with the
 /// successes held before it; the first `quiet_after` successes in a row at
-/// once; later ones in batches of [`FLUSH_AFTER`].
+/// once; later ones in batches of `batch` (see [`batch`]).
 #[derive(Debug)]
 pub struct Reporter {
     quiet_after: u32,
+    batch: usize,
     streak: u32,
     held: Vec<Run>,
 }
 
 impl Reporter {
-    pub fn new(quiet_after: u32) -> Reporter {
+    pub fn new(quiet_after: u32, batch: usize) -> Reporter {
         Reporter {
             quiet_after,
+            batch: batch.max(1),
             streak: 0,
             held: Vec::new(),
         }
@@ -93,7 +106,7 @@ impl Reporter {
                     error: None,
                     micros: run.micros,
                 });
-                return (self.held.len() >= FLUSH_AFTER).then(|| std::mem::take(&mut self.held));
+                return (self.held.len() >= self.batch).then(|| std::mem::take(&mut self.held));
             }
         } else {
             self.streak = 0;
@@ -143,7 +156,7 @@ mod tests {
 
     #[test]
     fn failures_go_at_once_and_long_streaks_of_successes_in_batches() {
-        let mut r = Reporter::new(2);
+        let mut r = Reporter::new(2, FLUSH_AFTER);
         // The first two successes in a row, as they come (with output).
         let sent = r.record(run(0, "a")).unwrap();
         assert_eq!(sent, vec![run(0, "a")]);
@@ -169,7 +182,7 @@ mod tests {
 
     #[test]
     fn timeouts_and_runs_that_could_not_start_are_failures() {
-        let mut r = Reporter::new(0);
+        let mut r = Reporter::new(0, FLUSH_AFTER);
         let mut timed_out = run(0, "");
         if let Some(e) = timed_out.exec.as_mut() {
             e.timed_out = true;
@@ -183,5 +196,17 @@ mod tests {
         assert_eq!(r.record(refused.clone()).unwrap(), vec![refused]);
         // quiet_after 0: every success is held.
         assert_eq!(r.record(run(0, "x")), None);
+    }
+
+    #[test]
+    fn successes_are_held_ten_seconds_at_most() {
+        assert_eq!(batch(S), 10);
+        assert_eq!(batch(Duration::from_millis(100)), 10);
+        assert_eq!(batch(3 * S), 3);
+        assert_eq!(batch(10 * S), 1);
+        assert_eq!(batch(300 * S), 1);
+        // A batch of one: every success goes as it comes.
+        let mut r = Reporter::new(0, batch(10 * S));
+        assert_eq!(r.record(run(0, "x")).unwrap(), vec![run(0, "")]);
     }
 }

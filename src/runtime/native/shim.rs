@@ -629,6 +629,7 @@ impl Shim {
             quiet_after,
         } = req.op
         {
+            let period = std::time::Duration::from_millis(period_ms);
             return Some(self.repeat(Repeating {
                 serial: 0,
                 client: Rc::clone(client),
@@ -636,11 +637,8 @@ impl Shim {
                 args,
                 timeout_ms,
                 max_output,
-                schedule: Schedule::new(
-                    crate::time::monotonic_to_instant(first_at),
-                    std::time::Duration::from_millis(period_ms),
-                ),
-                reporter: Reporter::new(quiet_after),
+                schedule: Schedule::new(crate::time::monotonic_to_instant(first_at), period),
+                reporter: Reporter::new(quiet_after, super::repeat::batch(period)),
                 running: false,
             }));
         }
