@@ -265,10 +265,6 @@ pub async fn http<R: Runtime>(t: &Target<R>, get: &HTTPGetAction, timeout: Durat
     }
 }
 
-/// A byte stream an HTTP probe talks over: plain TCP or TLS.
-trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
-
 async fn http_get<R: Runtime>(
     t: &Target<R>,
     addr: SocketAddr,
@@ -289,27 +285,32 @@ async fn http_get<R: Runtime>(
     for _ in 0..10 {
         let url = format!("{scheme}://{addr}{path}");
         let request = super::http1::request(&path, &host, USER_AGENT, &headers);
-        let (mut stream, sent): (Box<dyn Conn>, usize) = if scheme == "https" {
+        let answer = if scheme == "https" {
             let tcp = match connect(t.netns.as_deref(), addr, timeout).await {
                 Ok(s) => s,
                 Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
             };
             match super::tls::connect(tcp, addr.ip()).await {
-                Ok(s) => (Box::new(s), 0),
+                Ok(mut s) => super::http1::exchange(&mut s, &request, MAX_BODY).await,
                 Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
             }
         } else {
             match connect_sending(t.netns.as_deref(), addr, timeout, &request).await {
-                Ok((s, sent)) => (Box::new(s), sent),
+                Ok((mut s, sent)) => {
+                    let rest = request.get(sent..).unwrap_or_default();
+                    let answer = super::http1::exchange(&mut s, rest, MAX_BODY).await;
+                    if answer.is_ok() {
+                        reset_if_closed(&s);
+                    }
+                    answer
+                }
                 Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
             }
         };
-        let rest = request.get(sent..).unwrap_or_default();
-        let resp = match super::http1::exchange(&mut stream, rest, MAX_BODY).await {
+        let resp = match answer {
             Ok(r) => r,
             Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
         };
-        drop(stream);
         let code = resp.code;
         let location = resp.location;
         let body = String::from_utf8_lossy(&resp.body).into_owned();
@@ -340,6 +341,33 @@ async fn http_get<R: Runtime>(
         };
     }
     Outcome::Failure("stopped after 10 redirects".into())
+}
+
+/// Makes the close of `fd` (a TCP connection whose answer was read)
+/// abortive when the server has closed its side already: the server's
+/// socket then ends at once instead of in TIME_WAIT, and no FIN and ACK
+/// cross. Nothing can be lost: the server sent all it will. kubelet's
+/// probe dialer sets SO_LINGER for the same end (`k8s:pkg/probe/
+/// dialer_others.go`, 1 s, which on Linux still closes with a FIN).
+fn reset_if_closed(s: &tokio::net::TcpStream) {
+    use nix::sys::socket::{self, sockopt, MsgFlags};
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut byte = [0u8; 1];
+    let peer_closed = matches!(
+        socket::recv(
+            s.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Ok(0)
+    );
+    if peer_closed {
+        let abort = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let _ = socket::setsockopt(&s.as_fd(), sockopt::Linger, &abort);
+    }
 }
 
 /// gRPC status names, for messages.
@@ -625,6 +653,61 @@ mod tests {
     }
 
     /// A plain HTTP server on loopback answering by path; returns its port.
+    /// Sockets of this network namespace in TIME_WAIT with local port
+    /// `port` (`/proc/net/tcp`, state 06).
+    fn time_waits(port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let local = format!(":{port:04X}");
+        table
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(&local) && f[3] == "06"
+            })
+            .count()
+    }
+
+    /// A server that answers and closes (the body ends with the close)
+    /// gets a reset once the probe has read it all: the server's socket is
+    /// gone at once instead of waiting in TIME_WAIT. A server still open
+    /// gets the ordinary close.
+    #[tokio::test]
+    async fn a_probe_resets_a_connection_the_server_closed_and_closes_others() {
+        use std::io::{Read, Write};
+        for server_closes in [true, false] {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).unwrap();
+                if server_closes {
+                    s.write_all(b"HTTP/1.1 200 OK\r\n\r\nok").unwrap();
+                    return None;
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .unwrap();
+                // Open until the probe is over; then how did it close?
+                let mut rest = Vec::new();
+                Some(s.read_to_end(&mut rest).map(|_| rest.len()))
+            });
+            let out = http(&target(), &get(port, "/", "HTTP"), Duration::from_secs(2)).await;
+            assert_eq!(out, Outcome::Success("ok".into()));
+            let closed = server.join().unwrap();
+            if server_closes {
+                std::thread::sleep(Duration::from_millis(50));
+                assert_eq!(
+                    time_waits(port),
+                    0,
+                    "the server's socket waits in TIME_WAIT"
+                );
+            } else {
+                assert_eq!(closed.unwrap().unwrap(), 0, "a FIN, not a reset");
+            }
+        }
+    }
+
     fn http_server() -> u16 {
         use std::io::{Read, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
