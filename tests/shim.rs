@@ -690,18 +690,11 @@ mod exec {
         pod.shutdown();
     }
 
-    /// Pauses land between execs, never on one being started: the shim
-    /// freezes between its requests. (A freeze from outside could catch a
-    /// command after it joined the cgroup and before its execve; the shim,
-    /// waiting for that execve, would hang until the thaw.)
-    #[test]
-    fn pauses_through_the_shim_never_catch_an_exec_being_started() {
-        if !common::require_root() {
-            return;
-        }
-        // A parent of its own: removing it kills what is inside.
-        let cgroup = format!("/nodelet-test-shim-{}-pause/app", std::process::id());
-        let pod = Pod::new("pause");
+    /// Pod `name` running container `app` (asleep, in a cgroup under a
+    /// parent of its own: removing that kills what is inside).
+    fn sleeper_with_cgroup(name: &str) -> (Pod, String) {
+        let cgroup = format!("/nodelet-test-shim-{}-{name}/app", std::process::id());
+        let pod = Pod::new(name);
         let cg = cgroup.clone();
         let r = pod.run_config(
             "app",
@@ -712,6 +705,19 @@ mod exec {
         );
         assert!(r.ok, "{r:?}");
         wait_for_log(&pod, "app", "ready");
+        (pod, cgroup)
+    }
+
+    /// Pauses land between execs, never on one being started: the shim
+    /// freezes between its requests. (A freeze from outside could catch a
+    /// command after it joined the cgroup and before its execve; the shim,
+    /// waiting for that execve, would hang until the thaw.)
+    #[test]
+    fn pauses_through_the_shim_never_catch_an_exec_being_started() {
+        if !common::require_root() {
+            return;
+        }
+        let (pod, cgroup) = sleeper_with_cgroup("pause");
         let backend = nodelet::runtime::cgroup::detect().unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let state = pod.state.clone();
@@ -766,18 +772,7 @@ mod exec {
         if !common::require_root() {
             return;
         }
-        let cgroup = format!("/nodelet-test-shim-{}-repeat/app", std::process::id());
-        let pod = Pod::new("repeat");
-        let cg = cgroup.clone();
-        let r = pod.run_config(
-            "app",
-            &["sh", "-c", "echo ready; exec sleep 1000"],
-            move |c| {
-                c.cgroup_path = Some(cg);
-            },
-        );
-        assert!(r.ok, "{r:?}");
-        wait_for_log(&pod, "app", "ready");
+        let (pod, cgroup) = sleeper_with_cgroup("repeat");
         let every = |id: &str, args: &[&str]| Op::ExecEvery {
             id: id.into(),
             args: args.iter().map(|a| (*a).to_string()).collect(),

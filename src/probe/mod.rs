@@ -437,24 +437,11 @@ mod tests {
         );
     }
 
+    /// Ticks at 0, 2, 4, 6…; kubelet skips those under 3 whole seconds
+    /// from the container's start. The same whether the runtime repeats
+    /// the exec on the grid or nodelet execs at each tick.
     #[tokio::test(start_paused = true)]
     async fn probes_tick_every_period_once_the_initial_delay_has_passed() {
-        let mut r = start(
-            Kind::Readiness,
-            serde_json::json!({"periodSeconds": 2, "initialDelaySeconds": 3}),
-            true,
-        )
-        .await;
-        // Ticks at 0, 2, 4, 6…; kubelet skips those under 3 whole seconds
-        // from the container's start.
-        for want in [4, 6, 8] {
-            assert_at(r.next_attempt().await, want * S);
-        }
-        r.task.abort();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn exec_probes_keep_the_grid_whether_the_runtime_repeats_them_or_not() {
         for repeats in [true, false] {
             let rt = FakeRuntime::default();
             rt.no_repeat
