@@ -631,6 +631,67 @@ mod native_runtime {
         ));
     }
 
+    /// Exec probes through the runtime: runs come from the shim on their
+    /// grid; past the shim's limit of subscriptions the runtime answers
+    /// `None`, and the prober execs on each tick instead of failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_execs_through_the_runtime_and_past_the_shims_limit() {
+        use nodelet::runtime::api::ExecRuns;
+        use nodelet::runtime::native::protocol::MAX_REPEATS;
+        if !common::require_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let rt = runtime(&run_dir);
+        new_sandbox(&rt, "uid-5", "p").await;
+        let req = app(tmp.path(), "uid-5", &["sleep", "1000"]);
+        rt.create_container(&req).await.unwrap();
+        rt.start_container("uid-5", "app").await.unwrap();
+        let every = |first, args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+            let rt = &rt;
+            async move {
+                rt.exec_every(
+                    "uid-5",
+                    "app",
+                    &args,
+                    Duration::from_secs(5),
+                    1024,
+                    first,
+                    Duration::from_secs(1),
+                    1,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let now = tokio::time::Instant::now();
+        let mut runs = every(now, &["sh", "-c", "echo out; echo err >&2; exit 2"])
+            .await
+            .unwrap();
+        let first = runs.next().await.unwrap();
+        assert_eq!(first.len(), 1);
+        let r = first[0].result.as_ref().unwrap();
+        assert_eq!(
+            (r.exit_code, r.stdout.as_str(), r.stderr.as_str()),
+            (2, "out\n", "err\n")
+        );
+        // Subscriptions that will not run within the test fill the shim up.
+        let later = now + Duration::from_secs(3600);
+        let mut held = Vec::new();
+        for _ in 1..MAX_REPEATS {
+            held.push(every(later, &["true"]).await.expect("within the limit"));
+        }
+        assert!(every(later, &["true"]).await.is_none(), "past the limit");
+        // Once some are dropped, the shim takes new ones again.
+        held.truncate(10);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(every(later, &["true"]).await.is_some());
+        drop((held, runs));
+        rt.remove_sandbox("uid-5").await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unknown_sandboxes_are_reported_not_found() {
         let tmp = tempfile::tempdir().unwrap();

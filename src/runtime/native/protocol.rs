@@ -7,6 +7,11 @@ use crate::runtime::record::ExitRecord;
 pub const PROTOCOL_VERSION: u32 = 1;
 pub const SOCKET_NAME: &str = "shim.sock";
 pub const PID_FILE: &str = "shim.pid";
+/// `execEvery` subscriptions a shim holds at most (three probes for each
+/// of many containers); past that it answers [`TOO_MANY_REPEATS`] and the
+/// caller execs on each tick instead.
+pub const MAX_REPEATS: usize = 256;
+pub const TOO_MANY_REPEATS: &str = "too many repeated execs";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::protocol::{Op, Request, Response, PROTOCOL_VERSION};
+use super::protocol::{Op, Request, Response, PROTOCOL_VERSION, TOO_MANY_REPEATS};
 use crate::runtime::api::{ExecRun, ExecRuns, RuntimeError};
 
 /// Runs of one repeated exec, as its shim reports them.
@@ -19,7 +19,8 @@ pub struct ShimRuns {
 
 impl ShimRuns {
     /// Sends `op` (an `ExecEvery`) on `conn` and reads the shim's answer.
-    /// `None`: the shim predates the op (it answers "bad request").
+    /// `None`: the shim cannot: it predates the op (it answers "bad
+    /// request") or holds as many as it takes.
     pub async fn subscribe(
         conn: UnixStream,
         sandbox: &str,
@@ -46,7 +47,9 @@ impl ShimRuns {
         let answer = runs.read().await?;
         match (answer.ok, answer.error) {
             (true, _) => Ok(Some(runs)),
-            (false, Some(e)) if e.starts_with("bad request") => Ok(None),
+            (false, Some(e)) if e.starts_with("bad request") || e.starts_with(TOO_MANY_REPEATS) => {
+                Ok(None)
+            }
             (false, e) => Err(runs.container_err(e.unwrap_or_default())),
         }
     }

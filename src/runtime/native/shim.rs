@@ -24,8 +24,8 @@ use nix::unistd::Pid;
 
 use super::container::{self, ChildIo};
 use super::protocol::{
-    ContainerState, ExecResult, Op, Request, Response, Run, Status, PID_FILE, PROTOCOL_VERSION,
-    SOCKET_NAME,
+    ContainerState, ExecResult, Op, Request, Response, Run, Status, MAX_REPEATS, PID_FILE,
+    PROTOCOL_VERSION, SOCKET_NAME, TOO_MANY_REPEATS,
 };
 use super::readiness::{Readiness, Token, Watched};
 use super::repeat::{Reporter, Schedule};
@@ -281,8 +281,6 @@ pub struct Shim {
 /// Watchers kept at most (a daemon restarted often leaves stale ones
 /// until the next exit answers them).
 const MAX_WATCHERS: usize = 64;
-/// Repeated execs at most (three probes for each of many containers).
-const MAX_REPEATS: usize = 64;
 
 /// Entry point of `nodelet shim`: sets the process up as the pod's
 /// namespace holder and serves until shut down. Must run single-threaded.
@@ -767,7 +765,7 @@ impl Shim {
         }
         if self.repeats.len() >= MAX_REPEATS {
             return Response::err(format!(
-                "too many repeated execs in this pod (at most {MAX_REPEATS})"
+                "{TOO_MANY_REPEATS} in this pod (at most {MAX_REPEATS})"
             ));
         }
         self.serial += 1;
