@@ -60,6 +60,15 @@ pub fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// On a grid of `period` whose next point is `behind` in the past: how far
+/// past that point the first one still to come lies (whole periods, at
+/// least one). The ticker rule of the prober and of the shim's repeated
+/// execs: the ticks missed meanwhile are dropped.
+pub fn grid_step_past(behind: Duration, period: Duration) -> Duration {
+    let periods = behind.as_nanos() / period.as_nanos().max(1) + 1;
+    period.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX))
+}
+
 /// `at` as CLOCK_MONOTONIC nanoseconds.
 pub fn instant_to_monotonic(at: std::time::Instant) -> u64 {
     let now = std::time::Instant::now();

@@ -491,6 +491,15 @@ mod native_runtime {
     }
 
     /// Container `app` of `sandbox` running `args`.
+    /// Sandbox `sandbox` with container `app` running `sleep 1000`.
+    async fn sleeping_app(rt: &NativeRuntime, tmp: &Path, sandbox: &str) {
+        new_sandbox(rt, sandbox, "p").await;
+        rt.create_container(&app(tmp, sandbox, &["sleep", "1000"]))
+            .await
+            .unwrap();
+        rt.start_container(sandbox, "app").await.unwrap();
+    }
+
     fn app(tmp: &Path, sandbox: &str, args: &[&str]) -> CreateContainer {
         CreateContainer {
             sandbox: sandbox.into(),
@@ -599,10 +608,7 @@ mod native_runtime {
         let tmp = tempfile::tempdir().unwrap();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
-        new_sandbox(&rt, "uid-3", "p").await;
-        let req = app(tmp.path(), "uid-3", &["sleep", "1000"]);
-        rt.create_container(&req).await.unwrap();
-        rt.start_container("uid-3", "app").await.unwrap();
+        sleeping_app(&rt, tmp.path(), "uid-3").await;
         let shim = shim_pid(&run_dir, "uid-3");
         // The shim's listener and the connection kept after the start.
         let kept = sockets(shim);
@@ -644,10 +650,7 @@ mod native_runtime {
         let tmp = tempfile::tempdir().unwrap();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
-        new_sandbox(&rt, "uid-5", "p").await;
-        let req = app(tmp.path(), "uid-5", &["sleep", "1000"]);
-        rt.create_container(&req).await.unwrap();
-        rt.start_container("uid-5", "app").await.unwrap();
+        sleeping_app(&rt, tmp.path(), "uid-5").await;
         let every = |first, args: &[&str]| {
             let args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
             let rt = &rt;

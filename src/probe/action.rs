@@ -652,7 +652,6 @@ mod tests {
         assert_eq!(o, Outcome::Failure("couldn't find port: nope".into()));
     }
 
-    /// A plain HTTP server on loopback answering by path; returns its port.
     /// Sockets of this network namespace in TIME_WAIT with local port
     /// `port` (`/proc/net/tcp`, state 06).
     fn time_waits(port: u16) -> usize {
@@ -708,6 +707,7 @@ mod tests {
         }
     }
 
+    /// A plain HTTP server on loopback answering by path; returns its port.
     fn http_server() -> u16 {
         use std::io::{Read, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

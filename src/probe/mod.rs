@@ -163,6 +163,39 @@ impl Tracker<'_> {
             (Kind::Startup, Some(true)) | (Kind::Startup | Kind::Liveness, Some(false))
         )
     }
+
+    /// An attempt the runtime could not make.
+    fn failed(&mut self, e: &crate::runtime::api::RuntimeError) -> bool {
+        self.attempt(&Outcome::Failure(crate::error_chain(e)), Duration::ZERO)
+    }
+}
+
+/// Applies the runs of a repeated exec probe as they come, until the
+/// result settles (false: the probe is done), the container is paused or
+/// the runs break off (true: subscribe again at the next tick).
+async fn follow<Rs: ExecRuns>(
+    runs: &mut Rs,
+    t: &mut Tracker<'_>,
+    cmd: &[String],
+    timeout: Duration,
+    paused: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        tokio::select! {
+            got = runs.next() => match got {
+                Ok(batch) => {
+                    for run in batch {
+                        let out = action::exec_outcome(cmd, timeout, run.result);
+                        if !t.attempt(&out, run.took) {
+                            return false;
+                        }
+                    }
+                }
+                Err(e) => return t.failed(&e),
+            },
+            now_paused = paused.wait_for(|p| *p) => return now_paused.is_ok(),
+        }
+    }
 }
 
 /// The probe loop of one container instance and kind.
@@ -255,34 +288,8 @@ pub async fn run<R: Runtime>(
                 .await;
             match runs {
                 Ok(Some(mut runs)) => {
-                    // Until the result settles, the container is paused,
-                    // or the runs break off (the next tick starts anew).
-                    loop {
-                        tokio::select! {
-                            got = runs.next() => match got {
-                                Ok(batch) => {
-                                    for run in batch {
-                                        let out = action::exec_outcome(cmd, timeout, run.result);
-                                        if !t.attempt(&out, run.took) {
-                                            return;
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    let out = Outcome::Failure(crate::error_chain(&e));
-                                    if !t.attempt(&out, Duration::ZERO) {
-                                        return;
-                                    }
-                                    break;
-                                }
-                            },
-                            now_paused = paused.wait_for(|p| *p) => {
-                                if now_paused.is_err() {
-                                    return;
-                                }
-                                break;
-                            }
-                        }
+                    if !follow(&mut runs, &mut t, cmd, timeout, &mut paused).await {
+                        return;
                     }
                     ticks.skip_missed();
                     continue;
@@ -290,7 +297,7 @@ pub async fn run<R: Runtime>(
                 // This runtime cannot: one exec per tick.
                 Ok(None) => repeated = false,
                 Err(e) => {
-                    if !t.attempt(&Outcome::Failure(crate::error_chain(&e)), Duration::ZERO) {
+                    if !t.failed(&e) {
                         return;
                     }
                     continue;

@@ -88,9 +88,7 @@ impl Ticker {
         if t < self.next {
             return self.next;
         }
-        let periods = (t - self.next).as_nanos() / self.period.as_nanos().max(1) + 1;
-        let periods = u32::try_from(periods).unwrap_or(u32::MAX);
-        self.next + self.period.saturating_mul(periods)
+        self.next + crate::time::grid_step_past(t - self.next, self.period)
     }
 }
 

@@ -139,9 +139,7 @@ impl ExecRuns for FakeRuns {
     async fn next(&mut self) -> Result<Vec<ExecRun>, RuntimeError> {
         tokio::time::sleep_until(self.next).await;
         let now = tokio::time::Instant::now();
-        while self.next <= now {
-            self.next += self.period;
-        }
+        self.next += crate::time::grid_step_past(now - self.next, self.period);
         let timeout = std::time::Duration::from_secs(1);
         let result = self
             .rt

@@ -55,9 +55,7 @@ impl Schedule {
         if now < self.next {
             return false;
         }
-        let periods = (now - self.next).as_nanos() / self.period.as_nanos() + 1;
-        let periods = u32::try_from(periods).unwrap_or(u32::MAX);
-        self.next += self.period.saturating_mul(periods);
+        self.next += crate::time::grid_step_past(now - self.next, self.period);
         true
     }
 }

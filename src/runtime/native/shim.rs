@@ -799,9 +799,7 @@ impl Shim {
                 }
             }
         }
-        // Subscriptions taken meanwhile (none: requests are handled
-        // before) would come after.
-        repeats.append(&mut self.repeats);
+        // `exec` takes no subscription: nothing was added meanwhile.
         self.repeats = repeats;
     }
 
