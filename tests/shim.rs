@@ -642,7 +642,7 @@ mod native_runtime {
     /// `None`, and the prober execs on each tick instead of failing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn repeated_execs_through_the_runtime_and_past_the_shims_limit() {
-        use nodelet::runtime::api::ExecRuns;
+        use nodelet::runtime::api::Repeats;
         use nodelet::runtime::native::protocol::MAX_REPEATS;
         if !common::require_root() {
             return;
@@ -693,6 +693,215 @@ mod native_runtime {
         assert!(every(later, &["true"]).await.is_some());
         drop((held, runs));
         rt.remove_sandbox("uid-5").await.unwrap();
+    }
+
+    /// A listener on 127.0.0.1 inside the network namespace of process
+    /// `pid` (made by a thread that enters it; the socket keeps it).
+    fn listener_in_netns_of(pid: i32) -> std::net::TcpListener {
+        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        std::thread::spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Serves probe paths on `l`; every request's first lines go to `seen`.
+    fn probe_server(l: std::net::TcpListener, seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{Read, Write};
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { return };
+                let seen = std::sync::Arc::clone(&seen);
+                std::thread::spawn(move || {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let req = String::from_utf8_lossy(&req).into_owned();
+                    let path = req.split(' ').nth(1).unwrap_or_default().to_string();
+                    seen.lock().unwrap().push(req);
+                    let answer = match path.as_str() {
+                        "/ok" => "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine".to_string(),
+                        "/fail" => "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n".into(),
+                        "/moved" => "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n".into(),
+                        "/away" => "HTTP/1.1 302 Found\r\nLocation: http://192.0.2.1/x\r\nContent-Length: 5\r\n\r\nmoved".into(),
+                        "/slow" => {
+                            std::thread::sleep(Duration::from_secs(3));
+                            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into()
+                        }
+                        // Close-delimited, ten times the cap.
+                        "/big" => format!("HTTP/1.1 200 OK\r\n\r\n{}", "x".repeat(100 * 1024)),
+                        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
+                    };
+                    let _ = c.write_all(answer.as_bytes());
+                });
+            }
+        });
+    }
+
+    /// Plain-HTTP probes made by the shim from the pod's network
+    /// namespace, on their grid, with kubelet's rules and messages; HTTPS
+    /// stays with the daemon.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_http_attempts_are_made_from_the_pods_namespace() {
+        use nodelet::probe::action::Outcome;
+        use nodelet::probe::http1::{Get, MAX_BODY, USER_AGENT};
+        use nodelet::runtime::api::Repeats;
+        if !common::require_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let rt = runtime(&run_dir);
+        new_sandbox(&rt, "uid-6", "p").await;
+        let pid = shim_pid(&run_dir, "uid-6");
+        let l = listener_in_netns_of(pid);
+        let port = l.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        probe_server(l, std::sync::Arc::clone(&seen));
+        // The same port on the host's loopback: never reached.
+        let host = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        host.set_nonblocking(true).unwrap();
+        let closed = listener_in_netns_of(pid).local_addr().unwrap().port();
+        let get = |port: u16, path: &str| {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            Get::new(false, addr, path, vec![("X-Probe".into(), "yes".into())])
+        };
+        let every = |get: Get, period_ms: u64| {
+            let rt = &rt;
+            async move {
+                rt.http_every(
+                    "uid-6",
+                    &get,
+                    Duration::from_secs(1),
+                    tokio::time::Instant::now(),
+                    Duration::from_millis(period_ms),
+                    1,
+                )
+                .await
+                .unwrap()
+                .expect("the shim makes plain-HTTP attempts")
+            }
+        };
+        let outcomes = |runs: Vec<nodelet::runtime::api::Ran<Outcome>>| -> Vec<Outcome> {
+            runs.into_iter().map(|r| r.result.unwrap()).collect()
+        };
+
+        // The first success at once with its body, later ones in a batch
+        // of ten (100 ms period) without.
+        let mut ok = every(get(port, "ok"), 100).await;
+        let first = outcomes(ok.next().await.unwrap());
+        assert_eq!(first, vec![Outcome::Success("fine".into())]);
+        let began = Instant::now();
+        let batch = outcomes(ok.next().await.unwrap());
+        assert_eq!(batch, vec![Outcome::Success(String::new()); 10]);
+        assert!(
+            began.elapsed() >= Duration::from_millis(850),
+            "{:?}",
+            began.elapsed()
+        );
+        {
+            let seen = seen.lock().unwrap();
+            let req = &seen[0];
+            assert!(req.starts_with("GET /ok HTTP/1.1\r\n"), "{req}");
+            assert!(
+                req.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+                "{req}"
+            );
+            assert!(
+                req.contains(&format!("\r\nUser-Agent: {USER_AGENT}\r\n")),
+                "{req}"
+            );
+            assert!(req.contains("\r\nX-Probe: yes\r\n"), "{req}");
+        }
+        // Dropping the runs ends the subscription.
+        drop(ok);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let count = seen.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            count,
+            "no attempt after the drop"
+        );
+
+        // Every failure as it comes.
+        let mut fail = every(get(port, "/fail"), 100).await;
+        for _ in 0..2 {
+            let got = outcomes(fail.next().await.unwrap());
+            assert_eq!(
+                got,
+                vec![Outcome::Failure(
+                    "HTTP probe failed with statuscode: 500".into()
+                )]
+            );
+        }
+        drop(fail);
+        let refused = outcomes(every(get(closed, "/"), 1000).await.next().await.unwrap());
+        assert_eq!(
+            refused,
+            vec![Outcome::Failure(format!(
+                "Get \"http://127.0.0.1:{closed}/\": dial tcp 127.0.0.1:{closed}: connect: connection refused"
+            ))]
+        );
+        // Redirects on the same host are followed, to another host not.
+        let moved = outcomes(every(get(port, "/moved"), 1000).await.next().await.unwrap());
+        assert_eq!(moved, vec![Outcome::Success("fine".into())]);
+        let away = outcomes(every(get(port, "/away"), 1000).await.next().await.unwrap());
+        assert_eq!(
+            away,
+            vec![Outcome::Warning(
+                "Probe terminated redirects, Response body: moved".into()
+            )]
+        );
+        // A body is read up to kubelet's cap.
+        let big = outcomes(every(get(port, "/big"), 1000).await.next().await.unwrap());
+        assert!(
+            matches!(&big[..], [Outcome::Success(b)] if b.len() == MAX_BODY),
+            "{:?}",
+            big.iter().map(|o| o.message().len()).collect::<Vec<_>>()
+        );
+        // A server slower than the timeout: kubelet's timeout failure.
+        let mut slow = every(get(port, "/slow"), 1000).await;
+        let runs = slow.next().await.unwrap();
+        assert!(
+            runs[0].took >= Duration::from_millis(990),
+            "{:?}",
+            runs[0].took
+        );
+        assert_eq!(
+            outcomes(runs),
+            vec![Outcome::Failure(format!(
+                "Get \"http://127.0.0.1:{port}/slow\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            ))]
+        );
+        drop(slow);
+        assert!(
+            matches!(host.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the host's loopback was reached"
+        );
+        // HTTPS is the daemon's.
+        let mut tls = get(port, "/ok");
+        tls.https = true;
+        let none = rt
+            .http_every(
+                "uid-6",
+                &tls,
+                Duration::from_secs(1),
+                tokio::time::Instant::now(),
+                Duration::from_secs(1),
+                1,
+            )
+            .await
+            .unwrap();
+        assert!(none.is_none());
+        rt.remove_sandbox("uid-6").await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

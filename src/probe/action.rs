@@ -13,17 +13,17 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::http1::{Get, Step};
 use crate::runtime::api::Runtime;
 
-/// `kube-probe/<major>.<minor>`: the Kubernetes version whose behaviour
-/// nodelet follows.
-pub const USER_AGENT: &str = "kube-probe/1.34";
-/// kubelet reads at most this much of a probe's HTTP body.
-pub const MAX_BODY: usize = 10 * 1024;
+pub use super::http1::{MAX_BODY, USER_AGENT};
 /// Output kept from an exec probe or hook.
 pub const MAX_EXEC_OUTPUT: usize = 10 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A probe's or hook's attempt, as a shim reporting one it made says it
+/// too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", content = "message", rename_all = "camelCase")]
 pub enum Outcome {
     Success(String),
     /// Success with something to say (kubelet's `probe.Warning`: a redirect
@@ -144,7 +144,7 @@ async fn connect(
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<tokio::net::TcpStream, String> {
-    let dial_err = |e: &std::io::Error| format!("dial tcp {addr}: connect: {}", strip_os(e));
+    let dial_err = |e: &std::io::Error| super::http1::dial_error(addr, e);
     let socket = match netns {
         Some(ns) => {
             let fd = ns.socket(addr.is_ipv6()).await.map_err(|e| dial_err(&e))?;
@@ -178,7 +178,7 @@ async fn connect_sending(
     use nix::errno::Errno;
     use nix::sys::socket::{self, MsgFlags, SockaddrIn, SockaddrIn6};
     use std::os::fd::AsRawFd;
-    let dial_err = |e: std::io::Error| format!("dial tcp {addr}: connect: {}", strip_os(&e));
+    let dial_err = |e: std::io::Error| super::http1::dial_error(addr, &e);
     let fd = match netns {
         Some(ns) => ns.socket(addr.is_ipv6()).await,
         None => super::netns::stream_socket(addr.is_ipv6()),
@@ -213,16 +213,6 @@ async fn connect_sending(
     Ok((stream, sent))
 }
 
-/// `connection refused` rather than `Connection refused (os error 111)`.
-fn strip_os(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = s.split(" (os error").next().unwrap_or_default().to_string();
-    let mut c = s.chars();
-    c.next().map_or(s.clone(), |f| {
-        f.to_lowercase().collect::<String>() + c.as_str()
-    })
-}
-
 pub async fn tcp<R: Runtime>(
     t: &Target<R>,
     host: Option<&str>,
@@ -239,134 +229,78 @@ pub async fn tcp<R: Runtime>(
     }
 }
 
-pub async fn http<R: Runtime>(t: &Target<R>, get: &HTTPGetAction, timeout: Duration) -> Outcome {
-    let addr = match (host_ip(t, get.host.as_deref()), port(t, &get.port)) {
-        (Ok(ip), Ok(port)) => SocketAddr::new(ip, port),
-        (Err(e), _) | (_, Err(e)) => return Outcome::Failure(e),
-    };
-    let mut path = get
-        .path
-        .clone()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "/".into());
-    if !path.starts_with('/') {
-        path.insert(0, '/');
-    }
-    let scheme = if get.scheme.as_deref() == Some("HTTPS") {
-        "https"
-    } else {
-        "http"
-    };
-    match tokio::time::timeout(timeout, http_get(t, addr, scheme, &path, get, timeout)).await {
-        Ok(o) => o,
-        Err(_) => Outcome::Failure(format!(
-            "Get \"{scheme}://{addr}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-        )),
-    }
-}
-
-async fn http_get<R: Runtime>(
-    t: &Target<R>,
-    addr: SocketAddr,
-    scheme: &str,
-    first: &str,
-    get: &HTTPGetAction,
-    timeout: Duration,
-) -> Outcome {
-    let mut path = first.to_string();
-    let host = addr.to_string();
-    let headers: Vec<(&str, &str)> = get
+/// An `httpGet` handler's attempt, or why it cannot be made.
+pub fn http_attempt<R: Runtime>(t: &Target<R>, get: &HTTPGetAction) -> Result<Get, String> {
+    let addr = SocketAddr::new(host_ip(t, get.host.as_deref())?, port(t, &get.port)?);
+    let headers = get
         .http_headers
         .iter()
         .flatten()
-        .map(|h| (h.name.as_str(), h.value.as_str()))
+        .map(|h| (h.name.clone(), h.value.clone()))
         .collect();
-    // Redirects are followed only on the same host, at most 10 times.
-    for _ in 0..10 {
-        let url = format!("{scheme}://{addr}{path}");
-        let request = super::http1::request(&path, &host, USER_AGENT, &headers);
-        let answer = if scheme == "https" {
-            let tcp = match connect(t.netns.as_deref(), addr, timeout).await {
-                Ok(s) => s,
-                Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
-            };
-            match super::tls::connect(tcp, addr.ip()).await {
-                Ok(mut s) => super::http1::exchange(&mut s, &request, MAX_BODY).await,
-                Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+    let https = get.scheme.as_deref() == Some("HTTPS");
+    Ok(Get::new(
+        https,
+        addr,
+        get.path.as_deref().unwrap_or_default(),
+        headers,
+    ))
+}
+
+pub async fn http<R: Runtime>(t: &Target<R>, get: &HTTPGetAction, timeout: Duration) -> Outcome {
+    match http_attempt(t, get) {
+        Ok(attempt) => http_get(t.netns.as_deref(), attempt, timeout).await,
+        Err(e) => Outcome::Failure(e),
+    }
+}
+
+/// Makes `attempt` from `netns` (none: this process's namespace) within
+/// `timeout`.
+pub async fn http_get(
+    netns: Option<&super::netns::NetNs>,
+    mut attempt: Get,
+    timeout: Duration,
+) -> Outcome {
+    let first = attempt.clone();
+    match tokio::time::timeout(timeout, hops(netns, &mut attempt, timeout)).await {
+        Ok(o) => o,
+        Err(_) => first.timed_out(),
+    }
+}
+
+async fn hops(
+    netns: Option<&super::netns::NetNs>,
+    attempt: &mut Get,
+    timeout: Duration,
+) -> Outcome {
+    let addr = attempt.addr;
+    loop {
+        let request = attempt.request();
+        let answer = if attempt.https {
+            match connect(netns, addr, timeout).await {
+                Ok(tcp) => match super::tls::connect(tcp, addr.ip()).await {
+                    Ok(mut s) => super::http1::exchange(&mut s, &request, MAX_BODY).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
             }
         } else {
-            match connect_sending(t.netns.as_deref(), addr, timeout, &request).await {
+            match connect_sending(netns, addr, timeout, &request).await {
                 Ok((mut s, sent)) => {
                     let rest = request.get(sent..).unwrap_or_default();
                     let answer = super::http1::exchange(&mut s, rest, MAX_BODY).await;
                     if answer.is_ok() {
-                        reset_if_closed(&s);
+                        super::http1::reset_if_closed(std::os::fd::AsFd::as_fd(&s));
                     }
                     answer
                 }
-                Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+                Err(e) => Err(e),
             }
         };
-        let resp = match answer {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
-        };
-        let code = resp.code;
-        let location = resp.location;
-        let body = String::from_utf8_lossy(&resp.body).into_owned();
-        if (300..400).contains(&code) {
-            if let Some(loc) = location {
-                let same_host = format!("{scheme}://{addr}");
-                if let Some(p) = loc
-                    .strip_prefix(&same_host)
-                    .or_else(|| loc.starts_with('/').then_some(loc.as_str()))
-                {
-                    path = if p.is_empty() {
-                        "/".into()
-                    } else {
-                        p.to_string()
-                    };
-                    continue;
-                }
-                // Another host: kubelet does not follow, and counts it as success.
-                return Outcome::Warning(format!(
-                    "Probe terminated redirects, Response body: {body}"
-                ));
-            }
+        match attempt.answered(answer) {
+            Step::Done(o) => return o,
+            Step::Again => {}
         }
-        return if (200..400).contains(&code) {
-            Outcome::Success(body)
-        } else {
-            Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
-        };
-    }
-    Outcome::Failure("stopped after 10 redirects".into())
-}
-
-/// Makes the close of `fd` (a TCP connection whose answer was read)
-/// abortive when the server has closed its side already: the server's
-/// socket then ends at once instead of in TIME_WAIT, and no FIN and ACK
-/// cross. Nothing can be lost: the server sent all it will. kubelet's
-/// probe dialer sets SO_LINGER for the same end (`k8s:pkg/probe/
-/// dialer_others.go`, 1 s, which on Linux still closes with a FIN).
-fn reset_if_closed(s: &tokio::net::TcpStream) {
-    use nix::sys::socket::{self, sockopt, MsgFlags};
-    use std::os::fd::{AsFd, AsRawFd};
-    let mut byte = [0u8; 1];
-    let peer_closed = matches!(
-        socket::recv(
-            s.as_raw_fd(),
-            &mut byte,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-        ),
-        Ok(0)
-    );
-    if peer_closed {
-        let abort = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        let _ = socket::setsockopt(&s.as_fd(), sockopt::Linger, &abort);
     }
 }
 

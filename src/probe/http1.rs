@@ -6,9 +6,186 @@
 //!
 //! Written for this one job instead of a general client: a probe every
 //! second in every pod is the daemon's hottest path, and it needs neither
-//! connection reuse nor a task per connection.
+//! connection reuse nor a task per connection. The reading ([`Reader`])
+//! and the attempt's rules ([`Get`]: redirects, kubelet's verdict and
+//! messages) do no I/O: the daemon drives them over async sockets, a
+//! shim (running a probe on its grid) from its event loop.
 
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::action::Outcome;
+
+/// kubelet reads at most this much of a probe's HTTP body.
+pub const MAX_BODY: usize = 10 * 1024;
+/// `kube-probe/<major>.<minor>`: the Kubernetes version whose behaviour
+/// nodelet follows.
+pub const USER_AGENT: &str = "kube-probe/1.34";
+/// Redirects followed at most (Go's client stops after 10).
+const MAX_REDIRECTS: u32 = 10;
+
+/// One `httpGet` attempt: the request of each hop, and what each answer
+/// means under kubelet's rules (`k8s:pkg/probe/http/http.go`): 200–399
+/// is success; a redirect is followed on the same host only, at most ten
+/// times; a redirect elsewhere ends the attempt as a success with a
+/// warning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Get {
+    pub https: bool,
+    pub addr: SocketAddr,
+    /// The path asked for now (after redirects).
+    pub path: String,
+    /// `httpHeaders`, in order.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// The path first asked for, named by a timeout.
+    #[serde(default)]
+    pub first_path: String,
+    #[serde(default)]
+    pub redirects: u32,
+}
+
+/// What an answer leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Done(Outcome),
+    /// Redirected on the same host: ask for [`Get::request`] anew.
+    Again,
+}
+
+impl Get {
+    /// `path` as the probe gives it: empty is `/`, a leading `/` added.
+    pub fn new(https: bool, addr: SocketAddr, path: &str, headers: Vec<(String, String)>) -> Get {
+        let mut path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path.to_string()
+        };
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        Get {
+            https,
+            addr,
+            first_path: path.clone(),
+            path,
+            headers,
+            redirects: 0,
+        }
+    }
+
+    fn origin(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The URL asked for now.
+    pub fn url(&self) -> String {
+        format!("{}{}", self.origin(), self.path)
+    }
+
+    /// This hop's request.
+    pub fn request(&self) -> Vec<u8> {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        request(&self.path, &self.addr.to_string(), USER_AGENT, &headers)
+    }
+
+    /// What this hop's answer (or why there was none, in Go's words)
+    /// means.
+    pub fn answered(&mut self, answer: Result<Response, String>) -> Step {
+        let resp = match answer {
+            Ok(r) => r,
+            Err(e) => return Step::Done(Outcome::Failure(format!("Get \"{}\": {e}", self.url()))),
+        };
+        let code = resp.code;
+        let body = String::from_utf8_lossy(&resp.body).into_owned();
+        if let (300..=399, Some(loc)) = (code, resp.location) {
+            let origin = self.origin();
+            if let Some(p) = loc
+                .strip_prefix(&origin)
+                .or_else(|| loc.starts_with('/').then_some(loc.as_str()))
+            {
+                // Go's client refuses the redirect that would make an
+                // eleventh request (`len(via) >= 10`).
+                if self.redirects + 1 >= MAX_REDIRECTS {
+                    return Step::Done(Outcome::Failure(format!(
+                        "stopped after {MAX_REDIRECTS} redirects"
+                    )));
+                }
+                self.redirects += 1;
+                self.path = if p.is_empty() { "/".into() } else { p.into() };
+                return Step::Again;
+            }
+            // Another host: kubelet does not follow, and counts it as success.
+            return Step::Done(Outcome::Warning(format!(
+                "Probe terminated redirects, Response body: {body}"
+            )));
+        }
+        Step::Done(if (200..400).contains(&code) {
+            Outcome::Success(body)
+        } else {
+            Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
+        })
+    }
+
+    /// The attempt ran out of time.
+    pub fn timed_out(&self) -> Outcome {
+        Outcome::Failure(format!(
+            "Get \"{}{}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+            self.origin(),
+            self.first_path
+        ))
+    }
+}
+
+/// Go's words for a connection that could not be made.
+pub fn dial_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    format!("dial tcp {addr}: connect: {}", strip_os(e))
+}
+
+/// `connection refused` rather than `Connection refused (os error 111)`.
+fn strip_os(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or_default().to_string();
+    let mut c = s.chars();
+    c.next().map_or(s.clone(), |f| {
+        f.to_lowercase().collect::<String>() + c.as_str()
+    })
+}
+
+/// Makes the close of `fd` (a TCP connection whose answer was read)
+/// abortive when the server has closed its side already: the server's
+/// socket then ends at once instead of in TIME_WAIT, and no FIN and ACK
+/// cross. Nothing can be lost: the server sent all it will. kubelet's
+/// probe dialer sets SO_LINGER for the same end (`k8s:pkg/probe/
+/// dialer_others.go`, 1 s, which on Linux still closes with a FIN).
+pub fn reset_if_closed(fd: std::os::fd::BorrowedFd<'_>) {
+    use nix::sys::socket::{self, sockopt, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let peer_closed = matches!(
+        socket::recv(
+            fd.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Ok(0)
+    );
+    if peer_closed {
+        let abort = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let _ = socket::setsockopt(&fd, sockopt::Linger, &abort);
+    }
+}
 
 /// What the probe looks at.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,62 +228,175 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Response, String> {
     stream.write_all(request).await.map_err(|e| e.to_string())?;
     stream.flush().await.map_err(|e| e.to_string())?;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let (head, mut resp) = loop {
-        match parse_head(&buf)? {
-            // 1xx before the real answer: skipped, as Go's client does.
-            Some((n, r)) if (100..200).contains(&r.code) && r.code != 101 => {
-                buf.drain(..n);
-            }
-            Some(done) => break done,
-            None if buf.len() > MAX_HEAD => {
-                return Err(format!(
-                    "net/http: server response headers exceeded {MAX_HEAD} bytes; aborted"
-                ))
-            }
-            None => {
-                if fill(stream, &mut buf).await? == 0 {
-                    return Err(if buf.is_empty() {
-                        "EOF".into()
-                    } else {
-                        "unexpected EOF".into()
-                    });
-                }
-            }
+    let mut reader = Reader::new(max);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return reader.end();
         }
-    };
-    buf.drain(..head);
-    if matches!(resp.code, 204 | 304) {
-        return Ok(resp.into_response());
+        if let Some(r) = reader.push(&chunk[..n])? {
+            return Ok(r);
+        }
     }
-    let body = match resp.framing {
-        Framing::Chunked => read_chunked(stream, buf, max).await?,
-        Framing::Length(len) => read_to(stream, buf, max.min(len), false).await?,
-        Framing::Close => read_to(stream, buf, max, true).await?,
-    };
-    resp.body = body;
-    Ok(resp.into_response())
 }
 
+/// Reads a response from the bytes as they come, whoever reads them (the
+/// daemon's async exchange, the shim's event loop).
+#[derive(Debug)]
+pub struct Reader {
+    buf: Vec<u8>,
+    max: usize,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Body(Head),
+    Done,
+}
+
+#[derive(Debug)]
 enum Framing {
     Length(usize),
     Chunked,
     Close,
 }
 
+#[derive(Debug)]
 struct Head {
     code: u16,
     location: Option<String>,
     framing: Framing,
+    /// What was decoded of a chunked body.
     body: Vec<u8>,
 }
 
 impl Head {
-    fn into_response(self) -> Response {
+    fn into_response(self, body: Vec<u8>) -> Response {
         Response {
             code: self.code,
             location: self.location,
-            body: self.body,
+            body,
+        }
+    }
+}
+
+impl Reader {
+    /// Keeps at most `max` bytes of the body.
+    pub fn new(max: usize) -> Reader {
+        Reader {
+            buf: Vec::new(),
+            max,
+            state: State::Head,
+        }
+    }
+
+    /// Takes the next bytes of the stream; the response once it is read
+    /// (the rest of the stream is of no interest).
+    pub fn push(&mut self, data: &[u8]) -> Result<Option<Response>, String> {
+        self.buf.extend_from_slice(data);
+        loop {
+            match std::mem::replace(&mut self.state, State::Done) {
+                State::Done => return Err("response already read".into()),
+                State::Head => match parse_head(&self.buf)? {
+                    // 1xx before the real answer: skipped, as Go's client does.
+                    Some((n, h)) if (100..200).contains(&h.code) && h.code != 101 => {
+                        self.buf.drain(..n);
+                        self.state = State::Head;
+                    }
+                    Some((n, h)) => {
+                        self.buf.drain(..n);
+                        if matches!(h.code, 204 | 304) {
+                            return Ok(Some(h.into_response(Vec::new())));
+                        }
+                        self.state = State::Body(h);
+                    }
+                    None if self.buf.len() > MAX_HEAD => {
+                        return Err(format!(
+                            "net/http: server response headers exceeded {MAX_HEAD} bytes; aborted"
+                        ))
+                    }
+                    None => {
+                        self.state = State::Head;
+                        return Ok(None);
+                    }
+                },
+                State::Body(mut h) => {
+                    let done = match h.framing {
+                        Framing::Length(len) => self.buf.len() >= self.max.min(len),
+                        Framing::Close => self.buf.len() >= self.max,
+                        Framing::Chunked => self.chunks(&mut h.body)?,
+                    };
+                    if !done {
+                        self.state = State::Body(h);
+                        return Ok(None);
+                    }
+                    let body = self.body(&mut h);
+                    return Ok(Some(h.into_response(body)));
+                }
+            }
+        }
+    }
+
+    /// The stream ended: the response if it was complete (a body read up
+    /// to the close), else Go's error.
+    pub fn end(&mut self) -> Result<Response, String> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Head if self.buf.is_empty() => Err("EOF".into()),
+            State::Body(mut h) if matches!(h.framing, Framing::Close) => {
+                let body = self.body(&mut h);
+                Ok(h.into_response(body))
+            }
+            _ => Err("unexpected EOF".into()),
+        }
+    }
+
+    /// The body kept, at most `max` bytes.
+    fn body(&mut self, h: &mut Head) -> Vec<u8> {
+        let mut body = match h.framing {
+            Framing::Chunked => std::mem::take(&mut h.body),
+            _ => std::mem::take(&mut self.buf),
+        };
+        let len = match h.framing {
+            Framing::Length(len) => len,
+            _ => usize::MAX,
+        };
+        body.truncate(self.max.min(len));
+        body
+    }
+
+    /// Decodes the whole chunks in the buffer into `body`; true at the
+    /// last chunk or once `max` bytes are kept.
+    fn chunks(&mut self, body: &mut Vec<u8>) -> Result<bool, String> {
+        loop {
+            let Some(line_end) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+                if self.buf.len() > 4096 {
+                    return Err("malformed chunked encoding".into());
+                }
+                return Ok(false);
+            };
+            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size_text = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| "malformed chunked encoding".to_string())?;
+            if size == 0 {
+                return Ok(true);
+            }
+            let data = line_end + 2;
+            let take = size.min(self.max - body.len());
+            // The chunk's data (as much as is kept) and, if it all fits,
+            // its closing CRLF; the size line stays until then.
+            let need = if take < size { take } else { size + 2 };
+            if self.buf.len() < data + need {
+                return Ok(false);
+            }
+            body.extend_from_slice(&self.buf[data..data + take]);
+            if take < size || body.len() >= self.max {
+                return Ok(true);
+            }
+            self.buf.drain(..data + size + 2);
         }
     }
 }
@@ -156,78 +446,6 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, String> {
             body: Vec::new(),
         },
     )))
-}
-
-/// Appends what the stream has next; 0 at its end.
-async fn fill<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> Result<usize, String> {
-    let mut chunk = [0u8; 4096];
-    let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
-}
-
-/// `want` bytes (fewer when `until_close` and the stream ends first).
-async fn read_to<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    mut buf: Vec<u8>,
-    want: usize,
-    until_close: bool,
-) -> Result<Vec<u8>, String> {
-    while buf.len() < want {
-        if fill(stream, &mut buf).await? == 0 {
-            if until_close {
-                break;
-            }
-            return Err("unexpected EOF".into());
-        }
-    }
-    buf.truncate(want);
-    Ok(buf)
-}
-
-/// Decodes a chunked body until its last chunk or `max` bytes.
-async fn read_chunked<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    mut buf: Vec<u8>,
-    max: usize,
-) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = loop {
-            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                break i;
-            }
-            if buf.len() > 4096 {
-                return Err("malformed chunked encoding".into());
-            }
-            if fill(stream, &mut buf).await? == 0 {
-                return Err("unexpected EOF".into());
-            }
-        };
-        let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-        let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| "malformed chunked encoding".to_string())?;
-        buf.drain(..line_end + 2);
-        if size == 0 {
-            return Ok(body);
-        }
-        let room = max - body.len();
-        let take = size.min(room);
-        // The chunk's data (as much as is kept) and, if it all fits,
-        // its closing CRLF.
-        let need = if take < size { take } else { size + 2 };
-        while buf.len() < need {
-            if fill(stream, &mut buf).await? == 0 {
-                return Err("unexpected EOF".into());
-            }
-        }
-        body.extend_from_slice(&buf[..take]);
-        if take < size || body.len() >= max {
-            return Ok(body);
-        }
-        buf.drain(..size + 2);
-    }
 }
 
 #[cfg(test)]
@@ -325,6 +543,118 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((r.code, r.body.len()), (204, 0));
+    }
+
+    /// Every response of the other tests, read a byte at a time, reads
+    /// the same as read whole: a reader fed from an event loop sees the
+    /// stream in pieces of any size.
+    #[test]
+    fn a_response_read_in_pieces_reads_as_one_read_whole() {
+        let cases: [(&[u8], usize); 6] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA", 100),
+            (
+                b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+                100,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n0\r\n\r\n",
+                4,
+            ),
+            (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", 100),
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 302 Found\r\nLocation: /there\r\nContent-Length: 0\r\n\r\n",
+                100,
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", 100),
+        ];
+        let read = |raw: &[u8], max: usize, piece: usize| -> Result<Response, String> {
+            let mut r = Reader::new(max);
+            for chunk in raw.chunks(piece) {
+                if let Some(resp) = r.push(chunk)? {
+                    return Ok(resp);
+                }
+            }
+            r.end()
+        };
+        for (raw, max) in cases {
+            let whole = read(raw, max, raw.len());
+            assert_eq!(read(raw, max, 1), whole, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(read(raw, max, 7), whole, "{}", String::from_utf8_lossy(raw));
+        }
+        // The close-delimited body ends with the stream; the short one fails.
+        assert_eq!(read(cases[3].0, 100, 1).unwrap().body, b"until the end");
+        assert_eq!(read(cases[5].0, 100, 1).unwrap_err(), "unexpected EOF");
+        // A body that reaches the cap needs no more of the stream.
+        let mut r = Reader::new(4);
+        let resp = r.push(b"HTTP/1.1 200 OK\r\n\r\nxxxxxxxx").unwrap().unwrap();
+        assert_eq!(resp.body, b"xxxx");
+    }
+
+    fn answer_with(code: u16, location: Option<&str>, body: &str) -> Result<Response, String> {
+        Ok(Response {
+            code,
+            location: location.map(str::to_string),
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn an_attempt_follows_redirects_on_its_host_only_and_not_forever() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut get = Get::new(false, addr, "healthz", Vec::new());
+        assert_eq!(get.url(), "http://127.0.0.1:8080/healthz");
+        assert_eq!(Get::new(false, addr, "", Vec::new()).path, "/");
+        // Relative and same-origin locations are followed...
+        assert_eq!(get.answered(answer_with(301, Some("/a"), "")), Step::Again);
+        assert_eq!(get.url(), "http://127.0.0.1:8080/a");
+        let same = Some("http://127.0.0.1:8080/b");
+        assert_eq!(get.answered(answer_with(307, same, "")), Step::Again);
+        assert_eq!(get.path, "/b");
+        assert!(String::from_utf8(get.request())
+            .unwrap()
+            .starts_with("GET /b HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
+        // ...another host's is not: success with a warning.
+        assert_eq!(
+            get.clone()
+                .answered(answer_with(302, Some("http://10.1.1.1/"), "elsewhere")),
+            Step::Done(Outcome::Warning(
+                "Probe terminated redirects, Response body: elsewhere".into()
+            ))
+        );
+        // 3xx without a location, 2xx: success with the body; 4xx, 5xx fail.
+        assert_eq!(
+            get.clone().answered(answer_with(304, None, "")),
+            Step::Done(Outcome::Success(String::new()))
+        );
+        assert_eq!(
+            get.clone().answered(answer_with(404, None, "no")),
+            Step::Done(Outcome::Failure(
+                "HTTP probe failed with statuscode: 404".into()
+            ))
+        );
+        // Errors name the URL asked for now; a timeout the first.
+        assert_eq!(
+            get.clone().answered(Err("EOF".into())),
+            Step::Done(Outcome::Failure(
+                "Get \"http://127.0.0.1:8080/b\": EOF".into()
+            ))
+        );
+        assert_eq!(
+            get.timed_out().message(),
+            "Get \"http://127.0.0.1:8080/healthz\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        );
+        // Ten requests at most, as Go's client makes: the tenth answer's
+        // redirect is refused.
+        let mut get = Get::new(false, addr, "/", Vec::new());
+        let mut requests = 1;
+        let last = loop {
+            match get.answered(answer_with(302, Some("/again"), "")) {
+                Step::Again => requests += 1,
+                Step::Done(o) => break o,
+            }
+        };
+        assert_eq!(requests, 10);
+        assert_eq!(last, Outcome::Failure("stopped after 10 redirects".into()));
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 //! in a row. Results go to the pod worker, which owns what they cause.
 
 pub mod action;
-mod http1;
+pub mod http1;
 pub mod netns;
 mod ticker;
 mod tls;
@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{LifecycleHandler, Probe};
 use tokio::sync::{mpsc, watch};
 
 use self::action::{Outcome, Target};
-use crate::runtime::api::{ExecRuns, Runtime};
+use crate::runtime::api::{Repeats, Runtime, RuntimeError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -170,23 +170,22 @@ impl Tracker<'_> {
     }
 }
 
-/// Applies the runs of a repeated exec probe as they come, until the
-/// result settles (false: the probe is done), the container is paused or
-/// the runs break off (true: subscribe again at the next tick).
-async fn follow<Rs: ExecRuns>(
+/// Applies the runs of a repeated exec or HTTP probe as they come (`judge`
+/// says what each run's result means), until the result settles (false:
+/// the probe is done), the container is paused or the runs break off
+/// (true: subscribe again at the next tick).
+async fn follow<T, Rs: Repeats<T>>(
     runs: &mut Rs,
     t: &mut Tracker<'_>,
-    cmd: &[String],
-    timeout: Duration,
     paused: &mut watch::Receiver<bool>,
+    judge: impl Fn(Result<T, RuntimeError>) -> Outcome,
 ) -> bool {
     loop {
         tokio::select! {
             got = runs.next() => match got {
                 Ok(batch) => {
                     for run in batch {
-                        let out = action::exec_outcome(cmd, timeout, run.result);
-                        if !t.attempt(&out, run.took) {
+                        if !t.attempt(&judge(run.result), run.took) {
                             return false;
                         }
                     }
@@ -247,8 +246,15 @@ pub async fn run<R: Runtime>(
         .exec
         .as_ref()
         .map(|e| e.command.as_deref().unwrap_or_default());
-    // Exec probes are run by the runtime on this grid while it can.
-    let mut repeated = command.is_some();
+    // Plain-HTTP probes the runtime can make from the pod's namespace.
+    let http = probe
+        .http_get
+        .as_ref()
+        .and_then(|h| action::http_attempt(&target, h).ok())
+        .filter(|get| !get.https);
+    // Exec and plain-HTTP probes are made by the runtime on this grid
+    // while it can.
+    let mut repeated = command.is_some() || http.is_some();
     loop {
         let tick = ticks.tick().await;
         // kubelet compares whole seconds (`int32(time.Since(...).Seconds())`).
@@ -271,30 +277,48 @@ pub async fn run<R: Runtime>(
             ticks.skip_missed();
             continue;
         }
-        if let (Some(cmd), true) = (command, repeated) {
+        if repeated {
             let timeout = timeout(&probe);
-            let runs = target
-                .runtime
-                .exec_every(
-                    &target.sandbox,
-                    &target.container_id,
-                    cmd,
-                    timeout,
-                    action::MAX_EXEC_OUTPUT,
-                    tick,
-                    period,
-                    need_ok,
-                )
-                .await;
-            match runs {
-                Ok(Some(mut runs)) => {
-                    if !follow(&mut runs, &mut t, cmd, timeout, &mut paused).await {
-                        return;
+            let (rt, sandbox) = (&target.runtime, &target.sandbox);
+            // Some(go on): the runs were followed; None: the runtime cannot.
+            let followed = match (command, &http) {
+                (Some(cmd), _) => {
+                    let max = action::MAX_EXEC_OUTPUT;
+                    let id = &target.container_id;
+                    match rt
+                        .exec_every(sandbox, id, cmd, timeout, max, tick, period, need_ok)
+                        .await
+                    {
+                        Ok(Some(mut runs)) => {
+                            let judge = |r| action::exec_outcome(cmd, timeout, r);
+                            Ok(Some(follow(&mut runs, &mut t, &mut paused, judge).await))
+                        }
+                        other => other.map(|_| None),
                     }
+                }
+                (None, Some(get)) => {
+                    match rt
+                        .http_every(sandbox, get, timeout, tick, period, need_ok)
+                        .await
+                    {
+                        Ok(Some(mut runs)) => {
+                            let judge = |r: Result<Outcome, RuntimeError>| {
+                                r.unwrap_or_else(|e| Outcome::Failure(crate::error_chain(&e)))
+                            };
+                            Ok(Some(follow(&mut runs, &mut t, &mut paused, judge).await))
+                        }
+                        other => other.map(|_| None),
+                    }
+                }
+                (None, None) => Ok(None),
+            };
+            match followed {
+                Ok(Some(true)) => {
                     ticks.skip_missed();
                     continue;
                 }
-                // This runtime cannot: one exec per tick.
+                Ok(Some(false)) => return,
+                // This runtime cannot: one attempt per tick.
                 Ok(None) => repeated = false,
                 Err(e) => {
                     if !t.failed(&e) {
@@ -509,6 +533,91 @@ mod tests {
         assert_at(r.next_attempt().await, Duration::ZERO);
         assert_at(r.next_attempt().await, S);
         r.task.abort();
+    }
+
+    /// A plain-HTTP probe subscribes once when the runtime makes its
+    /// attempts, else attempts on each tick; either way the same answers
+    /// drive the result (here: readiness flips on the first 200, then off
+    /// after three 500s).
+    #[tokio::test]
+    async fn http_probes_are_repeated_by_the_runtime_or_made_on_each_tick() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&served);
+        tokio::spawn(async move {
+            loop {
+                let (mut c, _) = l.accept().await.unwrap();
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf).await;
+                let answer: &[u8] = if n == 0 {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+                };
+                let _ = c.write_all(answer).await;
+            }
+        });
+        for repeats in [true, false] {
+            served.store(0, std::sync::atomic::Ordering::SeqCst);
+            let rt = Arc::new(FakeRuntime::default());
+            rt.no_repeat
+                .store(!repeats, std::sync::atomic::Ordering::Relaxed);
+            let target = Target {
+                runtime: Arc::clone(&rt),
+                sandbox: "s".into(),
+                container_id: "c".into(),
+                netns: None,
+                pod_ip: String::new(),
+                ports: Vec::new(),
+                owner: crate::metrics::ProbeOwner::default(),
+            };
+            let probe: Probe = serde_json::from_value(serde_json::json!({
+                "httpGet": {"port": port, "path": "/ready"},
+                "periodSeconds": 1,
+            }))
+            .unwrap();
+            let (tx, mut updates) = mpsc::unbounded_channel();
+            let (_started, started_rx) = watch::channel(true);
+            let (_paused, paused_rx) = watch::channel(false);
+            let task = tokio::spawn(run(
+                target,
+                probe,
+                Kind::Readiness,
+                "app".into(),
+                SystemTime::now(),
+                started_rx,
+                paused_rx,
+                tx,
+                false,
+            ));
+            let mut events = Vec::new();
+            while events.last() != Some(&UpdateKind::Result(false)) {
+                events.push(updates.recv().await.unwrap().event);
+            }
+            task.abort();
+            use UpdateKind::{FailedAttempt, Result};
+            assert_eq!(
+                events,
+                [
+                    Result(true),
+                    FailedAttempt,
+                    FailedAttempt,
+                    FailedAttempt,
+                    Result(false)
+                ]
+            );
+            let every = rt
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with("http every "))
+                .count();
+            assert_eq!(every, usize::from(repeats), "repeats: {repeats}");
+        }
     }
 
     #[test]

@@ -86,27 +86,32 @@ pub enum RuntimeError {
     },
 }
 
-/// One run of a repeated exec ([`Runtime::exec_every`]): its result, or
-/// why it could not run, and how long it took.
+/// One run of a repeated exec or HTTP attempt ([`Runtime::exec_every`],
+/// [`Runtime::http_every`]): its result, or why it could not run, and how
+/// long it took.
 #[derive(Debug)]
-pub struct ExecRun {
-    pub result: Result<ExecResult, RuntimeError>,
+pub struct Ran<T> {
+    pub result: Result<T, RuntimeError>,
     pub took: std::time::Duration,
 }
 
-/// The runs of a repeated exec as the runtime reports them; dropping it
-/// ends the repetition.
-pub trait ExecRuns: Send {
+pub type ExecRun = Ran<ExecResult>;
+
+/// The runs of a repeated exec or HTTP attempt as the runtime reports
+/// them; dropping it ends the repetition.
+pub trait Repeats<T>: Send {
     /// The next runs, oldest first: every failure as it happens, the first
     /// `quiet_after` successes in a row too, later successes in batches.
     /// An error ends the repetition.
-    fn next(&mut self) -> impl Future<Output = Result<Vec<ExecRun>, RuntimeError>> + Send;
+    fn next(&mut self) -> impl Future<Output = Result<Vec<Ran<T>>, RuntimeError>> + Send;
 }
 
 /// What a pod worker needs from a container runtime.
 pub trait Runtime: Send + Sync + 'static {
     /// A repeated exec's runs.
-    type Runs: ExecRuns;
+    type ExecRuns: Repeats<ExecResult>;
+    /// A repeated HTTP attempt's runs.
+    type HttpRuns: Repeats<crate::probe::action::Outcome>;
     fn create_sandbox(
         &self,
         cfg: &SandboxConfig,
@@ -222,5 +227,19 @@ pub trait Runtime: Send + Sync + 'static {
         first: tokio::time::Instant,
         period: std::time::Duration,
         quiet_after: u32,
-    ) -> impl Future<Output = Result<Option<Self::Runs>, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Option<Self::ExecRuns>, RuntimeError>> + Send;
+    /// Makes the plain-HTTP attempt `get` from inside the sandbox's network
+    /// namespace at `first` and every `period` after, like
+    /// [`Runtime::exec_every`] (an attempt past `timeout` ends as kubelet's
+    /// timeout failure). `None`: this runtime cannot (or not `get`: HTTPS);
+    /// make the attempt on each tick instead.
+    fn http_every(
+        &self,
+        sandbox: &str,
+        get: &crate::probe::http1::Get,
+        timeout: std::time::Duration,
+        first: tokio::time::Instant,
+        period: std::time::Duration,
+        quiet_after: u32,
+    ) -> impl Future<Output = Result<Option<Self::HttpRuns>, RuntimeError>> + Send;
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::api::{
-    ContainerState, CreateContainer, ExecResult, ExecRun, ExecRuns, ExitRecord, Runtime,
-    RuntimeError, SandboxConfig, SandboxInfo, Stats, Status,
+    ContainerState, CreateContainer, ExecResult, ExitRecord, Ran, Repeats, Runtime, RuntimeError,
+    SandboxConfig, SandboxInfo, Stats, Status,
 };
 use super::record::RECORD_VERSION;
 
@@ -28,7 +28,8 @@ pub struct FakeState {
     pub fail_start: Mutex<HashMap<String, String>>,
     /// Exit code an exec of a container returns (0 when unset; `*`: every one).
     pub exec_exit: Mutex<HashMap<String, i32>>,
-    /// `exec_every` answers `None` (as a shim that predates it does).
+    /// `exec_every` and `http_every` answer `None` (as a shim that
+    /// predates them does).
     pub no_repeat: std::sync::atomic::AtomicBool,
     /// Every call, for assertions: `"start app"`, `"signal app 15"`…
     pub calls: Mutex<Vec<String>>,
@@ -125,35 +126,89 @@ fn missing(sandbox: &str, id: &str) -> RuntimeError {
     }
 }
 
-/// A repeated exec on the fake: an exec at each tick of its grid.
-pub struct FakeRuns {
-    rt: FakeRuntime,
-    sandbox: String,
-    id: String,
-    args: Vec<String>,
+/// A repeated exec or HTTP attempt on the fake: one run at each tick of
+/// its grid.
+pub struct FakeRuns<W> {
+    what: W,
     next: tokio::time::Instant,
     period: std::time::Duration,
 }
 
-impl ExecRuns for FakeRuns {
-    async fn next(&mut self) -> Result<Vec<ExecRun>, RuntimeError> {
+/// A repeated exec's command.
+pub struct FakeExec {
+    rt: FakeRuntime,
+    sandbox: String,
+    id: String,
+    args: Vec<String>,
+}
+
+/// A repeated HTTP attempt, made for real from this process.
+pub struct FakeHttp {
+    get: crate::probe::http1::Get,
+    timeout: std::time::Duration,
+}
+
+impl<W: Send> FakeRuns<W> {
+    /// Waits for the next tick; the tick.
+    async fn tick(&mut self) -> tokio::time::Instant {
         tokio::time::sleep_until(self.next).await;
         let now = tokio::time::Instant::now();
         self.next += crate::time::grid_step_past(now - self.next, self.period);
+        now
+    }
+}
+
+impl Repeats<ExecResult> for FakeRuns<FakeExec> {
+    async fn next(&mut self) -> Result<Vec<Ran<ExecResult>>, RuntimeError> {
+        let now = self.tick().await;
+        let e = &self.what;
         let timeout = std::time::Duration::from_secs(1);
-        let result = self
-            .rt
-            .exec(&self.sandbox, &self.id, &self.args, timeout, 0)
-            .await;
-        Ok(vec![ExecRun {
+        let result = e.rt.exec(&e.sandbox, &e.id, &e.args, timeout, 0).await;
+        Ok(vec![Ran {
             result,
             took: now.elapsed(),
         }])
     }
 }
 
+impl Repeats<crate::probe::action::Outcome> for FakeRuns<FakeHttp> {
+    async fn next(&mut self) -> Result<Vec<Ran<crate::probe::action::Outcome>>, RuntimeError> {
+        let now = self.tick().await;
+        let h = &self.what;
+        let outcome = crate::probe::action::http_get(None, h.get.clone(), h.timeout).await;
+        Ok(vec![Ran {
+            result: Ok(outcome),
+            took: now.elapsed(),
+        }])
+    }
+}
+
 impl Runtime for FakeRuntime {
-    type Runs = FakeRuns;
+    type ExecRuns = FakeRuns<FakeExec>;
+    type HttpRuns = FakeRuns<FakeHttp>;
+
+    async fn http_every(
+        &self,
+        _sandbox: &str,
+        get: &crate::probe::http1::Get,
+        timeout: std::time::Duration,
+        first: tokio::time::Instant,
+        period: std::time::Duration,
+        _quiet_after: u32,
+    ) -> Result<Option<Self::HttpRuns>, RuntimeError> {
+        if self.no_repeat.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.log(format!("http every {}", get.url()));
+        Ok(Some(FakeRuns {
+            what: FakeHttp {
+                get: get.clone(),
+                timeout,
+            },
+            next: first,
+            period: period.max(std::time::Duration::from_millis(1)),
+        }))
+    }
 
     async fn exec_every(
         &self,
@@ -165,16 +220,18 @@ impl Runtime for FakeRuntime {
         first: tokio::time::Instant,
         period: std::time::Duration,
         _quiet_after: u32,
-    ) -> Result<Option<FakeRuns>, RuntimeError> {
+    ) -> Result<Option<Self::ExecRuns>, RuntimeError> {
         if self.no_repeat.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(None);
         }
         self.log(format!("exec every {id} {}", args.join(" ")));
         Ok(Some(FakeRuns {
-            rt: self.clone(),
-            sandbox: sandbox.into(),
-            id: id.into(),
-            args: args.to_vec(),
+            what: FakeExec {
+                rt: self.clone(),
+                sandbox: sandbox.into(),
+                id: id.into(),
+                args: args.to_vec(),
+            },
             next: first,
             period: period.max(std::time::Duration::from_millis(1)),
         }))

@@ -113,6 +113,8 @@ impl NativeRuntime {
             Op::Pause { .. } => "pause_container",
             Op::Shutdown => "stop_podsandbox",
             Op::Watch { .. } => "watch",
+            // Not a CRI call: kubelet makes the request itself.
+            Op::HttpEvery { .. } => "http_probe",
         };
         let started = std::time::Instant::now();
         let r = self.call_shim(sandbox, op).await;
@@ -257,7 +259,8 @@ impl NativeRuntime {
 }
 
 impl Runtime for NativeRuntime {
-    type Runs = super::runs::ShimRuns;
+    type ExecRuns = super::runs::ShimRuns<super::protocol::ExecResult>;
+    type HttpRuns = super::runs::ShimRuns<crate::probe::action::Outcome>;
 
     async fn exec_every(
         &self,
@@ -269,7 +272,7 @@ impl Runtime for NativeRuntime {
         first: tokio::time::Instant,
         period: Duration,
         quiet_after: u32,
-    ) -> Result<Option<super::runs::ShimRuns>, RuntimeError> {
+    ) -> Result<Option<Self::ExecRuns>, RuntimeError> {
         let op = Op::ExecEvery {
             id: id.into(),
             args: args.to_vec(),
@@ -282,6 +285,29 @@ impl Runtime for NativeRuntime {
         // A connection of its own: the runs come on it until it closes.
         let conn = self.connect(sandbox).await?;
         super::runs::ShimRuns::subscribe(conn, sandbox, id, op).await
+    }
+
+    async fn http_every(
+        &self,
+        sandbox: &str,
+        get: &crate::probe::http1::Get,
+        timeout: Duration,
+        first: tokio::time::Instant,
+        period: Duration,
+        quiet_after: u32,
+    ) -> Result<Option<Self::HttpRuns>, RuntimeError> {
+        if get.https {
+            return Ok(None);
+        }
+        let op = Op::HttpEvery {
+            get: get.clone(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            first_at: crate::time::instant_to_monotonic(first.into_std()),
+            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+            quiet_after,
+        };
+        let conn = self.connect(sandbox).await?;
+        super::runs::ShimRuns::subscribe(conn, sandbox, "", op).await
     }
 
     /// A long poll on the shim (not counted as a runtime operation: it

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::probe::action::Outcome;
 use crate::runtime::record::ExitRecord;
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -86,6 +87,19 @@ pub enum Op {
         /// until its result flips.
         quiet_after: u32,
     },
+    /// Makes a plain-HTTP `httpGet` probe's attempt from the pod's network
+    /// namespace at `firstAt` and every `periodMs` after, one at a time,
+    /// until the connection closes; reported like an `execEvery`'s runs,
+    /// each with its outcome (`Run::http`). HTTPS attempts stay with the
+    /// daemon.
+    #[serde(rename_all = "camelCase")]
+    HttpEvery {
+        get: crate::probe::http1::Get,
+        timeout_ms: u64,
+        first_at: u64,
+        period_ms: u64,
+        quiet_after: u32,
+    },
     Shutdown,
     /// Answers once the shim's change counter passes `since` (a container
     /// exited): at once if it already has, else when it does. Lets the
@@ -109,17 +123,61 @@ pub struct ExecResult {
     pub truncated: bool,
 }
 
-/// One run of an `execEvery`: its result, or why it could not run (the
-/// container stopped, the command could not be started), and how long it
-/// took.
+/// One run of an `execEvery` or `httpEvery`: its result, or why it could
+/// not run (the container stopped, the command could not be started), and
+/// how long it took.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub micros: u64,
+}
+
+impl Run {
+    /// An HTTP attempt's outcome after `took`.
+    pub fn of_http(outcome: Outcome, took: std::time::Duration) -> Run {
+        Run {
+            exec: None,
+            http: Some(outcome),
+            error: None,
+            micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// A success with nothing to tell beyond it: an exec that exited 0
+    /// in time, an HTTP attempt that succeeded without a warning.
+    pub fn plain_success(&self) -> bool {
+        self.error.is_none()
+            && match (&self.exec, &self.http) {
+                (Some(e), None) => e.exit_code == 0 && !e.timed_out,
+                (None, Some(o)) => matches!(o, Outcome::Success(_)),
+                _ => false,
+            }
+    }
+
+    /// This run without its output (a success held in a batch: no one
+    /// reads it).
+    pub fn without_output(&self) -> Run {
+        Run {
+            exec: self.exec.as_ref().map(|e| ExecResult {
+                stdout: String::new(),
+                stderr: String::new(),
+                truncated: false,
+                ..e.clone()
+            }),
+            http: self.http.as_ref().map(|o| match o {
+                Outcome::Success(_) => Outcome::Success(String::new()),
+                other => other.clone(),
+            }),
+            error: self.error.clone(),
+            micros: self.micros,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,8 @@ pub enum Token {
     Output(u64, usize),
     /// An exec's stdout (0) or stderr (1), by the exec's number.
     Exec(u64, usize),
+    /// The connection of an HTTP attempt, by the attempt's number.
+    Http(u64),
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -33,9 +35,18 @@ impl Token {
             Token::Client(n) => (2, n, 0),
             Token::Output(n, i) => (3, n, i),
             Token::Exec(n, i) => (4, n, i),
+            Token::Http(n) => (5, n, 0),
         };
         // An output or exec pipe number is 0 or 1: one bit under the id.
         (kind << KIND_SHIFT) | (((id << 1) | (which as u64 & 1)) & ID_MASK)
+    }
+}
+
+fn interest(write: bool) -> EpollFlags {
+    if write {
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
+    } else {
+        EpollFlags::EPOLLIN
     }
 }
 
@@ -58,13 +69,19 @@ impl Readiness {
     /// Watches `f` (level-triggered, for reading) until the returned
     /// guard is dropped.
     pub fn watch<F: AsFd>(&self, f: F, token: Token) -> nix::Result<Watched<F>> {
-        self.ep.add(
-            f.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, token.encode()),
-        )?;
+        self.watch_for(f, token, false)
+    }
+
+    /// Watches `f` for reading and, if `write`, for room to write (see
+    /// [`Watched::want_write`]).
+    pub fn watch_for<F: AsFd>(&self, f: F, token: Token, write: bool) -> nix::Result<Watched<F>> {
+        let data = token.encode();
+        self.ep
+            .add(f.as_fd(), EpollEvent::new(interest(write), data))?;
         Ok(Watched {
             f,
             ep: Rc::clone(&self.ep),
+            data,
         })
     }
 
@@ -104,11 +121,21 @@ impl Readiness {
 pub struct Watched<F: AsFd> {
     f: F,
     ep: Rc<Epoll>,
+    data: u64,
 }
 
 impl<F: AsFd> Watched<F> {
     pub fn get(&self) -> &F {
         &self.f
+    }
+
+    /// Whether room to write wakes the wait too (a connection still being
+    /// made, a request not all sent), besides something to read.
+    pub fn want_write(&self, write: bool) -> nix::Result<()> {
+        self.ep.modify(
+            self.f.as_fd(),
+            &mut EpollEvent::new(interest(write), self.data),
+        )
     }
 
     /// Takes it out of the set now (at end of file); it stays open.

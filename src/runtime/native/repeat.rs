@@ -1,5 +1,6 @@
-//! Repeated execs (`execEvery`): an exec probe run by the shim on the
-//! probe's grid instead of one request per probe from the daemon. The
+//! Repeated execs (`execEvery`) and HTTP attempts (`httpEvery`): a probe
+//! run by the shim on the probe's grid instead of one request per probe
+//! from the daemon. The
 //! shim wakes on its own timer, and the daemon hears of every failure at
 //! once but of a streak of successes only in batches: at 100 pods with an
 //! exec probe every second, that spares the daemon a request and an
@@ -10,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::protocol::{ExecResult, Run};
+use super::protocol::Run;
 
 /// Successes are held back at most this long before they are sent
 /// anyway, so the daemon's probe counts lag by no more...
@@ -83,27 +84,12 @@ impl Reporter {
 
     /// Records a run; returns what to send now, oldest first.
     pub fn record(&mut self, run: Run) -> Option<Vec<Run>> {
-        let ok = run.error.is_none()
-            && run
-                .exec
-                .as_ref()
-                .is_some_and(|e| e.exit_code == 0 && !e.timed_out);
-        if ok {
+        if run.plain_success() {
             self.streak = self.streak.saturating_add(1);
             if self.streak > self.quiet_after {
                 // Its output is of no use to anyone: the daemon's result
                 // has not changed since the streak began.
-                self.held.push(Run {
-                    exec: Some(ExecResult {
-                        exit_code: 0,
-                        stdout: String::new(),
-                        stderr: String::new(),
-                        timed_out: false,
-                        truncated: false,
-                    }),
-                    error: None,
-                    micros: run.micros,
-                });
+                self.held.push(run.without_output());
                 return (self.held.len() >= self.batch).then(|| std::mem::take(&mut self.held));
             }
         } else {
@@ -118,6 +104,7 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::native::protocol::ExecResult;
 
     const S: Duration = Duration::from_secs(1);
 
@@ -130,6 +117,7 @@ mod tests {
                 timed_out: false,
                 truncated: false,
             }),
+            http: None,
             error: None,
             micros: 7,
         }
@@ -188,6 +176,7 @@ mod tests {
         assert_eq!(r.record(timed_out.clone()).unwrap(), vec![timed_out]);
         let refused = Run {
             exec: None,
+            http: None,
             error: Some("container c is not running".into()),
             micros: 0,
         };

@@ -1,23 +1,48 @@
-//! The daemon's end of a repeated exec (`execEvery`, see `repeat`): the
-//! subscription on a connection of its own, and the runs read from it.
+//! The daemon's end of a repeated exec or HTTP attempt (`execEvery`,
+//! `httpEvery`, see `repeat`): the subscription on a connection of its
+//! own, and the runs read from it.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::protocol::{Op, Request, Response, PROTOCOL_VERSION, TOO_MANY_REPEATS};
-use crate::runtime::api::{ExecRun, ExecRuns, RuntimeError};
+use super::protocol::{ExecResult, Op, Request, Response, Run, PROTOCOL_VERSION, TOO_MANY_REPEATS};
+use crate::probe::action::Outcome;
+use crate::runtime::api::{Ran, Repeats, RuntimeError};
 
-/// Runs of one repeated exec, as its shim reports them.
-pub struct ShimRuns {
+/// What a run of one kind reports.
+pub trait RunResult: Sized + Send + 'static {
+    /// The runtime operation a run stands for, counted in kubelet's
+    /// runtime metrics (none: kubelet makes it itself).
+    const RUNTIME_OP: Option<&'static str>;
+    fn take(run: Run) -> Option<Self>;
+}
+
+impl RunResult for ExecResult {
+    const RUNTIME_OP: Option<&'static str> = Some("exec_sync");
+    fn take(run: Run) -> Option<Self> {
+        run.exec
+    }
+}
+
+impl RunResult for Outcome {
+    const RUNTIME_OP: Option<&'static str> = None;
+    fn take(run: Run) -> Option<Self> {
+        run.http
+    }
+}
+
+/// Runs of one repeated exec or HTTP attempt, as its shim reports them.
+pub struct ShimRuns<T> {
     sandbox: String,
     id: String,
     conn: BufReader<UnixStream>,
     line: String,
+    kind: std::marker::PhantomData<fn() -> T>,
 }
 
-impl ShimRuns {
+impl<T: RunResult> ShimRuns<T> {
     /// Sends `op` (an `ExecEvery`) on `conn` and reads the shim's answer.
     /// `None`: the shim cannot: it predates the op (it answers "bad
     /// request") or holds as many as it takes.
@@ -26,7 +51,7 @@ impl ShimRuns {
         sandbox: &str,
         id: &str,
         op: Op,
-    ) -> Result<Option<ShimRuns>, RuntimeError> {
+    ) -> Result<Option<ShimRuns<T>>, RuntimeError> {
         let mut req = serde_json::to_vec(&Request {
             v: PROTOCOL_VERSION,
             op,
@@ -38,6 +63,7 @@ impl ShimRuns {
             id: id.into(),
             conn: BufReader::new(conn),
             line: String::new(),
+            kind: std::marker::PhantomData,
         };
         runs.conn
             .get_mut()
@@ -90,10 +116,10 @@ impl ShimRuns {
     }
 }
 
-impl ExecRuns for ShimRuns {
-    /// Each run counts as an `exec_sync` runtime operation, as the exec
-    /// it stands for would.
-    async fn next(&mut self) -> Result<Vec<ExecRun>, RuntimeError> {
+impl<T: RunResult> Repeats<T> for ShimRuns<T> {
+    /// Each exec run counts as an `exec_sync` runtime operation, as the
+    /// exec it stands for would.
+    async fn next(&mut self) -> Result<Vec<Ran<T>>, RuntimeError> {
         let r = self.read().await?;
         if !r.ok {
             return Err(self.container_err(r.error.unwrap_or_default()));
@@ -103,12 +129,14 @@ impl ExecRuns for ShimRuns {
             .into_iter()
             .map(|run| {
                 let took = Duration::from_micros(run.micros);
-                let result = match (run.exec, run.error) {
-                    (Some(e), None) => Ok(e),
-                    (_, e) => Err(self.container_err(e.unwrap_or_else(|| "no exec result".into()))),
+                let result = match run.error.clone() {
+                    Some(e) => Err(self.container_err(e)),
+                    None => T::take(run).ok_or_else(|| self.container_err("no result".into())),
                 };
-                crate::metrics::record_runtime_op("exec_sync", result.is_ok(), took.as_secs_f64());
-                ExecRun { result, took }
+                if let Some(op) = T::RUNTIME_OP {
+                    crate::metrics::record_runtime_op(op, result.is_ok(), took.as_secs_f64());
+                }
+                Ran { result, took }
             })
             .collect())
     }

@@ -29,6 +29,8 @@ use super::protocol::{
 };
 use super::readiness::{Readiness, Token, Watched};
 use super::repeat::{Reporter, Schedule};
+use crate::probe::action::Outcome;
+use crate::probe::http1::{self, Get, Reader, Step};
 use crate::runtime::cgroup::{self, Cgroups};
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 use crate::runtime::record::{ExitRecord, RECORD_VERSION};
@@ -221,18 +223,155 @@ impl Container {
     }
 }
 
-/// An `execEvery` subscription: the command run on its schedule, one run
-/// at a time, its runs reported on the subscriber's connection.
+/// An `execEvery` or `httpEvery` subscription: the command or request
+/// made on its schedule, one run at a time, its runs reported on the
+/// subscriber's connection.
 struct Repeating {
     serial: u64,
     client: Rc<UnixStream>,
-    id: String,
-    args: Vec<String>,
+    what: Repeated,
     timeout_ms: u64,
-    max_output: usize,
     schedule: Schedule,
     reporter: Reporter,
     running: bool,
+}
+
+enum Repeated {
+    Exec {
+        id: String,
+        args: Vec<String>,
+        max_output: usize,
+    },
+    Http(Get),
+}
+
+/// An HTTP attempt in flight (an `httpEvery` run), its outcome for the
+/// subscription once it ends.
+struct PendingGet {
+    /// The subscription.
+    repeat: u64,
+    /// Its number in the shim's readiness tokens.
+    serial: u64,
+    started: std::time::Instant,
+    deadline: std::time::Instant,
+    get: Get,
+    /// The connection of this hop (none between hops).
+    hop: Option<Hop>,
+}
+
+/// One request and its answer.
+struct Hop {
+    sock: Watched<OwnedFd>,
+    request: Vec<u8>,
+    sent: usize,
+    reader: Reader,
+}
+
+impl PendingGet {
+    /// Goes on with the attempt as far as it can without waiting: its
+    /// outcome once it ended.
+    fn advance(&mut self, readiness: &Readiness, now: std::time::Instant) -> Option<Outcome> {
+        if now >= self.deadline {
+            return Some(self.get.timed_out());
+        }
+        loop {
+            let answer = match &mut self.hop {
+                None => match Hop::open(&self.get, self.serial, readiness) {
+                    // Nothing to read yet: the server has had no time.
+                    Ok(h) => {
+                        self.hop = Some(h);
+                        return None;
+                    }
+                    Err(e) => Err(e),
+                },
+                Some(h) => h.advance(self.get.addr)?,
+            };
+            if let (Ok(_), Some(h)) = (&answer, &self.hop) {
+                http1::reset_if_closed(h.sock.as_fd());
+            }
+            self.hop = None;
+            match self.get.answered(answer) {
+                Step::Done(o) => return Some(o),
+                Step::Again => {}
+            }
+        }
+    }
+}
+
+impl Hop {
+    /// Connects to the attempt's address (from the pod's network
+    /// namespace: the shim's own) and sends what the socket takes: on
+    /// loopback the handshake is done within connect(2) and the whole
+    /// request goes at once. `Err`: Go's words for the failed connect.
+    fn open(get: &Get, serial: u64, readiness: &Readiness) -> Result<Hop, String> {
+        use nix::sys::socket::{self, MsgFlags, SockaddrIn, SockaddrIn6};
+        let addr = get.addr;
+        let dial = |e: nix::errno::Errno| http1::dial_error(addr, &e.into());
+        let fd = crate::probe::netns::stream_socket(addr.is_ipv6())
+            .map_err(|e| http1::dial_error(addr, &e))?;
+        let started = match addr {
+            std::net::SocketAddr::V4(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn::from(a)),
+            std::net::SocketAddr::V6(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(a)),
+        };
+        match started {
+            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+            Err(e) => return Err(dial(e)),
+        }
+        let request = get.request();
+        let sent = match socket::send(fd.as_raw_fd(), &request, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => n,
+            // Still in the handshake.
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::ENOTCONN) => 0,
+            Err(e) => return Err(dial(e)),
+        };
+        let sock = readiness
+            .watch_for(fd, Token::Http(serial), sent < request.len())
+            .map_err(dial)?;
+        Ok(Hop {
+            sock,
+            request,
+            sent,
+            reader: Reader::new(http1::MAX_BODY),
+        })
+    }
+
+    /// Sends the rest of the request, then reads what has come of the
+    /// answer: the answer (or why there is none) once complete.
+    fn advance(&mut self, addr: std::net::SocketAddr) -> Option<Result<http1::Response, String>> {
+        use nix::sys::socket::{self, MsgFlags};
+        let fd = self.sock.as_fd().as_raw_fd();
+        if self.sent < self.request.len() {
+            let dial = |e: std::io::Error| Some(Err(http1::dial_error(addr, &e)));
+            match socket::getsockopt(&self.sock.as_fd(), socket::sockopt::SocketError) {
+                Ok(0) => {}
+                Ok(code) => return dial(std::io::Error::from_raw_os_error(code)),
+                Err(e) => return dial(e.into()),
+            }
+            match socket::send(fd, &self.request[self.sent..], MsgFlags::MSG_NOSIGNAL) {
+                Ok(n) => self.sent += n,
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::ENOTCONN) => return None,
+                Err(e) => return dial(e.into()),
+            }
+            if self.sent < self.request.len() {
+                return None;
+            }
+            let _ = self.sock.want_write(false);
+        }
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match socket::recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Some(self.reader.end()),
+                Ok(n) => match self.reader.push(&buf[..n]) {
+                    Ok(None) => {}
+                    Ok(Some(r)) => return Some(Ok(r)),
+                    Err(e) => return Some(Err(e)),
+                },
+                Err(nix::errno::Errno::EAGAIN) => return None,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Some(Err(std::io::Error::from(e).to_string())),
+            }
+        }
+    }
 }
 
 /// Why an exec was not started.
@@ -267,6 +406,7 @@ pub struct Shim {
     containers: HashMap<String, Container>,
     clients: Vec<Client>,
     execs: Vec<PendingExec>,
+    gets: Vec<PendingGet>,
     repeats: Vec<Repeating>,
     /// Starts execs (made at the first one).
     spawner: Option<crate::sys::spawn::Spawner>,
@@ -338,6 +478,7 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
         containers: HashMap::new(),
         clients: Vec::new(),
         execs: Vec::new(),
+        gets: Vec::new(),
         repeats: Vec::new(),
         spawner: None,
         shutting_down: false,
@@ -370,6 +511,7 @@ impl Shim {
                 .iter()
                 .filter(|e| !e.timed_out)
                 .map(|e| e.deadline)
+                .chain(self.gets.iter().map(|g| g.deadline))
                 .chain(kills)
                 .chain(ticks)
                 .map(|at| {
@@ -405,6 +547,21 @@ impl Shim {
                 }
             }
             let now = std::time::Instant::now();
+            let mut got = Vec::new();
+            self.gets.retain_mut(|g| {
+                if !ready.is_ready(Token::Http(g.serial)) && now < g.deadline {
+                    return true;
+                }
+                let Some(outcome) = g.advance(ready, now) else {
+                    return true;
+                };
+                got.push((g.repeat, outcome, g.started.elapsed()));
+                false
+            });
+            for (repeat, outcome, took) in got {
+                self.repeat_ran(repeat, Run::of_http(outcome, took));
+            }
+            let ready = &self.readiness;
             for c in self.containers.values_mut() {
                 if c.status == Status::Running && c.kill_at.is_some_and(|at| at <= now) {
                     c.kill_at = None;
@@ -515,6 +672,7 @@ impl Shim {
                                     serial,
                                     Run {
                                         exec: Some(result),
+                                        http: None,
                                         error: None,
                                         micros: u64::try_from(micros).unwrap_or(u64::MAX),
                                     },
@@ -627,18 +785,24 @@ impl Shim {
             quiet_after,
         } = req.op
         {
-            let period = std::time::Duration::from_millis(period_ms);
-            return Some(self.repeat(Repeating {
-                serial: 0,
-                client: Rc::clone(client),
+            let what = Repeated::Exec {
                 id,
                 args,
-                timeout_ms,
                 max_output,
-                schedule: Schedule::new(crate::time::monotonic_to_instant(first_at), period),
-                reporter: Reporter::new(quiet_after, super::repeat::batch(period)),
-                running: false,
-            }));
+            };
+            let when = (first_at, period_ms, quiet_after);
+            return Some(self.repeat(client, what, timeout_ms, when));
+        }
+        if let Op::HttpEvery {
+            get,
+            timeout_ms,
+            first_at,
+            period_ms,
+            quiet_after,
+        } = req.op
+        {
+            let when = (first_at, period_ms, quiet_after);
+            return Some(self.repeat(client, Repeated::Http(get), timeout_ms, when));
         }
         Some(match req.op {
             Op::Ping => Response {
@@ -744,24 +908,39 @@ impl Shim {
                 }
                 Response::ok()
             }
-            Op::Exec { .. } | Op::ExecEvery { .. } | Op::Watch { .. } => {
+            Op::Exec { .. } | Op::ExecEvery { .. } | Op::HttpEvery { .. } | Op::Watch { .. } => {
                 Response::err("handled above")
             }
         })
     }
 
-    /// Takes an `execEvery` subscription: its first run is due at its
-    /// first tick.
-    fn repeat(&mut self, mut r: Repeating) -> Response {
-        match self.containers.get(&r.id) {
-            None => return Response::err(format!("container {} not found", r.id)),
-            Some(c) if c.status != Status::Running => {
-                return Response::err(format!("container {} is not running", r.id))
+    /// Takes an `execEvery` or `httpEvery` subscription: its first run is
+    /// due at its first tick (`when`: first tick, period, successes in a
+    /// row reported at once).
+    fn repeat(
+        &mut self,
+        client: &Rc<UnixStream>,
+        what: Repeated,
+        timeout_ms: u64,
+        (first_at, period_ms, quiet_after): (u64, u64, u32),
+    ) -> Response {
+        match &what {
+            Repeated::Exec { id, args, .. } => {
+                match self.containers.get(id) {
+                    None => return Response::err(format!("container {id} not found")),
+                    Some(c) if c.status != Status::Running => {
+                        return Response::err(format!("container {id} is not running"))
+                    }
+                    Some(_) => {}
+                }
+                if args.is_empty() {
+                    return Response::err("no command given (empty args)");
+                }
             }
-            Some(_) => {}
-        }
-        if r.args.is_empty() {
-            return Response::err("no command given (empty args)");
+            Repeated::Http(get) if get.https => {
+                return Response::err("HTTPS attempts are made by the daemon, not the shim")
+            }
+            Repeated::Http(_) => {}
         }
         if self.repeats.len() >= MAX_REPEATS {
             return Response::err(format!(
@@ -769,8 +948,16 @@ impl Shim {
             ));
         }
         self.serial += 1;
-        r.serial = self.serial;
-        self.repeats.push(r);
+        let period = std::time::Duration::from_millis(period_ms);
+        self.repeats.push(Repeating {
+            serial: self.serial,
+            client: Rc::clone(client),
+            what,
+            timeout_ms,
+            schedule: Schedule::new(crate::time::monotonic_to_instant(first_at), period),
+            reporter: Reporter::new(quiet_after, super::repeat::batch(period)),
+            running: false,
+        });
         Response::ok()
     }
 
@@ -782,14 +969,48 @@ impl Shim {
             if r.running || !r.schedule.take(now) {
                 continue;
             }
-            let owner = ExecOwner::Repeat(r.serial);
-            match self.exec(&r.id, &r.args, r.timeout_ms, r.max_output, owner) {
-                Ok(()) => r.running = true,
+            let timeout = std::time::Duration::from_millis(r.timeout_ms);
+            let refused = match &r.what {
+                Repeated::Exec {
+                    id,
+                    args,
+                    max_output,
+                } => {
+                    let owner = ExecOwner::Repeat(r.serial);
+                    self.exec(id, args, r.timeout_ms, *max_output, owner).err()
+                }
+                Repeated::Http(get) => {
+                    self.serial += 1;
+                    let mut g = PendingGet {
+                        repeat: r.serial,
+                        serial: self.serial,
+                        started: now,
+                        deadline: now + timeout,
+                        get: get.clone(),
+                        hop: None,
+                    };
+                    match g.advance(&self.readiness, now) {
+                        None => self.gets.push(g),
+                        // It could not connect: that is its outcome.
+                        Some(outcome) => {
+                            let run = Run::of_http(outcome, now.elapsed());
+                            if let Some(runs) = r.reporter.record(run) {
+                                send_runs(&r.client, runs);
+                            }
+                            continue;
+                        }
+                    }
+                    None
+                }
+            };
+            match refused {
+                None => r.running = true,
                 // Not probed while frozen; the next tick tries again.
-                Err(Refused::Paused(_)) => {}
-                Err(Refused::Other(msg)) => {
+                Some(Refused::Paused(_)) => {}
+                Some(Refused::Other(msg)) => {
                     let run = Run {
                         exec: None,
+                        http: None,
                         error: Some(msg),
                         micros: 0,
                     };
@@ -799,7 +1020,8 @@ impl Shim {
                 }
             }
         }
-        // `exec` takes no subscription: nothing was added meanwhile.
+        // Neither `exec` nor an attempt takes a subscription: nothing was
+        // added meanwhile.
         self.repeats = repeats;
     }
 
