@@ -22,6 +22,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 
+use super::attempt::PendingGet;
 use super::container::{self, ChildIo};
 use super::protocol::{
     ContainerState, ExecResult, Op, Request, Response, Run, Status, MAX_REPEATS, PID_FILE,
@@ -29,8 +30,7 @@ use super::protocol::{
 };
 use super::readiness::{Readiness, Token, Watched};
 use super::repeat::{Reporter, Schedule};
-use crate::probe::action::Outcome;
-use crate::probe::http1::{self, Get, Reader, Step};
+use crate::probe::http1::Get;
 use crate::runtime::cgroup::{self, Cgroups};
 use crate::runtime::logs::{LineSplitter, LogWriter, Stream};
 use crate::runtime::record::{ExitRecord, RECORD_VERSION};
@@ -243,135 +243,6 @@ enum Repeated {
         max_output: usize,
     },
     Http(Get),
-}
-
-/// An HTTP attempt in flight (an `httpEvery` run), its outcome for the
-/// subscription once it ends.
-struct PendingGet {
-    /// The subscription.
-    repeat: u64,
-    /// Its number in the shim's readiness tokens.
-    serial: u64,
-    started: std::time::Instant,
-    deadline: std::time::Instant,
-    get: Get,
-    /// The connection of this hop (none between hops).
-    hop: Option<Hop>,
-}
-
-/// One request and its answer.
-struct Hop {
-    sock: Watched<OwnedFd>,
-    request: Vec<u8>,
-    sent: usize,
-    reader: Reader,
-}
-
-impl PendingGet {
-    /// Goes on with the attempt as far as it can without waiting: its
-    /// outcome once it ended.
-    fn advance(&mut self, readiness: &Readiness, now: std::time::Instant) -> Option<Outcome> {
-        if now >= self.deadline {
-            return Some(self.get.timed_out());
-        }
-        loop {
-            let answer = match &mut self.hop {
-                None => match Hop::open(&self.get, self.serial, readiness) {
-                    // Nothing to read yet: the server has had no time.
-                    Ok(h) => {
-                        self.hop = Some(h);
-                        return None;
-                    }
-                    Err(e) => Err(e),
-                },
-                Some(h) => h.advance(self.get.addr)?,
-            };
-            if let (Ok(_), Some(h)) = (&answer, &self.hop) {
-                http1::reset_if_closed(h.sock.as_fd());
-            }
-            self.hop = None;
-            match self.get.answered(answer) {
-                Step::Done(o) => return Some(o),
-                Step::Again => {}
-            }
-        }
-    }
-}
-
-impl Hop {
-    /// Connects to the attempt's address (from the pod's network
-    /// namespace: the shim's own) and sends what the socket takes: on
-    /// loopback the handshake is done within connect(2) and the whole
-    /// request goes at once. `Err`: Go's words for the failed connect.
-    fn open(get: &Get, serial: u64, readiness: &Readiness) -> Result<Hop, String> {
-        use nix::sys::socket::{self, MsgFlags, SockaddrIn, SockaddrIn6};
-        let addr = get.addr;
-        let dial = |e: nix::errno::Errno| http1::dial_error(addr, &e.into());
-        let fd = crate::probe::netns::stream_socket(addr.is_ipv6())
-            .map_err(|e| http1::dial_error(addr, &e))?;
-        let started = match addr {
-            std::net::SocketAddr::V4(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn::from(a)),
-            std::net::SocketAddr::V6(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(a)),
-        };
-        match started {
-            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
-            Err(e) => return Err(dial(e)),
-        }
-        let request = get.request();
-        let sent = match socket::send(fd.as_raw_fd(), &request, MsgFlags::MSG_NOSIGNAL) {
-            Ok(n) => n,
-            // Still in the handshake.
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::ENOTCONN) => 0,
-            Err(e) => return Err(dial(e)),
-        };
-        let sock = readiness
-            .watch_for(fd, Token::Http(serial), sent < request.len())
-            .map_err(dial)?;
-        Ok(Hop {
-            sock,
-            request,
-            sent,
-            reader: Reader::new(http1::MAX_BODY),
-        })
-    }
-
-    /// Sends the rest of the request, then reads what has come of the
-    /// answer: the answer (or why there is none) once complete.
-    fn advance(&mut self, addr: std::net::SocketAddr) -> Option<Result<http1::Response, String>> {
-        use nix::sys::socket::{self, MsgFlags};
-        let fd = self.sock.as_fd().as_raw_fd();
-        if self.sent < self.request.len() {
-            let dial = |e: std::io::Error| Some(Err(http1::dial_error(addr, &e)));
-            match socket::getsockopt(&self.sock.as_fd(), socket::sockopt::SocketError) {
-                Ok(0) => {}
-                Ok(code) => return dial(std::io::Error::from_raw_os_error(code)),
-                Err(e) => return dial(e.into()),
-            }
-            match socket::send(fd, &self.request[self.sent..], MsgFlags::MSG_NOSIGNAL) {
-                Ok(n) => self.sent += n,
-                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::ENOTCONN) => return None,
-                Err(e) => return dial(e.into()),
-            }
-            if self.sent < self.request.len() {
-                return None;
-            }
-            let _ = self.sock.want_write(false);
-        }
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match socket::recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => return Some(self.reader.end()),
-                Ok(n) => match self.reader.push(&buf[..n]) {
-                    Ok(None) => {}
-                    Ok(Some(r)) => return Some(Ok(r)),
-                    Err(e) => return Some(Err(e)),
-                },
-                Err(nix::errno::Errno::EAGAIN) => return None,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Some(Err(std::io::Error::from(e).to_string())),
-            }
-        }
-    }
 }
 
 /// Why an exec was not started.
@@ -981,14 +852,7 @@ impl Shim {
                 }
                 Repeated::Http(get) => {
                     self.serial += 1;
-                    let mut g = PendingGet {
-                        repeat: r.serial,
-                        serial: self.serial,
-                        started: now,
-                        deadline: now + timeout,
-                        get: get.clone(),
-                        hop: None,
-                    };
+                    let mut g = PendingGet::new(r.serial, self.serial, get.clone(), now, timeout);
                     match g.advance(&self.readiness, now) {
                         None => self.gets.push(g),
                         // It could not connect: that is its outcome.
