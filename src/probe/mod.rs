@@ -391,11 +391,15 @@ mod tests {
 
     /// A running container `c` on `rt` whose execs exit with 1.
     async fn failing_container_on(rt: FakeRuntime) -> Target<FakeRuntime> {
-        let rt = Arc::new(rt);
         rt.run_container("s", "c").await.unwrap();
         rt.exec_exit.lock().unwrap().insert("*".into(), 1);
+        target_on(rt)
+    }
+
+    /// Container `c` of sandbox `s` on `rt`.
+    fn target_on(rt: FakeRuntime) -> Target<FakeRuntime> {
         Target {
-            runtime: rt,
+            runtime: Arc::new(rt),
             sandbox: "s".into(),
             container_id: "c".into(),
             netns: None,
@@ -424,13 +428,24 @@ mod tests {
         let mut probe = probe;
         probe["exec"] = serde_json::json!({"command": ["false"]});
         probe["failureThreshold"] = 1000.into();
+        spawn_probe(failing_container_on(rt).await, kind, probe, started)
+    }
+
+    /// Starts `kind`'s probe loop of `probe` on `target`, a container that
+    /// started now.
+    fn spawn_probe(
+        target: Target<FakeRuntime>,
+        kind: Kind,
+        probe: serde_json::Value,
+        started: bool,
+    ) -> Run {
         let probe: Probe = serde_json::from_value(probe).unwrap();
         let (tx, updates) = mpsc::unbounded_channel();
         let (started_tx, started_rx) = watch::channel(started);
         let (paused_tx, paused_rx) = watch::channel(false);
         let t0 = Instant::now();
         let task = tokio::spawn(run(
-            failing_container_on(rt).await,
+            target,
             probe,
             kind,
             "app".into(),
@@ -562,42 +577,19 @@ mod tests {
         });
         for repeats in [true, false] {
             served.store(0, std::sync::atomic::Ordering::SeqCst);
-            let rt = Arc::new(FakeRuntime::default());
+            let rt = FakeRuntime::default();
             rt.no_repeat
                 .store(!repeats, std::sync::atomic::Ordering::Relaxed);
-            let target = Target {
-                runtime: Arc::clone(&rt),
-                sandbox: "s".into(),
-                container_id: "c".into(),
-                netns: None,
-                pod_ip: String::new(),
-                ports: Vec::new(),
-                owner: crate::metrics::ProbeOwner::default(),
-            };
-            let probe: Probe = serde_json::from_value(serde_json::json!({
+            let probe = serde_json::json!({
                 "httpGet": {"port": port, "path": "/ready"},
                 "periodSeconds": 1,
-            }))
-            .unwrap();
-            let (tx, mut updates) = mpsc::unbounded_channel();
-            let (_started, started_rx) = watch::channel(true);
-            let (_paused, paused_rx) = watch::channel(false);
-            let task = tokio::spawn(run(
-                target,
-                probe,
-                Kind::Readiness,
-                "app".into(),
-                SystemTime::now(),
-                started_rx,
-                paused_rx,
-                tx,
-                false,
-            ));
+            });
+            let mut r = spawn_probe(target_on(rt.clone()), Kind::Readiness, probe, true);
             let mut events = Vec::new();
             while events.last() != Some(&UpdateKind::Result(false)) {
-                events.push(updates.recv().await.unwrap().event);
+                events.push(r.updates.recv().await.unwrap().event);
             }
-            task.abort();
+            r.task.abort();
             use UpdateKind::{FailedAttempt, Result};
             assert_eq!(
                 events,

@@ -149,6 +149,14 @@ pub struct FakeHttp {
 }
 
 impl<W: Send> FakeRuns<W> {
+    fn new(what: W, first: tokio::time::Instant, period: std::time::Duration) -> Self {
+        FakeRuns {
+            what,
+            next: first,
+            period: period.max(std::time::Duration::from_millis(1)),
+        }
+    }
+
     /// Waits for the next tick; the tick.
     async fn tick(&mut self) -> tokio::time::Instant {
         tokio::time::sleep_until(self.next).await;
@@ -200,14 +208,11 @@ impl Runtime for FakeRuntime {
             return Ok(None);
         }
         self.log(format!("http every {}", get.url()));
-        Ok(Some(FakeRuns {
-            what: FakeHttp {
-                get: get.clone(),
-                timeout,
-            },
-            next: first,
-            period: period.max(std::time::Duration::from_millis(1)),
-        }))
+        let what = FakeHttp {
+            get: get.clone(),
+            timeout,
+        };
+        Ok(Some(FakeRuns::new(what, first, period)))
     }
 
     async fn exec_every(
@@ -225,16 +230,13 @@ impl Runtime for FakeRuntime {
             return Ok(None);
         }
         self.log(format!("exec every {id} {}", args.join(" ")));
-        Ok(Some(FakeRuns {
-            what: FakeExec {
-                rt: self.clone(),
-                sandbox: sandbox.into(),
-                id: id.into(),
-                args: args.to_vec(),
-            },
-            next: first,
-            period: period.max(std::time::Duration::from_millis(1)),
-        }))
+        let what = FakeExec {
+            rt: self.clone(),
+            sandbox: sandbox.into(),
+            id: id.into(),
+            args: args.to_vec(),
+        };
+        Ok(Some(FakeRuns::new(what, first, period)))
     }
 
     async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<SandboxInfo, RuntimeError> {
