@@ -778,6 +778,7 @@ mod native_runtime {
             async move {
                 rt.http_every(
                     "uid-6",
+                    "app",
                     &get,
                     Duration::from_secs(1),
                     tokio::time::Instant::now(),
@@ -892,6 +893,7 @@ mod native_runtime {
         let none = rt
             .http_every(
                 "uid-6",
+                "app",
                 &tls,
                 Duration::from_secs(1),
                 tokio::time::Instant::now(),

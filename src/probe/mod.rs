@@ -297,8 +297,9 @@ pub async fn run<R: Runtime>(
                     }
                 }
                 (None, Some(get)) => {
+                    let id = &target.container_id;
                     match rt
-                        .http_every(sandbox, get, timeout, tick, period, need_ok)
+                        .http_every(sandbox, id, get, timeout, tick, period, need_ok)
                         .await
                     {
                         Ok(Some(mut runs)) => {

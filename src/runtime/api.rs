@@ -232,10 +232,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// namespace at `first` and every `period` after, like
     /// [`Runtime::exec_every`] (an attempt past `timeout` ends as kubelet's
     /// timeout failure). `None`: this runtime cannot (or not `get`: HTTPS);
-    /// make the attempt on each tick instead.
+    /// make the attempt on each tick instead. `id`: the container probed
+    /// (for messages: the attempt is the sandbox's).
+    #[allow(clippy::too_many_arguments)]
     fn http_every(
         &self,
         sandbox: &str,
+        id: &str,
         get: &crate::probe::http1::Get,
         timeout: std::time::Duration,
         first: tokio::time::Instant,

@@ -198,6 +198,7 @@ impl Runtime for FakeRuntime {
     async fn http_every(
         &self,
         _sandbox: &str,
+        _id: &str,
         get: &crate::probe::http1::Get,
         timeout: std::time::Duration,
         first: tokio::time::Instant,

@@ -290,6 +290,7 @@ impl Runtime for NativeRuntime {
     async fn http_every(
         &self,
         sandbox: &str,
+        id: &str,
         get: &crate::probe::http1::Get,
         timeout: Duration,
         first: tokio::time::Instant,
@@ -307,7 +308,7 @@ impl Runtime for NativeRuntime {
             quiet_after,
         };
         let conn = self.connect(sandbox).await?;
-        super::runs::ShimRuns::subscribe(conn, sandbox, "", op).await
+        super::runs::ShimRuns::subscribe(conn, sandbox, id, op).await
     }
 
     /// A long poll on the shim (not counted as a runtime operation: it
