@@ -906,6 +906,89 @@ mod native_runtime {
         rt.remove_sandbox("uid-6").await.unwrap();
     }
 
+    /// A connection still being made when the shim first tries to send
+    /// (the listener's accept queue is full, so the SYN is dropped and
+    /// sent again a second later): the shim waits for the handshake, then
+    /// sends the request and reads the answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shims_http_attempt_waits_for_a_slow_handshake() {
+        use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
+        use nodelet::probe::action::Outcome;
+        use nodelet::probe::http1::Get;
+        use nodelet::runtime::api::Repeats;
+        use std::os::fd::AsRawFd;
+        if !common::require_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let rt = runtime(&run_dir);
+        new_sandbox(&rt, "uid-7", "p").await;
+        let ns = fs::File::open(format!("/proc/{}/ns/net", shim_pid(&run_dir, "uid-7"))).unwrap();
+        let (l, queued) = std::thread::spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let fd = socket::socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap();
+            socket::bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+            socket::listen(&fd, Backlog::new(0).unwrap()).unwrap();
+            let l = std::net::TcpListener::from(fd);
+            let addr = l.local_addr().unwrap();
+            let mut queued = Vec::new();
+            while let Ok(s) =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            {
+                queued.push(s);
+                assert!(queued.len() < 16, "the accept queue never filled");
+            }
+            (l, queued)
+        })
+        .join()
+        .unwrap();
+        let port = l.local_addr().unwrap().port();
+        let get = Get::new(false, ([127, 0, 0, 1], port).into(), "/ok", Vec::new());
+        let now = tokio::time::Instant::now();
+        let mut runs = rt
+            .http_every(
+                "uid-7",
+                "app",
+                &get,
+                Duration::from_secs(5),
+                now,
+                Duration::from_secs(10),
+                1,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        // The shim's SYN is dropped meanwhile; then the queue empties, and
+        // the server answers what comes next.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in &queued {
+            drop(l.accept().unwrap());
+        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        probe_server(l, std::sync::Arc::clone(&seen));
+        let got = runs.next().await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].took >= Duration::from_millis(500),
+            "{:?}",
+            got[0].took
+        );
+        assert_eq!(
+            got[0].result.as_ref().unwrap(),
+            &Outcome::Success("fine".into())
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        drop((runs, queued));
+        rt.remove_sandbox("uid-7").await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unknown_sandboxes_are_reported_not_found() {
         let tmp = tempfile::tempdir().unwrap();
