@@ -731,6 +731,7 @@ mod native_runtime {
                         "/fail" => "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n".into(),
                         "/moved" => "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n".into(),
                         "/away" => "HTTP/1.1 302 Found\r\nLocation: http://192.0.2.1/x\r\nContent-Length: 5\r\n\r\nmoved".into(),
+                        "/tls" => "HTTP/1.1 301 Moved\r\nLocation: https://127.0.0.1:8443/ok\r\nContent-Length: 0\r\n\r\n".into(),
                         "/slow" => {
                             std::thread::sleep(Duration::from_secs(3));
                             "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into()
@@ -751,7 +752,7 @@ mod native_runtime {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn repeated_http_attempts_are_made_from_the_pods_namespace() {
         use nodelet::probe::action::Outcome;
-        use nodelet::probe::http1::{Get, MAX_BODY, USER_AGENT};
+        use nodelet::probe::http1::{Get, Made, MAX_BODY, USER_AGENT};
         use nodelet::runtime::api::Repeats;
         if !common::require_root() {
             return;
@@ -790,8 +791,13 @@ mod native_runtime {
                 .expect("the shim makes plain-HTTP attempts")
             }
         };
-        let outcomes = |runs: Vec<nodelet::runtime::api::Ran<Outcome>>| -> Vec<Outcome> {
-            runs.into_iter().map(|r| r.result.unwrap()).collect()
+        let outcomes = |runs: Vec<nodelet::runtime::api::Ran<Made>>| -> Vec<Outcome> {
+            runs.into_iter()
+                .map(|r| match r.result.unwrap() {
+                    Made::Done(o) => o,
+                    Made::Unfinished(get) => panic!("not finished: {get:?}"),
+                })
+                .collect()
         };
 
         // The first success at once with its body, later ones in a batch
@@ -861,6 +867,15 @@ mod native_runtime {
                 "Probe terminated redirects, Response body: moved".into()
             )]
         );
+        // Redirected to HTTPS on the same host: the daemon finishes it.
+        let tls = every(get(port, "/tls"), 1000).await.next().await.unwrap();
+        match &tls[0].result {
+            Ok(Made::Unfinished(g)) => {
+                assert_eq!((g.https, g.addr.port(), g.redirects), (true, 8443, 1));
+                assert_eq!(g.url(), "https://127.0.0.1:8443/ok");
+            }
+            other => panic!("{other:?}"),
+        }
         // A body is read up to kubelet's cap.
         let big = outcomes(every(get(port, "/big"), 1000).await.next().await.unwrap());
         assert!(
@@ -914,7 +929,7 @@ mod native_runtime {
     async fn a_shims_http_attempt_waits_for_a_slow_handshake() {
         use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
         use nodelet::probe::action::Outcome;
-        use nodelet::probe::http1::Get;
+        use nodelet::probe::http1::{Get, Made};
         use nodelet::runtime::api::Repeats;
         use std::os::fd::AsRawFd;
         if !common::require_root() {
@@ -982,7 +997,7 @@ mod native_runtime {
         );
         assert_eq!(
             got[0].result.as_ref().unwrap(),
-            &Outcome::Success("fine".into())
+            &Made::Done(Outcome::Success("fine".into()))
         );
         assert_eq!(seen.lock().unwrap().len(), 1);
         drop((runs, queued));

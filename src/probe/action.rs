@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::http1::{Get, Step};
+use super::http1::{Get, Made, Step};
 use crate::runtime::api::Runtime;
 
 pub use super::http1::{MAX_BODY, USER_AGENT};
@@ -258,13 +258,29 @@ pub async fn http<R: Runtime>(t: &Target<R>, get: &HTTPGetAction, timeout: Durat
 /// `timeout`.
 pub async fn http_get(
     netns: Option<&super::netns::NetNs>,
-    mut attempt: Get,
+    attempt: Get,
     timeout: Duration,
 ) -> Outcome {
+    match http_make(netns, attempt, timeout, false).await {
+        Made::Done(o) => o,
+        // Not asked to stop anywhere.
+        Made::Unfinished(g) => Outcome::Failure(format!("Get \"{}\": not finished", g.url())),
+    }
+}
+
+/// Like [`http_get`]; with `plain_only` (as a shim, which speaks no TLS),
+/// an attempt redirected to HTTPS is handed back unfinished.
+pub async fn http_make(
+    netns: Option<&super::netns::NetNs>,
+    mut attempt: Get,
+    timeout: Duration,
+    plain_only: bool,
+) -> Made {
     let first = attempt.clone();
-    match tokio::time::timeout(timeout, hops(netns, &mut attempt, timeout)).await {
-        Ok(o) => o,
-        Err(_) => first.timed_out(),
+    let hops = hops(netns, &mut attempt, timeout, plain_only);
+    match tokio::time::timeout(timeout, hops).await {
+        Ok(made) => made,
+        Err(_) => Made::Done(first.timed_out()),
     }
 }
 
@@ -272,9 +288,10 @@ async fn hops(
     netns: Option<&super::netns::NetNs>,
     attempt: &mut Get,
     timeout: Duration,
-) -> Outcome {
-    let addr = attempt.addr;
+    plain_only: bool,
+) -> Made {
     loop {
+        let addr = attempt.addr;
         let request = attempt.request();
         let answer = if attempt.https {
             match connect(netns, addr, timeout).await {
@@ -298,10 +315,53 @@ async fn hops(
             }
         };
         match attempt.answered(answer) {
-            Step::Done(o) => return o,
+            Step::Done(o) => return Made::Done(o),
+            Step::Again if plain_only && attempt.https => return Made::Unfinished(attempt.clone()),
             Step::Again => {}
         }
     }
+}
+
+/// An HTTPS server on loopback answering `200 secure` to anything, with a
+/// self-signed certificate; its port.
+#[cfg(test)]
+pub(crate) async fn tls_server() -> u16 {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(vec![cert.cert.der().clone()], key)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = l.local_addr().map_or(0, |a| a.port());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
 }
 
 /// gRPC status names, for messages.
@@ -782,35 +842,7 @@ mod tests {
 
     #[tokio::test]
     async fn https_probes_accept_any_certificate() {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.der().clone()], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            while let Ok((s, _)) = l.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let mut buf = [0u8; 1024];
-                    let _ = tls.read(&mut buf).await;
-                    let _ = tls
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure")
-                        .await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
+        let port = tls_server().await;
         let t = target();
         let o = http(&t, &get(port, "/", "HTTPS"), Duration::from_secs(2)).await;
         assert_eq!(o, Outcome::Success("secure".into()));

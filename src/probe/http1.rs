@@ -28,31 +28,45 @@ const MAX_REDIRECTS: u32 = 10;
 
 /// One `httpGet` attempt: the request of each hop, and what each answer
 /// means under kubelet's rules (`k8s:pkg/probe/http/http.go`): 200–399
-/// is success; a redirect is followed on the same host only, at most ten
-/// times; a redirect elsewhere ends the attempt as a success with a
-/// warning.
+/// is success, and of those a 3xx that was not followed a success with a
+/// warning; a redirect (301, 302, 303, 307, 308 with a `Location`) is
+/// followed when it stays on the first URL's host name — any port or
+/// scheme (`RedirectChecker`: `req.URL.Hostname() != via[0].URL.Hostname()`
+/// ends it) — and at most ten requests are made (Go's `len(via) >= 10`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Get {
     pub https: bool,
+    /// Where this hop connects.
     pub addr: SocketAddr,
-    /// The path asked for now (after redirects).
+    /// The URL's host and port as written (the `Host` header).
+    pub authority: String,
+    /// The path (and query) asked for now.
     pub path: String,
     /// `httpHeaders`, in order.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
-    /// The path first asked for, named by a timeout.
-    #[serde(default)]
-    pub first_path: String,
+    /// The URL first asked for: its host name bounds the redirects, and a
+    /// timeout names it.
+    pub first_url: String,
     #[serde(default)]
     pub redirects: u32,
+}
+
+/// What a shim's attempt came to: its outcome, or the attempt for the
+/// daemon to finish (redirected to HTTPS, which only the daemon speaks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Made {
+    Done(Outcome),
+    Unfinished(Get),
 }
 
 /// What an answer leads to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     Done(Outcome),
-    /// Redirected on the same host: ask for [`Get::request`] anew.
+    /// Redirected on the same host: ask for [`Get::request`] anew (the
+    /// scheme or port may have changed).
     Again,
 }
 
@@ -67,24 +81,30 @@ impl Get {
         if !path.starts_with('/') {
             path.insert(0, '/');
         }
-        Get {
+        let mut get = Get {
             https,
             addr,
-            first_path: path.clone(),
+            authority: addr.to_string(),
             path,
             headers,
+            first_url: String::new(),
             redirects: 0,
-        }
+        };
+        get.first_url = get.url();
+        get
     }
 
-    fn origin(&self) -> String {
-        let scheme = if self.https { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr)
+    fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The URL asked for now.
     pub fn url(&self) -> String {
-        format!("{}{}", self.origin(), self.path)
+        format!("{}://{}{}", self.scheme(), self.authority, self.path)
     }
 
     /// This hop's request.
@@ -94,7 +114,7 @@ impl Get {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        request(&self.path, &self.addr.to_string(), USER_AGENT, &headers)
+        request(&self.path, &self.authority, USER_AGENT, &headers)
     }
 
     /// What this hop's answer (or why there was none, in Go's words)
@@ -106,43 +126,210 @@ impl Get {
         };
         let code = resp.code;
         let body = String::from_utf8_lossy(&resp.body).into_owned();
-        if let (300..=399, Some(loc)) = (code, resp.location) {
-            let origin = self.origin();
-            if let Some(p) = loc
-                .strip_prefix(&origin)
-                .or_else(|| loc.starts_with('/').then_some(loc.as_str()))
-            {
-                // Go's client refuses the redirect that would make an
-                // eleventh request (`len(via) >= 10`).
-                if self.redirects + 1 >= MAX_REDIRECTS {
-                    return Step::Done(Outcome::Failure(format!(
-                        "stopped after {MAX_REDIRECTS} redirects"
-                    )));
-                }
-                self.redirects += 1;
-                self.path = if p.is_empty() { "/".into() } else { p.into() };
-                return Step::Again;
+        let location = resp.location.filter(|l| !l.is_empty());
+        if let (301 | 302 | 303 | 307 | 308, Some(loc)) = (code, location) {
+            match self.follow(&loc) {
+                Ok(true) => return Step::Again,
+                Ok(false) => {}
+                Err(e) => return Step::Done(Outcome::Failure(e)),
             }
-            // Another host: kubelet does not follow, and counts it as success.
-            return Step::Done(Outcome::Warning(format!(
-                "Probe terminated redirects, Response body: {body}"
-            )));
         }
-        Step::Done(if (200..400).contains(&code) {
-            Outcome::Success(body)
-        } else {
-            Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
+        Step::Done(match code {
+            200..=299 => Outcome::Success(body),
+            // Not followed: kubelet's probe.Warning, a success.
+            300..=399 => {
+                Outcome::Warning(format!("Probe terminated redirects, Response body: {body}"))
+            }
+            _ => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
         })
+    }
+
+    /// Moves to `location` if kubelet's client would: true if so, false
+    /// if the redirect ends the attempt (another host), `Err` with Go's
+    /// words if it fails it.
+    fn follow(&mut self, location: &str) -> Result<bool, String> {
+        let target = resolve(self.https, &self.authority, &self.path, location);
+        let Some(target) = target else {
+            return Err(format!(
+                "Get \"{}\": failed to parse Location header {location:?}",
+                self.url()
+            ));
+        };
+        let first_host = host_name(authority_of(&self.first_url));
+        if !host_name(&target.authority).eq_ignore_ascii_case(first_host) {
+            return Ok(false);
+        }
+        let url = format!("{}://{}{}", target.scheme, target.authority, target.path);
+        if self.redirects + 1 >= MAX_REDIRECTS {
+            return Err(format!(
+                "Get \"{url}\": stopped after {MAX_REDIRECTS} redirects"
+            ));
+        }
+        let https = match target.scheme.as_str() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(format!(
+                    "Get \"{url}\": unsupported protocol scheme {other:?}"
+                ))
+            }
+        };
+        let port = match port_of(&target.authority) {
+            Some(p) => p.parse::<u16>().map_err(|_| {
+                format!(
+                    "Get \"{url}\": dial tcp: address {}: invalid port",
+                    target.authority
+                )
+            })?,
+            None if https => 443,
+            None => 80,
+        };
+        self.redirects += 1;
+        self.https = https;
+        // Same host name as the first URL, an IP address: the same address.
+        self.addr = SocketAddr::new(self.addr.ip(), port);
+        self.authority = target.authority;
+        self.path = target.path;
+        Ok(true)
     }
 
     /// The attempt ran out of time.
     pub fn timed_out(&self) -> Outcome {
         Outcome::Failure(format!(
-            "Get \"{}{}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
-            self.origin(),
-            self.first_path
+            "Get \"{}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+            self.first_url
         ))
     }
+}
+
+/// A redirect's target.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    scheme: String,
+    authority: String,
+    /// Path and query, no fragment.
+    path: String,
+}
+
+/// `location` resolved against the URL asked for (RFC 3986 §5.2, as Go's
+/// `URL.ResolveReference`); `None` if it is not a URL.
+fn resolve(https: bool, authority: &str, path: &str, location: &str) -> Option<Target> {
+    let location = location.split('#').next().unwrap_or_default();
+    if location.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        return None;
+    }
+    let base_scheme = if https { "https" } else { "http" };
+    let scheme_end = location.find(':').filter(|&i| {
+        i > 0
+            && location[..i]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && location[..i].starts_with(|c: char| c.is_ascii_alphabetic())
+    });
+    let (scheme, rest) = match scheme_end {
+        Some(i) => (location[..i].to_ascii_lowercase(), &location[i + 1..]),
+        None => (base_scheme.to_string(), location),
+    };
+    if let Some(net) = rest.strip_prefix("//") {
+        let end = net.find(['/', '?']).unwrap_or(net.len());
+        let (auth, p) = net.split_at(end);
+        // Credentials in a URL are not a host: Go sends them as a header,
+        // which a probe has no use for.
+        let auth = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+        let p = if p.is_empty() || p.starts_with('?') {
+            format!("/{p}")
+        } else {
+            p.to_string()
+        };
+        return Some(Target {
+            scheme,
+            authority: auth.to_string(),
+            path: remove_dot_segments(&p),
+        });
+    }
+    if scheme_end.is_some() {
+        // `scheme:opaque`: no host to go to.
+        return None;
+    }
+    let (base_path, base_query) = path.split_once('?').unwrap_or((path, ""));
+    let path = if rest.is_empty() {
+        if base_query.is_empty() {
+            base_path.to_string()
+        } else {
+            format!("{base_path}?{base_query}")
+        }
+    } else if rest.starts_with('?') {
+        format!("{base_path}{rest}")
+    } else if rest.starts_with('/') {
+        remove_dot_segments(rest)
+    } else {
+        let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+        remove_dot_segments(&format!("{dir}{rest}"))
+    };
+    Some(Target {
+        scheme,
+        authority: authority.to_string(),
+        path,
+    })
+}
+
+/// RFC 3986 §5.2.4 on a path (its query left alone).
+fn remove_dot_segments(p: &str) -> String {
+    let (path, query) = match p.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (p, None),
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate().skip(1) {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut r = format!("/{}", out.join("/"));
+    if let Some(q) = query {
+        r.push('?');
+        r.push_str(q);
+    }
+    r
+}
+
+/// `host:port` of `scheme://host:port/path`.
+fn authority_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    &rest[..rest.find(['/', '?']).unwrap_or(rest.len())]
+}
+
+/// The host name of an authority (Go's `URL.Hostname`: no port, no
+/// brackets).
+fn host_name(authority: &str) -> &str {
+    let a = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = a.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or_default();
+    }
+    a.split(':').next().unwrap_or_default()
+}
+
+/// The port of an authority, if it names one.
+fn port_of(authority: &str) -> Option<&str> {
+    let a = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = match a.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, r)| r),
+        None => a.find(':').map_or("", |i| &a[i..]),
+    };
+    after_host.strip_prefix(':').filter(|p| !p.is_empty())
 }
 
 /// Go's words for a connection that could not be made.
@@ -599,31 +786,64 @@ mod tests {
     }
 
     #[test]
-    fn an_attempt_follows_redirects_on_its_host_only_and_not_forever() {
+    fn an_attempt_follows_redirects_on_its_host_name_only_and_not_forever() {
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let mut get = Get::new(false, addr, "healthz", Vec::new());
         assert_eq!(get.url(), "http://127.0.0.1:8080/healthz");
         assert_eq!(Get::new(false, addr, "", Vec::new()).path, "/");
-        // Relative and same-origin locations are followed...
-        assert_eq!(get.answered(answer_with(301, Some("/a"), "")), Step::Again);
-        assert_eq!(get.url(), "http://127.0.0.1:8080/a");
-        let same = Some("http://127.0.0.1:8080/b");
+        // Absolute paths, same-origin URLs and relative references are
+        // followed, resolved as Go resolves them...
+        assert_eq!(
+            get.answered(answer_with(301, Some("/a/x"), "")),
+            Step::Again
+        );
+        assert_eq!(get.url(), "http://127.0.0.1:8080/a/x");
+        assert_eq!(
+            get.answered(answer_with(302, Some("b?q=1"), "")),
+            Step::Again
+        );
+        assert_eq!(get.url(), "http://127.0.0.1:8080/a/b?q=1");
+        assert_eq!(
+            get.answered(answer_with(303, Some("../c#frag"), "")),
+            Step::Again
+        );
+        assert_eq!(get.url(), "http://127.0.0.1:8080/c");
+        let same = Some("http://127.0.0.1:8080/d");
         assert_eq!(get.answered(answer_with(307, same, "")), Step::Again);
-        assert_eq!(get.path, "/b");
         assert!(String::from_utf8(get.request())
             .unwrap()
-            .starts_with("GET /b HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
-        // ...another host's is not: success with a warning.
+            .starts_with("GET /d HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
+        // ...and so are another port and another scheme of the same host
+        // name (kubelet compares host names only).
+        let other_port = Some("//127.0.0.1:9090/e");
+        assert_eq!(get.answered(answer_with(308, other_port, "")), Step::Again);
         assert_eq!(
-            get.clone()
-                .answered(answer_with(302, Some("http://10.1.1.1/"), "elsewhere")),
-            Step::Done(Outcome::Warning(
-                "Probe terminated redirects, Response body: elsewhere".into()
-            ))
+            (get.addr.port(), get.url().as_str()),
+            (9090, "http://127.0.0.1:9090/e")
         );
-        // 3xx without a location, 2xx: success with the body; 4xx, 5xx fail.
+        let tls = Some("https://127.0.0.1/f");
+        assert_eq!(get.answered(answer_with(301, tls, "")), Step::Again);
+        assert!(get.https);
         assert_eq!(
-            get.clone().answered(answer_with(304, None, "")),
+            (get.addr.port(), get.url().as_str()),
+            (443, "https://127.0.0.1/f")
+        );
+        assert_eq!(get.redirects, 6);
+        // Another host name: not followed, a success with a warning; so is
+        // a 3xx that is not a redirect, or has no location.
+        let warned =
+            |code, loc: Option<&str>| get.clone().answered(answer_with(code, loc, "elsewhere"));
+        let warning = Step::Done(Outcome::Warning(
+            "Probe terminated redirects, Response body: elsewhere".into(),
+        ));
+        assert_eq!(warned(302, Some("http://10.1.1.1:8080/")), warning);
+        assert_eq!(warned(302, Some("http://localhost:8080/")), warning);
+        assert_eq!(warned(304, None), warning);
+        assert_eq!(warned(300, Some("/a")), warning);
+        assert_eq!(warned(302, Some("")), warning);
+        // 2xx succeed with the body; 4xx, 5xx fail.
+        assert_eq!(
+            get.clone().answered(answer_with(204, None, "")),
             Step::Done(Outcome::Success(String::new()))
         );
         assert_eq!(
@@ -632,12 +852,17 @@ mod tests {
                 "HTTP probe failed with statuscode: 404".into()
             ))
         );
+        assert_eq!(
+            get.clone()
+                .answered(answer_with(302, Some("ftp://127.0.0.1/x"), "")),
+            Step::Done(Outcome::Failure(
+                "Get \"ftp://127.0.0.1/x\": unsupported protocol scheme \"ftp\"".into()
+            ))
+        );
         // Errors name the URL asked for now; a timeout the first.
         assert_eq!(
             get.clone().answered(Err("EOF".into())),
-            Step::Done(Outcome::Failure(
-                "Get \"http://127.0.0.1:8080/b\": EOF".into()
-            ))
+            Step::Done(Outcome::Failure("Get \"https://127.0.0.1/f\": EOF".into()))
         );
         assert_eq!(
             get.timed_out().message(),
@@ -654,7 +879,12 @@ mod tests {
             }
         };
         assert_eq!(requests, 10);
-        assert_eq!(last, Outcome::Failure("stopped after 10 redirects".into()));
+        assert_eq!(
+            last,
+            Outcome::Failure(
+                "Get \"http://127.0.0.1:8080/again\": stopped after 10 redirects".into()
+            )
+        );
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{LifecycleHandler, Probe};
 use tokio::sync::{mpsc, watch};
 
 use self::action::{Outcome, Target};
+use self::http1::Made;
 use crate::runtime::api::{Repeats, Runtime, RuntimeError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,28 +172,38 @@ impl Tracker<'_> {
 }
 
 /// Applies the runs of a repeated exec or HTTP probe as they come (`judge`
-/// says what each run's result means), until the result settles (false:
-/// the probe is done), the container is paused or the runs break off
-/// (true: subscribe again at the next tick).
-async fn follow<T, Rs: Repeats<T>>(
+/// says what each run's result means; an HTTP attempt the runtime could
+/// not finish is finished here within what is left of `timeout`), until
+/// the result settles (false: the probe is done), the container is paused
+/// or the runs break off (true: subscribe again at the next tick).
+async fn follow<T, Rs: Repeats<T>, R: Runtime>(
     runs: &mut Rs,
     t: &mut Tracker<'_>,
     paused: &mut watch::Receiver<bool>,
-    judge: impl Fn(Result<T, RuntimeError>) -> Outcome,
+    (target, timeout): (&Target<R>, Duration),
+    judge: impl Fn(Result<T, RuntimeError>) -> Made,
 ) -> bool {
     loop {
-        tokio::select! {
+        let batch = tokio::select! {
             got = runs.next() => match got {
-                Ok(batch) => {
-                    for run in batch {
-                        if !t.attempt(&judge(run.result), run.took) {
-                            return false;
-                        }
-                    }
-                }
+                Ok(batch) => batch,
                 Err(e) => return t.failed(&e),
             },
             now_paused = paused.wait_for(|p| *p) => return now_paused.is_ok(),
+        };
+        for run in batch {
+            let (out, took) = match judge(run.result) {
+                Made::Done(out) => (out, run.took),
+                Made::Unfinished(get) => {
+                    let began = std::time::Instant::now();
+                    let left = timeout.saturating_sub(run.took);
+                    let out = action::http_get(target.netns.as_deref(), get, left).await;
+                    (out, run.took + began.elapsed())
+                }
+            };
+            if !t.attempt(&out, took) {
+                return false;
+            }
         }
     }
 }
@@ -290,8 +301,11 @@ pub async fn run<R: Runtime>(
                         .await
                     {
                         Ok(Some(mut runs)) => {
-                            let judge = |r| action::exec_outcome(cmd, timeout, r);
-                            Ok(Some(follow(&mut runs, &mut t, &mut paused, judge).await))
+                            let judge = |r| Made::Done(action::exec_outcome(cmd, timeout, r));
+                            let to = (&target, timeout);
+                            Ok(Some(
+                                follow(&mut runs, &mut t, &mut paused, to, judge).await,
+                            ))
                         }
                         other => other.map(|_| None),
                     }
@@ -303,10 +317,15 @@ pub async fn run<R: Runtime>(
                         .await
                     {
                         Ok(Some(mut runs)) => {
-                            let judge = |r: Result<Outcome, RuntimeError>| {
-                                r.unwrap_or_else(|e| Outcome::Failure(crate::error_chain(&e)))
+                            let judge = |r: Result<Made, RuntimeError>| {
+                                r.unwrap_or_else(|e| {
+                                    Made::Done(Outcome::Failure(crate::error_chain(&e)))
+                                })
                             };
-                            Ok(Some(follow(&mut runs, &mut t, &mut paused, judge).await))
+                            let to = (&target, timeout);
+                            Ok(Some(
+                                follow(&mut runs, &mut t, &mut paused, to, judge).await,
+                            ))
                         }
                         other => other.map(|_| None),
                     }
@@ -555,8 +574,11 @@ mod tests {
     /// attempts, else attempts on each tick; either way the same answers
     /// drive the result (here: readiness flips on the first 200, then off
     /// after three 500s).
-    #[tokio::test]
-    async fn http_probes_are_repeated_by_the_runtime_or_made_on_each_tick() {
+    /// A plain HTTP server on loopback: its `n`th connection (from 0) gets
+    /// `answer(n)`. Its port and the count of connections.
+    async fn http_server(
+        answer: impl Fn(usize) -> String + Send + Sync + 'static,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
@@ -568,14 +590,23 @@ mod tests {
                 let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut buf = [0u8; 1024];
                 let _ = c.read(&mut buf).await;
-                let answer: &[u8] = if n == 0 {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-                } else {
-                    b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
-                };
-                let _ = c.write_all(answer).await;
+                let _ = c.write_all(answer(n).as_bytes()).await;
             }
         });
+        (port, served)
+    }
+
+    /// A plain-HTTP probe subscribes once when the runtime makes its
+    /// attempts, else attempts on each tick; either way the same answers
+    /// drive the result (here: readiness flips on the first 200, then off
+    /// after three 500s).
+    #[tokio::test]
+    async fn http_probes_are_repeated_by_the_runtime_or_made_on_each_tick() {
+        let (port, served) = http_server(|n| {
+            let status = if n == 0 { "200 OK" } else { "500 Oops" };
+            format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n")
+        })
+        .await;
         for repeats in [true, false] {
             served.store(0, std::sync::atomic::Ordering::SeqCst);
             let rt = FakeRuntime::default();
@@ -601,6 +632,41 @@ mod tests {
                     FailedAttempt,
                     Result(false)
                 ]
+            );
+            let every = rt
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with("http every "))
+                .count();
+            assert_eq!(every, usize::from(repeats), "repeats: {repeats}");
+        }
+    }
+
+    /// Redirected to HTTPS on the same host (kubelet follows another
+    /// scheme or port of the same host name): a runtime that makes plain
+    /// HTTP only hands the attempt back, and the probe task finishes it.
+    #[tokio::test]
+    async fn an_http_probe_redirected_to_https_is_finished_by_the_daemon() {
+        let tls = action::tls_server().await;
+        let (port, _) = http_server(move |_| {
+            format!(
+                "HTTP/1.1 301 Moved\r\nLocation: https://127.0.0.1:{tls}/\r\nContent-Length: 0\r\n\r\n"
+            )
+        })
+        .await;
+        for repeats in [true, false] {
+            let rt = FakeRuntime::default();
+            rt.no_repeat
+                .store(!repeats, std::sync::atomic::Ordering::Relaxed);
+            let probe = serde_json::json!({"httpGet": {"port": port}, "periodSeconds": 1});
+            let mut r = spawn_probe(target_on(rt.clone()), Kind::Readiness, probe, true);
+            let u = r.updates.recv().await.unwrap();
+            r.task.abort();
+            assert_eq!(
+                (u.event, u.message.as_str()),
+                (UpdateKind::Result(true), "secure")
             );
             let every = rt
                 .calls

@@ -111,7 +111,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// A repeated exec's runs.
     type ExecRuns: Repeats<ExecResult>;
     /// A repeated HTTP attempt's runs.
-    type HttpRuns: Repeats<crate::probe::action::Outcome>;
+    type HttpRuns: Repeats<crate::probe::http1::Made>;
     fn create_sandbox(
         &self,
         cfg: &SandboxConfig,

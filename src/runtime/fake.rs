@@ -142,7 +142,8 @@ pub struct FakeExec {
     args: Vec<String>,
 }
 
-/// A repeated HTTP attempt, made for real from this process.
+/// A repeated HTTP attempt, made for real from this process as a shim
+/// makes it (one redirected to HTTPS is handed back unfinished).
 pub struct FakeHttp {
     get: crate::probe::http1::Get,
     timeout: std::time::Duration,
@@ -179,13 +180,14 @@ impl Repeats<ExecResult> for FakeRuns<FakeExec> {
     }
 }
 
-impl Repeats<crate::probe::action::Outcome> for FakeRuns<FakeHttp> {
-    async fn next(&mut self) -> Result<Vec<Ran<crate::probe::action::Outcome>>, RuntimeError> {
+impl Repeats<crate::probe::http1::Made> for FakeRuns<FakeHttp> {
+    async fn next(&mut self) -> Result<Vec<Ran<crate::probe::http1::Made>>, RuntimeError> {
         let now = self.tick().await;
         let h = &self.what;
-        let outcome = crate::probe::action::http_get(None, h.get.clone(), h.timeout).await;
+        // As a shim makes it: plain HTTP only.
+        let made = crate::probe::action::http_make(None, h.get.clone(), h.timeout, true).await;
         Ok(vec![Ran {
-            result: Ok(outcome),
+            result: Ok(made),
             took: now.elapsed(),
         }])
     }

@@ -6,8 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::readiness::{Readiness, Token, Watched};
-use crate::probe::action::Outcome;
-use crate::probe::http1::{self, Get, Reader, Step};
+use crate::probe::http1::{self, Get, Made, Reader, Step};
 
 /// An HTTP attempt in flight (an `httpEvery` run), its outcome for the
 /// subscription once it ends.
@@ -45,11 +44,11 @@ impl PendingGet {
         }
     }
 
-    /// Goes on with the attempt as far as it can without waiting: its
-    /// outcome once it ended.
-    pub fn advance(&mut self, readiness: &Readiness, now: Instant) -> Option<Outcome> {
+    /// Goes on with the attempt as far as it can without waiting: what
+    /// it made once it ended (or must go on in the daemon: HTTPS).
+    pub fn advance(&mut self, readiness: &Readiness, now: Instant) -> Option<Made> {
         if now >= self.deadline {
-            return Some(self.get.timed_out());
+            return Some(Made::Done(self.get.timed_out()));
         }
         loop {
             let answer = match &mut self.hop {
@@ -68,7 +67,10 @@ impl PendingGet {
             }
             self.hop = None;
             match self.get.answered(answer) {
-                Step::Done(o) => return Some(o),
+                Step::Done(o) => return Some(Made::Done(o)),
+                Step::Again if self.get.https => {
+                    return Some(Made::Unfinished(self.get.clone()));
+                }
                 Step::Again => {}
             }
         }

@@ -260,7 +260,7 @@ impl NativeRuntime {
 
 impl Runtime for NativeRuntime {
     type ExecRuns = super::runs::ShimRuns<super::protocol::ExecResult>;
-    type HttpRuns = super::runs::ShimRuns<crate::probe::action::Outcome>;
+    type HttpRuns = super::runs::ShimRuns<crate::probe::http1::Made>;
 
     async fn exec_every(
         &self,

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::probe::action::Outcome;
+use crate::probe::http1::{Get, Made};
 use crate::runtime::record::ExitRecord;
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -133,17 +134,25 @@ pub struct Run {
     pub exec: Option<ExecResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<Outcome>,
+    /// An HTTP attempt redirected to HTTPS, for the daemon to finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Get>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub micros: u64,
 }
 
 impl Run {
-    /// An HTTP attempt's outcome after `took`.
-    pub fn of_http(outcome: Outcome, took: std::time::Duration) -> Run {
+    /// What an HTTP attempt made, after `took`.
+    pub fn of_http(made: Made, took: std::time::Duration) -> Run {
+        let (http, handoff) = match made {
+            Made::Done(o) => (Some(o), None),
+            Made::Unfinished(get) => (None, Some(get)),
+        };
         Run {
             exec: None,
-            http: Some(outcome),
+            http,
+            handoff,
             error: None,
             micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         }
@@ -174,6 +183,7 @@ impl Run {
                 Outcome::Success(_) => Outcome::Success(String::new()),
                 other => other.clone(),
             }),
+            handoff: self.handoff.clone(),
             error: self.error.clone(),
             micros: self.micros,
         }

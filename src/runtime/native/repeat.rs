@@ -118,6 +118,7 @@ mod tests {
                 truncated: false,
             }),
             http: None,
+            handoff: None,
             error: None,
             micros: 7,
         }
@@ -177,6 +178,7 @@ mod tests {
         let refused = Run {
             exec: None,
             http: None,
+            handoff: None,
             error: Some("container c is not running".into()),
             micros: 0,
         };

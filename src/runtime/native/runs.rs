@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::protocol::{ExecResult, Op, Request, Response, Run, PROTOCOL_VERSION, TOO_MANY_REPEATS};
-use crate::probe::action::Outcome;
+use crate::probe::http1::Made;
 use crate::runtime::api::{Ran, Repeats, RuntimeError};
 
 /// What a run of one kind reports.
@@ -26,10 +26,12 @@ impl RunResult for ExecResult {
     }
 }
 
-impl RunResult for Outcome {
+impl RunResult for Made {
     const RUNTIME_OP: Option<&'static str> = None;
     fn take(run: Run) -> Option<Self> {
         run.http
+            .map(Made::Done)
+            .or_else(|| run.handoff.map(Made::Unfinished))
     }
 }
 

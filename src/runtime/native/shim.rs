@@ -423,14 +423,14 @@ impl Shim {
                 if !ready.is_ready(Token::Http(g.serial)) && now < g.deadline {
                     return true;
                 }
-                let Some(outcome) = g.advance(ready, now) else {
+                let Some(made) = g.advance(ready, now) else {
                     return true;
                 };
-                got.push((g.repeat, outcome, g.started.elapsed()));
+                got.push((g.repeat, made, g.started.elapsed()));
                 false
             });
-            for (repeat, outcome, took) in got {
-                self.repeat_ran(repeat, Run::of_http(outcome, took));
+            for (repeat, made, took) in got {
+                self.repeat_ran(repeat, Run::of_http(made, took));
             }
             let ready = &self.readiness;
             for c in self.containers.values_mut() {
@@ -544,6 +544,7 @@ impl Shim {
                                     Run {
                                         exec: Some(result),
                                         http: None,
+                                        handoff: None,
                                         error: None,
                                         micros: u64::try_from(micros).unwrap_or(u64::MAX),
                                     },
@@ -856,8 +857,8 @@ impl Shim {
                     match g.advance(&self.readiness, now) {
                         None => self.gets.push(g),
                         // It could not connect: that is its outcome.
-                        Some(outcome) => {
-                            let run = Run::of_http(outcome, now.elapsed());
+                        Some(made) => {
+                            let run = Run::of_http(made, now.elapsed());
                             if let Some(runs) = r.reporter.record(run) {
                                 send_runs(&r.client, runs);
                             }
@@ -875,6 +876,7 @@ impl Shim {
                     let run = Run {
                         exec: None,
                         http: None,
+                        handoff: None,
                         error: Some(msg),
                         micros: 0,
                     };
