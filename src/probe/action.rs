@@ -291,28 +291,9 @@ async fn hops(
     plain_only: bool,
 ) -> Made {
     loop {
-        let addr = attempt.addr;
-        let request = attempt.request();
-        let answer = if attempt.https {
-            match connect(netns, addr, timeout).await {
-                Ok(tcp) => match super::tls::connect(tcp, addr.ip()).await {
-                    Ok(mut s) => super::http1::exchange(&mut s, &request, MAX_BODY).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
-        } else {
-            match connect_sending(netns, addr, timeout, &request).await {
-                Ok((mut s, sent)) => {
-                    let rest = request.get(sent..).unwrap_or_default();
-                    let answer = super::http1::exchange(&mut s, rest, MAX_BODY).await;
-                    if answer.is_ok() {
-                        super::http1::reset_if_closed(std::os::fd::AsFd::as_fd(&s));
-                    }
-                    answer
-                }
-                Err(e) => Err(e),
-            }
+        let answer = match attempt.request() {
+            Ok(request) => hop(netns, attempt, &request, timeout).await,
+            Err(e) => Err(e),
         };
         match attempt.answered(answer) {
             Step::Done(o) => return Made::Done(o),
@@ -320,6 +301,28 @@ async fn hops(
             Step::Again => {}
         }
     }
+}
+
+/// One request of `attempt` and its answer.
+async fn hop(
+    netns: Option<&super::netns::NetNs>,
+    attempt: &Get,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<super::http1::Response, String> {
+    let addr = attempt.addr;
+    if attempt.https {
+        let tcp = connect(netns, addr, timeout).await?;
+        let mut s = super::tls::connect(tcp, addr.ip()).await?;
+        return super::http1::exchange(&mut s, request, MAX_BODY).await;
+    }
+    let (mut s, sent) = connect_sending(netns, addr, timeout, request).await?;
+    let rest = request.get(sent..).unwrap_or_default();
+    let answer = super::http1::exchange(&mut s, rest, MAX_BODY).await;
+    if answer.is_ok() {
+        super::http1::reset_if_closed(std::os::fd::AsFd::as_fd(&s));
+    }
+    answer
 }
 
 /// An HTTPS server on loopback answering `200 secure` to anything, with a

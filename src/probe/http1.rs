@@ -85,7 +85,7 @@ impl Get {
             https,
             addr,
             authority: addr.to_string(),
-            path,
+            path: request_target(&path),
             headers,
             first_url: String::new(),
             redirects: 0,
@@ -107,14 +107,19 @@ impl Get {
         format!("{}://{}{}", self.scheme(), self.authority, self.path)
     }
 
-    /// This hop's request.
-    pub fn request(&self) -> Vec<u8> {
+    /// This hop's request; `Err` (Go's words) if a header value holds a
+    /// control character, which Go's client refuses to send.
+    pub fn request(&self) -> Result<Vec<u8>, String> {
+        let ctl = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+        if let Some((n, _)) = self.headers.iter().find(|(_, v)| v.bytes().any(ctl)) {
+            return Err(format!("net/http: invalid header field value for {n:?}"));
+        }
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        request(&self.path, &self.authority, USER_AGENT, &headers)
+        Ok(request(&self.path, &self.authority, USER_AGENT, &headers))
     }
 
     /// What this hop's answer (or why there was none, in Go's words)
@@ -151,7 +156,7 @@ impl Get {
         let target = resolve(self.https, &self.authority, &self.path, location);
         let Some(target) = target else {
             return Err(format!(
-                "Get \"{}\": failed to parse Location header {location:?}",
+                "Get \"{}\": failed to parse Location header {location:?}: parse {location:?}: net/url: invalid control character in URL",
                 self.url()
             ));
         };
@@ -189,7 +194,7 @@ impl Get {
         // Same host name as the first URL, an IP address: the same address.
         self.addr = SocketAddr::new(self.addr.ip(), port);
         self.authority = target.authority;
-        self.path = target.path;
+        self.path = request_target(&target.path);
         Ok(true)
     }
 
@@ -202,6 +207,40 @@ impl Get {
     }
 }
 
+/// A path as Go's client puts it on the request line (`URL.RequestURI`
+/// of kubelet's `url.Parse(path)`): the path percent-encoded where it holds
+/// what a path may not (spaces, quotes, non-ASCII; valid escapes kept),
+/// the query as written, no fragment. With a control character anywhere
+/// Go cannot parse it and takes it all as the path: all of it encoded.
+fn request_target(raw: &str) -> String {
+    if raw.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return escape_path(raw, false);
+    }
+    let raw = raw.split('#').next().unwrap_or_default();
+    match raw.split_once('?') {
+        Some((p, q)) => format!("{}?{q}", escape_path(p, true)),
+        None => escape_path(raw, true),
+    }
+}
+
+fn escape_path(p: &str, keep_escapes: bool) -> String {
+    let b = p.as_bytes();
+    let mut out = String::with_capacity(p.len());
+    for (i, &c) in b.iter().enumerate() {
+        let kept = c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c);
+        let escape = c == b'%'
+            && keep_escapes
+            && b.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        if kept || escape {
+            out.push(char::from(c));
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
+}
+
 /// A redirect's target.
 #[derive(Debug, PartialEq, Eq)]
 struct Target {
@@ -212,12 +251,13 @@ struct Target {
 }
 
 /// `location` resolved against the URL asked for (RFC 3986 §5.2, as Go's
-/// `URL.ResolveReference`); `None` if it is not a URL.
+/// `URL.ResolveReference`); `None` if Go cannot parse it (a control
+/// character).
 fn resolve(https: bool, authority: &str, path: &str, location: &str) -> Option<Target> {
-    let location = location.split('#').next().unwrap_or_default();
-    if location.chars().any(|c| c.is_ascii_control() || c == ' ') {
+    if location.chars().any(|c| c.is_ascii_control()) {
         return None;
     }
+    let location = location.split('#').next().unwrap_or_default();
     let base_scheme = if https { "https" } else { "http" };
     let scheme_end = location.find(':').filter(|&i| {
         i > 0
@@ -248,8 +288,12 @@ fn resolve(https: bool, authority: &str, path: &str, location: &str) -> Option<T
         });
     }
     if scheme_end.is_some() {
-        // `scheme:opaque`: no host to go to.
-        return None;
+        // `scheme:opaque`: no host, so not this one.
+        return Some(Target {
+            scheme,
+            authority: String::new(),
+            path: rest.to_string(),
+        });
     }
     let (base_path, base_query) = path.split_once('?').unwrap_or((path, ""));
     let path = if rest.is_empty() {
@@ -810,7 +854,7 @@ mod tests {
         assert_eq!(get.url(), "http://127.0.0.1:8080/c");
         let same = Some("http://127.0.0.1:8080/d");
         assert_eq!(get.answered(answer_with(307, same, "")), Step::Again);
-        assert!(String::from_utf8(get.request())
+        assert!(String::from_utf8(get.request().unwrap())
             .unwrap()
             .starts_with("GET /d HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
         // ...and so are another port and another scheme of the same host
@@ -841,6 +885,13 @@ mod tests {
         assert_eq!(warned(304, None), warning);
         assert_eq!(warned(300, Some("/a")), warning);
         assert_eq!(warned(302, Some("")), warning);
+        assert_eq!(warned(302, Some("mailto:x@127.0.0.1")), warning);
+        assert_eq!(
+            get.clone().answered(answer_with(302, Some("/a\nb"), "")),
+            Step::Done(Outcome::Failure(
+                "Get \"https://127.0.0.1/f\": failed to parse Location header \"/a\\nb\": parse \"/a\\nb\": net/url: invalid control character in URL".into()
+            ))
+        );
         // 2xx succeed with the body; 4xx, 5xx fail.
         assert_eq!(
             get.clone().answered(answer_with(204, None, "")),
@@ -885,6 +936,45 @@ mod tests {
                 "Get \"http://127.0.0.1:8080/again\": stopped after 10 redirects".into()
             )
         );
+    }
+
+    /// The request line holds what Go's client would put there, never
+    /// raw spaces or control characters; a header value with a control
+    /// character is refused as Go refuses it.
+    #[test]
+    fn paths_are_encoded_and_bad_header_values_refused_as_go_does() {
+        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let target = |p: &str| Get::new(false, addr, p, Vec::new()).path;
+        assert_eq!(target("/a b/\"c\""), "/a%20b/%22c%22");
+        assert_eq!(target("/é"), "/%C3%A9");
+        assert_eq!(target("/ok/%41%zz"), "/ok/%41%25zz");
+        assert_eq!(target("/x;v=1/@:$&'()*+,=!~"), "/x;v=1/@:$&'()*+,=!~");
+        assert_eq!(target("/x?q=a b&c=%zz"), "/x?q=a b&c=%zz");
+        assert_eq!(target("/x#frag"), "/x");
+        // A control character: all of it is the path, all of it encoded.
+        assert_eq!(target("/a\r\nX: y?z"), "/a%0D%0AX:%20y%3Fz");
+        let get = Get::new(false, addr, "/a b", Vec::new());
+        let req = String::from_utf8(get.request().unwrap()).unwrap();
+        assert!(req.starts_with("GET /a%20b HTTP/1.1\r\n"), "{req}");
+        assert_eq!(get.url(), "http://127.0.0.1:80/a%20b");
+        // Redirect targets are encoded the same way.
+        let mut get = Get::new(false, addr, "/", Vec::new());
+        assert_eq!(
+            get.answered(answer_with(302, Some("/b c"), "")),
+            Step::Again
+        );
+        assert_eq!(get.path, "/b%20c");
+        let headers = vec![
+            ("X-Tab".to_string(), "a\tb".to_string()),
+            ("X-Bad".to_string(), "a\r\nInjected: yes".to_string()),
+        ];
+        let bad = Get::new(false, addr, "/", headers);
+        assert_eq!(
+            bad.request().unwrap_err(),
+            "net/http: invalid header field value for \"X-Bad\""
+        );
+        let tab = Get::new(false, addr, "/", vec![("X-Tab".into(), "a\tb".into())]);
+        assert!(tab.request().is_ok());
     }
 
     #[tokio::test]

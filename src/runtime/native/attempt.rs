@@ -96,7 +96,7 @@ impl Hop {
             Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
             Err(e) => return Err(dial(e)),
         }
-        let request = get.request();
+        let request = get.request()?;
         let sent = match socket::send(fd.as_raw_fd(), &request, MsgFlags::MSG_NOSIGNAL) {
             Ok(n) => n,
             // Still in the handshake.
