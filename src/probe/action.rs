@@ -156,9 +156,7 @@ async fn connect(
     match tokio::time::timeout(timeout, socket.connect(addr)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(dial_err(&e)),
-        Err(_) => Err(dial_err(&std::io::Error::from(
-            std::io::ErrorKind::TimedOut,
-        ))),
+        Err(_) => Err(super::http1::dial_timeout(addr)),
     }
 }
 
@@ -204,7 +202,7 @@ async fn connect_sending(
         match tokio::time::timeout(timeout, stream.writable()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(dial_err(e)),
-            Err(_) => return Err(dial_err(std::io::ErrorKind::TimedOut.into())),
+            Err(_) => return Err(super::http1::dial_timeout(addr)),
         }
         if let Some(e) = stream.take_error().map_err(dial_err)? {
             return Err(dial_err(e));
@@ -833,7 +831,16 @@ mod tests {
             .await
             .map(|(_, sent)| sent)
             .unwrap_err();
-        assert!(e.starts_with(&format!("dial tcp {full}: connect: ")), "{e}");
+        assert_eq!(e, format!("dial tcp {full}: i/o timeout"));
+        // So does a tcpSocket probe, in Go's words for a dial timeout.
+        let o = tcp(
+            &target(),
+            None,
+            &IntOrString::Int(i32::from(full.port())),
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(o, Outcome::Failure(format!("dial tcp {full}: i/o timeout")));
         // Refused: the send reports it, worded as the connect error.
         drop((queued, l));
         let e = connect_sending(None, full, Duration::from_secs(1), req)

@@ -381,6 +381,11 @@ pub fn dial_error(addr: SocketAddr, e: &std::io::Error) -> String {
     format!("dial tcp {addr}: connect: {}", strip_os(e))
 }
 
+/// Go's words for a connection not made in time (`net.DialTimeout`).
+pub fn dial_timeout(addr: SocketAddr) -> String {
+    format!("dial tcp {addr}: i/o timeout")
+}
+
 /// `connection refused` rather than `Connection refused (os error 111)`.
 fn strip_os(e: &std::io::Error) -> String {
     let s = e.to_string();
