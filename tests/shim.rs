@@ -1004,6 +1004,104 @@ mod native_runtime {
         rt.remove_sandbox("uid-7").await.unwrap();
     }
 
+    /// tcpSocket probes made by the shim: connected is success; refused and
+    /// timed-out connections fail in Go's words; the pod's loopback, not
+    /// the host's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_connections_for_tcp_probes_from_the_pods_namespace() {
+        use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
+        use nodelet::probe::action::Outcome;
+        use nodelet::probe::http1::Made;
+        use nodelet::runtime::api::Repeats;
+        use std::os::fd::AsRawFd;
+        if !common::require_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let rt = runtime(&run_dir);
+        new_sandbox(&rt, "uid-8", "p").await;
+        let pid = shim_pid(&run_dir, "uid-8");
+        let open = listener_in_netns_of(pid);
+        let port = open.local_addr().unwrap().port();
+        // The host's loopback, same port: never reached.
+        let host = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        host.set_nonblocking(true).unwrap();
+        let closed = listener_in_netns_of(pid).local_addr().unwrap().port();
+        // A listener whose accept queue is full: the SYN is dropped.
+        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        let (full, _queued) = std::thread::spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let fd = socket::socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap();
+            socket::bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+            socket::listen(&fd, Backlog::new(0).unwrap()).unwrap();
+            let l = std::net::TcpListener::from(fd);
+            let addr = l.local_addr().unwrap();
+            let mut queued = Vec::new();
+            while let Ok(s) =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            {
+                queued.push(s);
+                assert!(queued.len() < 16, "the accept queue never filled");
+            }
+            (l, queued)
+        })
+        .join()
+        .unwrap();
+        let full_port = full.local_addr().unwrap().port();
+        let dial = |port: u16| {
+            let rt = &rt;
+            async move {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let now = tokio::time::Instant::now();
+                let mut runs = rt
+                    .dial_every(
+                        "uid-8",
+                        "app",
+                        addr,
+                        Duration::from_millis(500),
+                        now,
+                        Duration::from_secs(10),
+                        1,
+                    )
+                    .await
+                    .unwrap()
+                    .expect("the shim makes connections");
+                let got = runs.next().await.unwrap();
+                assert_eq!(got.len(), 1);
+                match &got[0].result {
+                    Ok(Made::Done(o)) => (o.clone(), got[0].took),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        assert_eq!(dial(port).await.0, Outcome::Success(String::new()));
+        assert!(open.accept().is_ok(), "the pod's listener was reached");
+        assert!(
+            matches!(host.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the host's loopback was reached"
+        );
+        assert_eq!(
+            dial(closed).await.0,
+            Outcome::Failure(format!(
+                "dial tcp 127.0.0.1:{closed}: connect: connection refused"
+            ))
+        );
+        let (timed_out, took) = dial(full_port).await;
+        assert_eq!(
+            timed_out,
+            Outcome::Failure(format!("dial tcp 127.0.0.1:{full_port}: i/o timeout"))
+        );
+        assert!(took >= Duration::from_millis(490), "{took:?}");
+        rt.remove_sandbox("uid-8").await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unknown_sandboxes_are_reported_not_found() {
         let tmp = tempfile::tempdir().unwrap();

@@ -217,11 +217,30 @@ pub async fn tcp<R: Runtime>(
     p: &IntOrString,
     timeout: Duration,
 ) -> Outcome {
-    let addr = match (host_ip(t, host), port(t, p)) {
-        (Ok(ip), Ok(port)) => SocketAddr::new(ip, port),
-        (Err(e), _) | (_, Err(e)) => return Outcome::Failure(e),
+    let addr = match tcp_addr(t, host, p) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failure(e),
     };
-    match connect(t.netns.as_deref(), addr, timeout).await {
+    dial(t.netns.as_deref(), addr, timeout).await
+}
+
+/// A tcpSocket handler's address, or why it has none.
+pub fn tcp_addr<R: Runtime>(
+    t: &Target<R>,
+    host: Option<&str>,
+    p: &IntOrString,
+) -> Result<SocketAddr, String> {
+    Ok(SocketAddr::new(host_ip(t, host)?, port(t, p)?))
+}
+
+/// Connects to `addr` from `netns` (none: this process's namespace) and
+/// closes: kubelet's tcpSocket attempt (`k8s:pkg/probe/tcp/tcp.go`).
+pub async fn dial(
+    netns: Option<&super::netns::NetNs>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Outcome {
+    match connect(netns, addr, timeout).await {
         Ok(_) => Outcome::Success(String::new()),
         Err(e) => Outcome::Failure(e),
     }

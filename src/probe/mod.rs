@@ -208,6 +208,91 @@ async fn follow<T, Rs: Repeats<T>, R: Runtime>(
     }
 }
 
+/// A probe the runtime can make on its grid: an exec, a plain-HTTP GET or
+/// a connection from the pod's network namespace.
+enum Repeatable<'a> {
+    Exec(&'a [String]),
+    Http(http1::Get),
+    Dial(std::net::SocketAddr),
+}
+
+fn repeatable<'a, R: Runtime>(target: &Target<R>, probe: &'a Probe) -> Option<Repeatable<'a>> {
+    if let Some(e) = &probe.exec {
+        return Some(Repeatable::Exec(e.command.as_deref().unwrap_or_default()));
+    }
+    if let Some(h) = &probe.http_get {
+        let get = action::http_attempt(target, h).ok()?;
+        return (!get.https).then_some(Repeatable::Http(get));
+    }
+    let s = probe.tcp_socket.as_ref()?;
+    let addr = action::tcp_addr(target, s.host.as_deref(), &s.port).ok()?;
+    Some(Repeatable::Dial(addr))
+}
+
+/// When the runtime makes a repeated probe.
+struct Every {
+    first: tokio::time::Instant,
+    period: Duration,
+    timeout: Duration,
+    /// Successes in a row reported at once (`successThreshold`).
+    quiet_after: u32,
+}
+
+/// Has the runtime make `what` on the grid of `every` and follows its
+/// runs (see [`follow`]): `Some(go on)` once followed, `None` if the
+/// runtime cannot.
+async fn repeat<R: Runtime>(
+    what: &Repeatable<'_>,
+    every: &Every,
+    target: &Target<R>,
+    t: &mut Tracker<'_>,
+    paused: &mut watch::Receiver<bool>,
+) -> Result<Option<bool>, RuntimeError> {
+    let (rt, sandbox, id) = (&target.runtime, &target.sandbox, &target.container_id);
+    let Every {
+        first,
+        period,
+        timeout,
+        quiet_after: q,
+    } = *every;
+    let to = (target, timeout);
+    // A network run's outcome, or why the runtime could not make it.
+    let made = |r: Result<Made, RuntimeError>| {
+        r.unwrap_or_else(|e| Made::Done(Outcome::Failure(crate::error_chain(&e))))
+    };
+    Ok(match what {
+        Repeatable::Exec(cmd) => {
+            let max = action::MAX_EXEC_OUTPUT;
+            let runs = rt.exec_every(sandbox, id, cmd, timeout, max, first, period, q);
+            match runs.await? {
+                Some(mut runs) => {
+                    let judge = |r| Made::Done(action::exec_outcome(cmd, timeout, r));
+                    Some(follow(&mut runs, t, paused, to, judge).await)
+                }
+                None => None,
+            }
+        }
+        Repeatable::Http(get) => {
+            match rt
+                .http_every(sandbox, id, get, timeout, first, period, q)
+                .await?
+            {
+                Some(mut runs) => Some(follow(&mut runs, t, paused, to, made).await),
+                None => None,
+            }
+        }
+        Repeatable::Dial(addr) => {
+            match rt
+                .dial_every(sandbox, id, *addr, timeout, first, period, q)
+                .await?
+            {
+                Some(mut runs) => Some(follow(&mut runs, t, paused, to, made).await),
+                None => None,
+            }
+        }
+    })
+}
+
 /// The probe loop of one container instance and kind.
 #[allow(clippy::too_many_arguments)]
 pub async fn run<R: Runtime>(
@@ -253,19 +338,8 @@ pub async fn run<R: Runtime>(
         fails: 0,
         series: crate::metrics::ProbeSeries::new(kind.label(), &target.owner),
     };
-    let command = probe
-        .exec
-        .as_ref()
-        .map(|e| e.command.as_deref().unwrap_or_default());
-    // Plain-HTTP probes the runtime can make from the pod's namespace.
-    let http = probe
-        .http_get
-        .as_ref()
-        .and_then(|h| action::http_attempt(&target, h).ok())
-        .filter(|get| !get.https);
-    // Exec and plain-HTTP probes are made by the runtime on this grid
-    // while it can.
-    let mut repeated = command.is_some() || http.is_some();
+    // Made by the runtime on this grid while it can.
+    let mut repeated = repeatable(&target, &probe);
     loop {
         let tick = ticks.tick().await;
         // kubelet compares whole seconds (`int32(time.Since(...).Seconds())`).
@@ -288,58 +362,21 @@ pub async fn run<R: Runtime>(
             ticks.skip_missed();
             continue;
         }
-        if repeated {
-            let timeout = timeout(&probe);
-            let (rt, sandbox) = (&target.runtime, &target.sandbox);
-            // Some(go on): the runs were followed; None: the runtime cannot.
-            let followed = match (command, &http) {
-                (Some(cmd), _) => {
-                    let max = action::MAX_EXEC_OUTPUT;
-                    let id = &target.container_id;
-                    match rt
-                        .exec_every(sandbox, id, cmd, timeout, max, tick, period, need_ok)
-                        .await
-                    {
-                        Ok(Some(mut runs)) => {
-                            let judge = |r| Made::Done(action::exec_outcome(cmd, timeout, r));
-                            let to = (&target, timeout);
-                            Ok(Some(
-                                follow(&mut runs, &mut t, &mut paused, to, judge).await,
-                            ))
-                        }
-                        other => other.map(|_| None),
-                    }
-                }
-                (None, Some(get)) => {
-                    let id = &target.container_id;
-                    match rt
-                        .http_every(sandbox, id, get, timeout, tick, period, need_ok)
-                        .await
-                    {
-                        Ok(Some(mut runs)) => {
-                            let judge = |r: Result<Made, RuntimeError>| {
-                                r.unwrap_or_else(|e| {
-                                    Made::Done(Outcome::Failure(crate::error_chain(&e)))
-                                })
-                            };
-                            let to = (&target, timeout);
-                            Ok(Some(
-                                follow(&mut runs, &mut t, &mut paused, to, judge).await,
-                            ))
-                        }
-                        other => other.map(|_| None),
-                    }
-                }
-                (None, None) => Ok(None),
+        if let Some(what) = &repeated {
+            let every = Every {
+                first: tick,
+                period,
+                timeout: timeout(&probe),
+                quiet_after: need_ok,
             };
-            match followed {
+            match repeat(what, &every, &target, &mut t, &mut paused).await {
                 Ok(Some(true)) => {
                     ticks.skip_missed();
                     continue;
                 }
                 Ok(Some(false)) => return,
                 // This runtime cannot: one attempt per tick.
-                Ok(None) => repeated = false,
+                Ok(None) => repeated = None,
                 Err(e) => {
                     if !t.failed(&e) {
                         return;
@@ -674,6 +711,30 @@ mod tests {
                 .unwrap()
                 .iter()
                 .filter(|c| c.starts_with("http every "))
+                .count();
+            assert_eq!(every, usize::from(repeats), "repeats: {repeats}");
+        }
+    }
+
+    /// A tcpSocket probe is made by the runtime when it can, else on each
+    /// tick; either way a listener makes it pass.
+    #[tokio::test]
+    async fn tcp_probes_are_repeated_by_the_runtime_or_made_on_each_tick() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        for repeats in [true, false] {
+            let rt = FakeRuntime::default();
+            rt.no_repeat
+                .store(!repeats, std::sync::atomic::Ordering::Relaxed);
+            let probe = serde_json::json!({"tcpSocket": {"port": port}, "periodSeconds": 1});
+            let mut r = spawn_probe(target_on(rt.clone()), Kind::Readiness, probe, true);
+            let u = r.updates.recv().await.unwrap();
+            r.task.abort();
+            assert_eq!(u.event, UpdateKind::Result(true));
+            let calls = rt.calls.lock().unwrap().clone();
+            let every = calls
+                .iter()
+                .filter(|c| c.starts_with("dial every "))
                 .count();
             assert_eq!(every, usize::from(repeats), "repeats: {repeats}");
         }

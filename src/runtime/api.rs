@@ -110,7 +110,7 @@ pub trait Repeats<T>: Send {
 pub trait Runtime: Send + Sync + 'static {
     /// A repeated exec's runs.
     type ExecRuns: Repeats<ExecResult>;
-    /// A repeated HTTP attempt's runs.
+    /// A repeated HTTP attempt's or connection's runs.
     type HttpRuns: Repeats<crate::probe::http1::Made>;
     fn create_sandbox(
         &self,
@@ -240,6 +240,20 @@ pub trait Runtime: Send + Sync + 'static {
         sandbox: &str,
         id: &str,
         get: &crate::probe::http1::Get,
+        timeout: std::time::Duration,
+        first: tokio::time::Instant,
+        period: std::time::Duration,
+        quiet_after: u32,
+    ) -> impl Future<Output = Result<Option<Self::HttpRuns>, RuntimeError>> + Send;
+    /// Connects to `addr` from inside the sandbox's network namespace (a
+    /// tcpSocket probe's attempt) at `first` and every `period` after, like
+    /// [`Runtime::http_every`]. `None`: connect on each tick instead.
+    #[allow(clippy::too_many_arguments)]
+    fn dial_every(
+        &self,
+        sandbox: &str,
+        id: &str,
+        addr: std::net::SocketAddr,
         timeout: std::time::Duration,
         first: tokio::time::Instant,
         period: std::time::Duration,

@@ -142,11 +142,17 @@ pub struct FakeExec {
     args: Vec<String>,
 }
 
-/// A repeated HTTP attempt, made for real from this process as a shim
-/// makes it (one redirected to HTTPS is handed back unfinished).
+/// A repeated network attempt, made for real from this process as a
+/// shim makes it (an HTTP one redirected to HTTPS is handed back
+/// unfinished).
 pub struct FakeHttp {
-    get: crate::probe::http1::Get,
+    attempt: FakeAttempt,
     timeout: std::time::Duration,
+}
+
+enum FakeAttempt {
+    Http(crate::probe::http1::Get),
+    Dial(std::net::SocketAddr),
 }
 
 impl<W: Send> FakeRuns<W> {
@@ -184,8 +190,12 @@ impl Repeats<crate::probe::http1::Made> for FakeRuns<FakeHttp> {
     async fn next(&mut self) -> Result<Vec<Ran<crate::probe::http1::Made>>, RuntimeError> {
         let now = self.tick().await;
         let h = &self.what;
-        // As a shim makes it: plain HTTP only.
-        let made = crate::probe::action::http_make(None, h.get.clone(), h.timeout, true).await;
+        use crate::probe::{action, http1::Made};
+        let made = match &h.attempt {
+            // As a shim makes it: plain HTTP only.
+            FakeAttempt::Http(get) => action::http_make(None, get.clone(), h.timeout, true).await,
+            FakeAttempt::Dial(addr) => Made::Done(action::dial(None, *addr, h.timeout).await),
+        };
         Ok(vec![Ran {
             result: Ok(made),
             took: now.elapsed(),
@@ -212,7 +222,28 @@ impl Runtime for FakeRuntime {
         }
         self.log(format!("http every {}", get.url()));
         let what = FakeHttp {
-            get: get.clone(),
+            attempt: FakeAttempt::Http(get.clone()),
+            timeout,
+        };
+        Ok(Some(FakeRuns::new(what, first, period)))
+    }
+
+    async fn dial_every(
+        &self,
+        _sandbox: &str,
+        _id: &str,
+        addr: std::net::SocketAddr,
+        timeout: std::time::Duration,
+        first: tokio::time::Instant,
+        period: std::time::Duration,
+        _quiet_after: u32,
+    ) -> Result<Option<Self::HttpRuns>, RuntimeError> {
+        if self.no_repeat.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.log(format!("dial every {addr}"));
+        let what = FakeHttp {
+            attempt: FakeAttempt::Dial(addr),
             timeout,
         };
         Ok(Some(FakeRuns::new(what, first, period)))

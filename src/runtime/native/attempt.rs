@@ -1,25 +1,37 @@
-//! A shim's HTTP attempt (an `httpEvery` run): the connection made from
-//! the pod's network namespace (the shim's own), non-blocking, driven by
-//! the shim's event loop, with kubelet's rules from `probe::http1`.
+//! A shim's network attempts (`httpEvery` and `dialEvery` runs): the
+//! connection made from the pod's network namespace (the shim's own),
+//! non-blocking, driven by the shim's event loop, with kubelet's rules and
+//! words from `probe::http1`.
 
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::readiness::{Readiness, Token, Watched};
+use crate::probe::action::Outcome;
 use crate::probe::http1::{self, Get, Made, Reader, Step};
 
-/// An HTTP attempt in flight (an `httpEvery` run), its outcome for the
-/// subscription once it ends.
-pub struct PendingGet {
+/// A network attempt in flight (an `httpEvery` or `dialEvery` run), what
+/// it made for the subscription once it ends.
+pub struct PendingAttempt {
     /// The subscription.
     pub repeat: u64,
     /// Its number in the shim's readiness tokens.
     pub serial: u64,
     pub started: Instant,
     pub deadline: Instant,
-    get: Get,
-    /// The connection of this hop (none between hops).
-    hop: Option<Hop>,
+    what: What,
+}
+
+enum What {
+    /// An `httpGet` attempt and the connection of its hop (none between
+    /// hops).
+    Http(Box<(Get, Option<Hop>)>),
+    /// A `tcpSocket` attempt: a connection made, then closed.
+    Dial {
+        addr: SocketAddr,
+        sock: Option<Watched<OwnedFd>>,
+    },
 }
 
 /// One request and its answer.
@@ -30,51 +42,127 @@ struct Hop {
     reader: Reader,
 }
 
-impl PendingGet {
+impl PendingAttempt {
     /// Attempt `get` for subscription `repeat` from `now` until `timeout`
     /// has passed; `serial` names its connections in the readiness set.
-    pub fn new(repeat: u64, serial: u64, get: Get, now: Instant, timeout: Duration) -> PendingGet {
-        PendingGet {
+    pub fn http(repeat: u64, serial: u64, get: Get, now: Instant, timeout: Duration) -> Self {
+        let what = What::Http(Box::new((get, None)));
+        PendingAttempt::new(repeat, serial, what, now, timeout)
+    }
+
+    /// Connect to `addr` (kubelet's tcpSocket probe), like [`Self::http`].
+    pub fn dial(
+        repeat: u64,
+        serial: u64,
+        addr: SocketAddr,
+        now: Instant,
+        timeout: Duration,
+    ) -> Self {
+        let what = What::Dial { addr, sock: None };
+        PendingAttempt::new(repeat, serial, what, now, timeout)
+    }
+
+    fn new(repeat: u64, serial: u64, what: What, now: Instant, timeout: Duration) -> Self {
+        PendingAttempt {
             repeat,
             serial,
             started: now,
             deadline: now + timeout,
-            get,
-            hop: None,
+            what,
         }
     }
 
     /// Goes on with the attempt as far as it can without waiting: what
     /// it made once it ended (or must go on in the daemon: HTTPS).
     pub fn advance(&mut self, readiness: &Readiness, now: Instant) -> Option<Made> {
-        if now >= self.deadline {
-            return Some(Made::Done(self.get.timed_out()));
-        }
-        loop {
-            let answer = match &mut self.hop {
-                None => match Hop::open(&self.get, self.serial, readiness) {
-                    // Nothing to read yet: the server has had no time.
-                    Ok(h) => {
-                        self.hop = Some(h);
-                        return None;
-                    }
-                    Err(e) => Err(e),
-                },
-                Some(h) => h.advance(self.get.addr)?,
-            };
-            if let (Ok(_), Some(h)) = (&answer, &self.hop) {
-                http1::reset_if_closed(h.sock.as_fd());
+        let serial = self.serial;
+        match &mut self.what {
+            What::Http(h) if now >= self.deadline => Some(Made::Done(h.0.timed_out())),
+            What::Http(h) => http(&mut h.0, &mut h.1, serial, readiness),
+            What::Dial { addr, .. } if now >= self.deadline => {
+                Some(Made::Done(Outcome::Failure(http1::dial_timeout(*addr))))
             }
-            self.hop = None;
-            match self.get.answered(answer) {
-                Step::Done(o) => return Some(Made::Done(o)),
-                Step::Again if self.get.https => {
-                    return Some(Made::Unfinished(self.get.clone()));
-                }
-                Step::Again => {}
-            }
+            What::Dial { addr, sock } => dial(*addr, sock, serial, readiness).map(Made::Done),
         }
     }
+}
+
+/// Goes on with an HTTP attempt.
+fn http(get: &mut Get, hop: &mut Option<Hop>, serial: u64, readiness: &Readiness) -> Option<Made> {
+    loop {
+        let answer = match hop {
+            None => match Hop::open(get, serial, readiness) {
+                // Nothing to read yet: the server has had no time.
+                Ok(h) => {
+                    *hop = Some(h);
+                    return None;
+                }
+                Err(e) => Err(e),
+            },
+            Some(h) => h.advance(get.addr)?,
+        };
+        if let (Ok(_), Some(h)) = (&answer, &*hop) {
+            http1::reset_if_closed(h.sock.as_fd());
+        }
+        *hop = None;
+        match get.answered(answer) {
+            Step::Done(o) => return Some(Made::Done(o)),
+            Step::Again if get.https => return Some(Made::Unfinished(get.clone())),
+            Step::Again => {}
+        }
+    }
+}
+
+/// Goes on with a tcpSocket attempt: success once connected (the socket
+/// then closes), failure in Go's words if the connection is refused.
+fn dial(
+    addr: SocketAddr,
+    sock: &mut Option<Watched<OwnedFd>>,
+    serial: u64,
+    readiness: &Readiness,
+) -> Option<Outcome> {
+    let failed = |e: std::io::Error| Some(Outcome::Failure(http1::dial_error(addr, &e)));
+    let Some(s) = sock else {
+        return match start_connect(addr) {
+            Ok((_, true)) => Some(Outcome::Success(String::new())),
+            Ok((fd, false)) => match readiness.watch_for(fd, Token::Attempt(serial), true) {
+                Ok(w) => {
+                    *sock = Some(w);
+                    None
+                }
+                Err(e) => failed(e.into()),
+            },
+            Err(e) => failed(e.into()),
+        };
+    };
+    match nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::SocketError) {
+        Ok(0) if connected(s.as_fd()) => Some(Outcome::Success(String::new())),
+        Ok(0) => None,
+        Ok(code) => failed(std::io::Error::from_raw_os_error(code)),
+        Err(e) => failed(e.into()),
+    }
+}
+
+/// A socket connecting to `addr` from the shim's (the pod's) network
+/// namespace; true if connected already.
+fn start_connect(addr: SocketAddr) -> Result<(OwnedFd, bool), nix::errno::Errno> {
+    use nix::sys::socket::{self, SockaddrIn, SockaddrIn6};
+    let fd = crate::probe::netns::stream_socket(addr.is_ipv6())
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    let started = match addr {
+        SocketAddr::V4(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(a)),
+    };
+    match started {
+        Ok(()) => Ok((fd, true)),
+        Err(nix::errno::Errno::EINPROGRESS) => Ok((fd, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the handshake of `fd` is done (it has a peer).
+fn connected(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd.as_raw_fd()).is_ok()
 }
 
 impl Hop {
@@ -83,19 +171,10 @@ impl Hop {
     /// loopback the handshake is done within connect(2) and the whole
     /// request goes at once. `Err`: Go's words for the failed connect.
     fn open(get: &Get, serial: u64, readiness: &Readiness) -> Result<Hop, String> {
-        use nix::sys::socket::{self, MsgFlags, SockaddrIn, SockaddrIn6};
+        use nix::sys::socket::{self, MsgFlags};
         let addr = get.addr;
         let dial = |e: nix::errno::Errno| http1::dial_error(addr, &e.into());
-        let fd = crate::probe::netns::stream_socket(addr.is_ipv6())
-            .map_err(|e| http1::dial_error(addr, &e))?;
-        let started = match addr {
-            std::net::SocketAddr::V4(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn::from(a)),
-            std::net::SocketAddr::V6(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(a)),
-        };
-        match started {
-            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
-            Err(e) => return Err(dial(e)),
-        }
+        let (fd, _) = start_connect(addr).map_err(dial)?;
         let request = get.request()?;
         let sent = match socket::send(fd.as_raw_fd(), &request, MsgFlags::MSG_NOSIGNAL) {
             Ok(n) => n,
@@ -104,7 +183,7 @@ impl Hop {
             Err(e) => return Err(dial(e)),
         };
         let sock = readiness
-            .watch_for(fd, Token::Http(serial), sent < request.len())
+            .watch_for(fd, Token::Attempt(serial), sent < request.len())
             .map_err(dial)?;
         Ok(Hop {
             sock,
@@ -116,7 +195,7 @@ impl Hop {
 
     /// Sends the rest of the request, then reads what has come of the
     /// answer: the answer (or why there is none) once complete.
-    fn advance(&mut self, addr: std::net::SocketAddr) -> Option<Result<http1::Response, String>> {
+    fn advance(&mut self, addr: SocketAddr) -> Option<Result<http1::Response, String>> {
         use nix::sys::socket::{self, MsgFlags};
         let fd = self.sock.as_fd().as_raw_fd();
         if self.sent < self.request.len() {

@@ -114,7 +114,7 @@ impl NativeRuntime {
             Op::Shutdown => "stop_podsandbox",
             Op::Watch { .. } => "watch",
             // Not a CRI call: kubelet makes the request itself.
-            Op::HttpEvery { .. } => "http_probe",
+            Op::HttpEvery { .. } | Op::DialEvery { .. } => "network_probe",
         };
         let started = std::time::Instant::now();
         let r = self.call_shim(sandbox, op).await;
@@ -245,6 +245,18 @@ impl NativeRuntime {
             })
     }
 
+    /// Subscribes with `op` (an `…Every`) on a connection of its own: the
+    /// runs come on it until it closes.
+    async fn subscribe<T: super::runs::RunResult>(
+        &self,
+        sandbox: &str,
+        id: &str,
+        op: Op,
+    ) -> Result<Option<super::runs::ShimRuns<T>>, RuntimeError> {
+        let conn = self.connect(sandbox).await?;
+        super::runs::ShimRuns::subscribe(conn, sandbox, id, op).await
+    }
+
     fn expect_ok(sandbox: &str, id: &str, r: Response) -> Result<(), RuntimeError> {
         if r.ok {
             Ok(())
@@ -256,6 +268,11 @@ impl NativeRuntime {
             })
         }
     }
+}
+
+/// A duration in whole milliseconds, as the shim protocol has them.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Runtime for NativeRuntime {
@@ -276,15 +293,13 @@ impl Runtime for NativeRuntime {
         let op = Op::ExecEvery {
             id: id.into(),
             args: args.to_vec(),
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: millis(timeout),
             max_output,
             first_at: crate::time::instant_to_monotonic(first.into_std()),
-            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+            period_ms: millis(period),
             quiet_after,
         };
-        // A connection of its own: the runs come on it until it closes.
-        let conn = self.connect(sandbox).await?;
-        super::runs::ShimRuns::subscribe(conn, sandbox, id, op).await
+        self.subscribe(sandbox, id, op).await
     }
 
     async fn http_every(
@@ -302,13 +317,32 @@ impl Runtime for NativeRuntime {
         }
         let op = Op::HttpEvery {
             get: get.clone(),
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: millis(timeout),
             first_at: crate::time::instant_to_monotonic(first.into_std()),
-            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+            period_ms: millis(period),
             quiet_after,
         };
-        let conn = self.connect(sandbox).await?;
-        super::runs::ShimRuns::subscribe(conn, sandbox, id, op).await
+        self.subscribe(sandbox, id, op).await
+    }
+
+    async fn dial_every(
+        &self,
+        sandbox: &str,
+        id: &str,
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+        first: tokio::time::Instant,
+        period: Duration,
+        quiet_after: u32,
+    ) -> Result<Option<Self::HttpRuns>, RuntimeError> {
+        let op = Op::DialEvery {
+            addr,
+            timeout_ms: millis(timeout),
+            first_at: crate::time::instant_to_monotonic(first.into_std()),
+            period_ms: millis(period),
+            quiet_after,
+        };
+        self.subscribe(sandbox, id, op).await
     }
 
     /// A long poll on the shim (not counted as a runtime operation: it
@@ -575,7 +609,7 @@ impl Runtime for NativeRuntime {
         let op = Op::Exec {
             id: id.into(),
             args: args.to_vec(),
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: millis(timeout),
             max_output,
         };
         let r = self.call(sandbox, op).await?;

@@ -101,6 +101,17 @@ pub enum Op {
         period_ms: u64,
         quiet_after: u32,
     },
+    /// Connects to `addr` (a `tcpSocket` probe's attempt) from the pod's
+    /// network namespace, like `httpEvery`: success once connected (the
+    /// connection then closes), else Go's dial error.
+    #[serde(rename_all = "camelCase")]
+    DialEvery {
+        addr: std::net::SocketAddr,
+        timeout_ms: u64,
+        first_at: u64,
+        period_ms: u64,
+        quiet_after: u32,
+    },
     Shutdown,
     /// Answers once the shim's change counter passes `since` (a container
     /// exited): at once if it already has, else when it does. Lets the

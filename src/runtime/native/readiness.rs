@@ -20,8 +20,8 @@ pub enum Token {
     Output(u64, usize),
     /// An exec's stdout (0) or stderr (1), by the exec's number.
     Exec(u64, usize),
-    /// The connection of an HTTP attempt, by the attempt's number.
-    Http(u64),
+    /// The connection of a network attempt, by the attempt's number.
+    Attempt(u64),
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -35,7 +35,7 @@ impl Token {
             Token::Client(n) => (2, n, 0),
             Token::Output(n, i) => (3, n, i),
             Token::Exec(n, i) => (4, n, i),
-            Token::Http(n) => (5, n, 0),
+            Token::Attempt(n) => (5, n, 0),
         };
         // An output or exec pipe number is 0 or 1: one bit under the id.
         (kind << KIND_SHIFT) | (((id << 1) | (which as u64 & 1)) & ID_MASK)

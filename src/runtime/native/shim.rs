@@ -22,7 +22,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 
-use super::attempt::PendingGet;
+use super::attempt::PendingAttempt;
 use super::container::{self, ChildIo};
 use super::protocol::{
     ContainerState, ExecResult, Op, Request, Response, Run, Status, MAX_REPEATS, PID_FILE,
@@ -236,6 +236,29 @@ struct Repeating {
     running: bool,
 }
 
+impl Repeating {
+    /// An exec run was started, or refused (`Some`).
+    fn ran(&mut self, refused: Option<Refused>) {
+        match refused {
+            None => self.running = true,
+            // Not probed while frozen; the next tick tries again.
+            Some(Refused::Paused(_)) => {}
+            Some(Refused::Other(msg)) => {
+                let run = Run {
+                    exec: None,
+                    http: None,
+                    handoff: None,
+                    error: Some(msg),
+                    micros: 0,
+                };
+                if let Some(runs) = self.reporter.record(run) {
+                    send_runs(&self.client, runs);
+                }
+            }
+        }
+    }
+}
+
 enum Repeated {
     Exec {
         id: String,
@@ -243,6 +266,7 @@ enum Repeated {
         max_output: usize,
     },
     Http(Get),
+    Dial(std::net::SocketAddr),
 }
 
 /// Why an exec was not started.
@@ -277,7 +301,7 @@ pub struct Shim {
     containers: HashMap<String, Container>,
     clients: Vec<Client>,
     execs: Vec<PendingExec>,
-    gets: Vec<PendingGet>,
+    attempts: Vec<PendingAttempt>,
     repeats: Vec<Repeating>,
     /// Starts execs (made at the first one).
     spawner: Option<crate::sys::spawn::Spawner>,
@@ -349,7 +373,7 @@ pub fn main(state_dir: &Path, hostname: &str) -> Result<(), ShimError> {
         containers: HashMap::new(),
         clients: Vec::new(),
         execs: Vec::new(),
-        gets: Vec::new(),
+        attempts: Vec::new(),
         repeats: Vec::new(),
         spawner: None,
         shutting_down: false,
@@ -382,7 +406,7 @@ impl Shim {
                 .iter()
                 .filter(|e| !e.timed_out)
                 .map(|e| e.deadline)
-                .chain(self.gets.iter().map(|g| g.deadline))
+                .chain(self.attempts.iter().map(|a| a.deadline))
                 .chain(kills)
                 .chain(ticks)
                 .map(|at| {
@@ -419,8 +443,8 @@ impl Shim {
             }
             let now = std::time::Instant::now();
             let mut got = Vec::new();
-            self.gets.retain_mut(|g| {
-                if !ready.is_ready(Token::Http(g.serial)) && now < g.deadline {
+            self.attempts.retain_mut(|g| {
+                if !ready.is_ready(Token::Attempt(g.serial)) && now < g.deadline {
                     return true;
                 }
                 let Some(made) = g.advance(ready, now) else {
@@ -676,6 +700,17 @@ impl Shim {
             let when = (first_at, period_ms, quiet_after);
             return Some(self.repeat(client, Repeated::Http(get), timeout_ms, when));
         }
+        if let Op::DialEvery {
+            addr,
+            timeout_ms,
+            first_at,
+            period_ms,
+            quiet_after,
+        } = req.op
+        {
+            let when = (first_at, period_ms, quiet_after);
+            return Some(self.repeat(client, Repeated::Dial(addr), timeout_ms, when));
+        }
         Some(match req.op {
             Op::Ping => Response {
                 pid: Some(i32::try_from(std::process::id()).unwrap_or(0)),
@@ -780,9 +815,11 @@ impl Shim {
                 }
                 Response::ok()
             }
-            Op::Exec { .. } | Op::ExecEvery { .. } | Op::HttpEvery { .. } | Op::Watch { .. } => {
-                Response::err("handled above")
-            }
+            Op::Exec { .. }
+            | Op::ExecEvery { .. }
+            | Op::HttpEvery { .. }
+            | Op::DialEvery { .. }
+            | Op::Watch { .. } => Response::err("handled above"),
         })
     }
 
@@ -812,7 +849,7 @@ impl Shim {
             Repeated::Http(get) if get.https => {
                 return Response::err("HTTPS attempts are made by the daemon, not the shim")
             }
-            Repeated::Http(_) => {}
+            Repeated::Http(_) | Repeated::Dial(_) => {}
         }
         if self.repeats.len() >= MAX_REPEATS {
             return Response::err(format!(
@@ -842,45 +879,32 @@ impl Shim {
                 continue;
             }
             let timeout = std::time::Duration::from_millis(r.timeout_ms);
-            let refused = match &r.what {
+            let (repeat, serial) = (r.serial, self.serial + 1);
+            let mut attempt = match &r.what {
                 Repeated::Exec {
                     id,
                     args,
                     max_output,
                 } => {
                     let owner = ExecOwner::Repeat(r.serial);
-                    self.exec(id, args, r.timeout_ms, *max_output, owner).err()
+                    let refused = self.exec(id, args, r.timeout_ms, *max_output, owner).err();
+                    r.ran(refused);
+                    continue;
                 }
                 Repeated::Http(get) => {
-                    self.serial += 1;
-                    let mut g = PendingGet::new(r.serial, self.serial, get.clone(), now, timeout);
-                    match g.advance(&self.readiness, now) {
-                        None => self.gets.push(g),
-                        // It could not connect: that is its outcome.
-                        Some(made) => {
-                            let run = Run::of_http(made, now.elapsed());
-                            if let Some(runs) = r.reporter.record(run) {
-                                send_runs(&r.client, runs);
-                            }
-                            continue;
-                        }
-                    }
-                    None
+                    PendingAttempt::http(repeat, serial, get.clone(), now, timeout)
                 }
+                Repeated::Dial(addr) => PendingAttempt::dial(repeat, serial, *addr, now, timeout),
             };
-            match refused {
-                None => r.running = true,
-                // Not probed while frozen; the next tick tries again.
-                Some(Refused::Paused(_)) => {}
-                Some(Refused::Other(msg)) => {
-                    let run = Run {
-                        exec: None,
-                        http: None,
-                        handoff: None,
-                        error: Some(msg),
-                        micros: 0,
-                    };
-                    if let Some(runs) = r.reporter.record(run) {
+            self.serial = serial;
+            match attempt.advance(&self.readiness, now) {
+                None => {
+                    self.attempts.push(attempt);
+                    r.running = true;
+                }
+                // Over at once (connected, or could not connect).
+                Some(made) => {
+                    if let Some(runs) = r.reporter.record(Run::of_http(made, now.elapsed())) {
                         send_runs(&r.client, runs);
                     }
                 }
