@@ -707,6 +707,39 @@ mod native_runtime {
         .unwrap()
     }
 
+    /// A listener on 127.0.0.1 in the network namespace of `pid` whose
+    /// accept queue is full (a SYN to it is dropped), and the connections
+    /// that fill it.
+    fn full_listener_in_netns_of(pid: i32) -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+        use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
+        use std::os::fd::AsRawFd;
+        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        std::thread::spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let fd = socket::socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap();
+            socket::bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+            socket::listen(&fd, Backlog::new(0).unwrap()).unwrap();
+            let l = std::net::TcpListener::from(fd);
+            let addr = l.local_addr().unwrap();
+            let mut queued = Vec::new();
+            while let Ok(s) =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            {
+                queued.push(s);
+                assert!(queued.len() < 16, "the accept queue never filled");
+            }
+            (l, queued)
+        })
+        .join()
+        .unwrap()
+    }
+
     /// Serves probe paths on `l`; every request's first lines go to `seen`.
     fn probe_server(l: std::net::TcpListener, seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         use std::io::{Read, Write};
@@ -927,11 +960,9 @@ mod native_runtime {
     /// sends the request and reads the answer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_shims_http_attempt_waits_for_a_slow_handshake() {
-        use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
         use nodelet::probe::action::Outcome;
         use nodelet::probe::http1::{Get, Made};
         use nodelet::runtime::api::Repeats;
-        use std::os::fd::AsRawFd;
         if !common::require_root() {
             return;
         }
@@ -939,31 +970,7 @@ mod native_runtime {
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
         new_sandbox(&rt, "uid-7", "p").await;
-        let ns = fs::File::open(format!("/proc/{}/ns/net", shim_pid(&run_dir, "uid-7"))).unwrap();
-        let (l, queued) = std::thread::spawn(move || {
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let fd = socket::socket(
-                AddressFamily::Inet,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .unwrap();
-            socket::bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
-            socket::listen(&fd, Backlog::new(0).unwrap()).unwrap();
-            let l = std::net::TcpListener::from(fd);
-            let addr = l.local_addr().unwrap();
-            let mut queued = Vec::new();
-            while let Ok(s) =
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            {
-                queued.push(s);
-                assert!(queued.len() < 16, "the accept queue never filled");
-            }
-            (l, queued)
-        })
-        .join()
-        .unwrap();
+        let (l, queued) = full_listener_in_netns_of(shim_pid(&run_dir, "uid-7"));
         let port = l.local_addr().unwrap().port();
         let get = Get::new(false, ([127, 0, 0, 1], port).into(), "/ok", Vec::new());
         let now = tokio::time::Instant::now();
@@ -1009,11 +1016,9 @@ mod native_runtime {
     /// the host's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn repeated_connections_for_tcp_probes_from_the_pods_namespace() {
-        use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
         use nodelet::probe::action::Outcome;
         use nodelet::probe::http1::Made;
         use nodelet::runtime::api::Repeats;
-        use std::os::fd::AsRawFd;
         if !common::require_root() {
             return;
         }
@@ -1029,31 +1034,7 @@ mod native_runtime {
         host.set_nonblocking(true).unwrap();
         let closed = listener_in_netns_of(pid).local_addr().unwrap().port();
         // A listener whose accept queue is full: the SYN is dropped.
-        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-        let (full, _queued) = std::thread::spawn(move || {
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let fd = socket::socket(
-                AddressFamily::Inet,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .unwrap();
-            socket::bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
-            socket::listen(&fd, Backlog::new(0).unwrap()).unwrap();
-            let l = std::net::TcpListener::from(fd);
-            let addr = l.local_addr().unwrap();
-            let mut queued = Vec::new();
-            while let Ok(s) =
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            {
-                queued.push(s);
-                assert!(queued.len() < 16, "the accept queue never filled");
-            }
-            (l, queued)
-        })
-        .join()
-        .unwrap();
+        let (full, _queued) = full_listener_in_netns_of(pid);
         let full_port = full.local_addr().unwrap().port();
         let dial = |port: u16| {
             let rt = &rt;
@@ -1247,11 +1228,13 @@ mod exec {
         let every = |id: &str, args: &[&str]| Op::ExecEvery {
             id: id.into(),
             args: args.iter().map(|a| (*a).to_string()).collect(),
-            timeout_ms: 5000,
             max_output: 1024,
-            first_at: nodelet::time::monotonic_ns(),
-            period_ms: 100,
-            quiet_after: 2,
+            every: nodelet::runtime::native::protocol::Every {
+                timeout_ms: 5000,
+                first_at: nodelet::time::monotonic_ns(),
+                period_ms: 100,
+                quiet_after: 2,
+            },
         };
         let refused = pod.call(every("nope", &["true"]));
         assert_eq!(refused.error.as_deref(), Some("container nope not found"));

@@ -611,6 +611,21 @@ mod tests {
     /// attempts, else attempts on each tick; either way the same answers
     /// drive the result (here: readiness flips on the first 200, then off
     /// after three 500s).
+    /// Starts a readiness probe `probe` on a fake runtime that repeats
+    /// network probes or not, and returns the first update with the count
+    /// of subscriptions logged as `kind every` (`http`, `dial`).
+    async fn first_update(probe: serde_json::Value, repeats: bool, kind: &str) -> (Update, usize) {
+        let rt = FakeRuntime::default();
+        rt.no_repeat
+            .store(!repeats, std::sync::atomic::Ordering::Relaxed);
+        let mut r = spawn_probe(target_on(rt.clone()), Kind::Readiness, probe, true);
+        let u = r.updates.recv().await.unwrap();
+        r.task.abort();
+        let prefix = format!("{kind} every ");
+        let calls = rt.calls.lock().unwrap().clone();
+        (u, calls.iter().filter(|c| c.starts_with(&prefix)).count())
+    }
+
     /// A plain HTTP server on loopback: its `n`th connection (from 0) gets
     /// `answer(n)`. Its port and the count of connections.
     async fn http_server(
@@ -694,24 +709,12 @@ mod tests {
         })
         .await;
         for repeats in [true, false] {
-            let rt = FakeRuntime::default();
-            rt.no_repeat
-                .store(!repeats, std::sync::atomic::Ordering::Relaxed);
             let probe = serde_json::json!({"httpGet": {"port": port}, "periodSeconds": 1});
-            let mut r = spawn_probe(target_on(rt.clone()), Kind::Readiness, probe, true);
-            let u = r.updates.recv().await.unwrap();
-            r.task.abort();
+            let (u, every) = first_update(probe, repeats, "http").await;
             assert_eq!(
                 (u.event, u.message.as_str()),
                 (UpdateKind::Result(true), "secure")
             );
-            let every = rt
-                .calls
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|c| c.starts_with("http every "))
-                .count();
             assert_eq!(every, usize::from(repeats), "repeats: {repeats}");
         }
     }
@@ -723,19 +726,9 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         for repeats in [true, false] {
-            let rt = FakeRuntime::default();
-            rt.no_repeat
-                .store(!repeats, std::sync::atomic::Ordering::Relaxed);
             let probe = serde_json::json!({"tcpSocket": {"port": port}, "periodSeconds": 1});
-            let mut r = spawn_probe(target_on(rt.clone()), Kind::Readiness, probe, true);
-            let u = r.updates.recv().await.unwrap();
-            r.task.abort();
+            let (u, every) = first_update(probe, repeats, "dial").await;
             assert_eq!(u.event, UpdateKind::Result(true));
-            let calls = rt.calls.lock().unwrap().clone();
-            let every = calls
-                .iter()
-                .filter(|c| c.starts_with("dial every "))
-                .count();
             assert_eq!(every, usize::from(repeats), "repeats: {repeats}");
         }
     }

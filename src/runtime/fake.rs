@@ -36,6 +36,23 @@ pub struct FakeState {
 }
 
 impl FakeRuntime {
+    /// A repeated network attempt's runs (none with `no_repeat`), the
+    /// subscription logged as `log`.
+    fn network_runs(
+        &self,
+        log: String,
+        attempt: FakeAttempt,
+        timeout: std::time::Duration,
+        first: tokio::time::Instant,
+        period: std::time::Duration,
+    ) -> Option<FakeRuns<FakeHttp>> {
+        if self.no_repeat.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.log(log);
+        Some(FakeRuns::new(FakeHttp { attempt, timeout }, first, period))
+    }
+
     fn log(&self, s: String) {
         self.calls
             .lock()
@@ -217,15 +234,9 @@ impl Runtime for FakeRuntime {
         period: std::time::Duration,
         _quiet_after: u32,
     ) -> Result<Option<Self::HttpRuns>, RuntimeError> {
-        if self.no_repeat.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(None);
-        }
-        self.log(format!("http every {}", get.url()));
-        let what = FakeHttp {
-            attempt: FakeAttempt::Http(get.clone()),
-            timeout,
-        };
-        Ok(Some(FakeRuns::new(what, first, period)))
+        let log = format!("http every {}", get.url());
+        let attempt = FakeAttempt::Http(get.clone());
+        Ok(self.network_runs(log, attempt, timeout, first, period))
     }
 
     async fn dial_every(
@@ -238,15 +249,8 @@ impl Runtime for FakeRuntime {
         period: std::time::Duration,
         _quiet_after: u32,
     ) -> Result<Option<Self::HttpRuns>, RuntimeError> {
-        if self.no_repeat.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(None);
-        }
-        self.log(format!("dial every {addr}"));
-        let what = FakeHttp {
-            attempt: FakeAttempt::Dial(addr),
-            timeout,
-        };
-        Ok(Some(FakeRuns::new(what, first, period)))
+        let log = format!("dial every {addr}");
+        Ok(self.network_runs(log, FakeAttempt::Dial(addr), timeout, first, period))
     }
 
     async fn exec_every(

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::protocol::{
-    ContainerState, Op, Request, Response, PID_FILE, PROTOCOL_VERSION, SOCKET_NAME,
+    ContainerState, Every, Op, Request, Response, PID_FILE, PROTOCOL_VERSION, SOCKET_NAME,
 };
 use super::shim;
 use crate::runtime::api::{
@@ -275,6 +275,21 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A repeated op's timing, as the shim protocol has it.
+fn every(
+    timeout: Duration,
+    first: tokio::time::Instant,
+    period: Duration,
+    quiet_after: u32,
+) -> Every {
+    Every {
+        timeout_ms: millis(timeout),
+        first_at: crate::time::instant_to_monotonic(first.into_std()),
+        period_ms: millis(period),
+        quiet_after,
+    }
+}
+
 impl Runtime for NativeRuntime {
     type ExecRuns = super::runs::ShimRuns<super::protocol::ExecResult>;
     type HttpRuns = super::runs::ShimRuns<crate::probe::http1::Made>;
@@ -293,11 +308,8 @@ impl Runtime for NativeRuntime {
         let op = Op::ExecEvery {
             id: id.into(),
             args: args.to_vec(),
-            timeout_ms: millis(timeout),
             max_output,
-            first_at: crate::time::instant_to_monotonic(first.into_std()),
-            period_ms: millis(period),
-            quiet_after,
+            every: every(timeout, first, period, quiet_after),
         };
         self.subscribe(sandbox, id, op).await
     }
@@ -317,10 +329,7 @@ impl Runtime for NativeRuntime {
         }
         let op = Op::HttpEvery {
             get: get.clone(),
-            timeout_ms: millis(timeout),
-            first_at: crate::time::instant_to_monotonic(first.into_std()),
-            period_ms: millis(period),
-            quiet_after,
+            every: every(timeout, first, period, quiet_after),
         };
         self.subscribe(sandbox, id, op).await
     }
@@ -337,10 +346,7 @@ impl Runtime for NativeRuntime {
     ) -> Result<Option<Self::HttpRuns>, RuntimeError> {
         let op = Op::DialEvery {
             addr,
-            timeout_ms: millis(timeout),
-            first_at: crate::time::instant_to_monotonic(first.into_std()),
-            period_ms: millis(period),
-            quiet_after,
+            every: every(timeout, first, period, quiet_after),
         };
         self.subscribe(sandbox, id, op).await
     }

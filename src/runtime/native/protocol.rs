@@ -78,39 +78,27 @@ pub enum Op {
     ExecEvery {
         id: String,
         args: Vec<String>,
-        timeout_ms: u64,
         max_output: usize,
-        first_at: u64,
-        period_ms: u64,
-        /// Successes after this many in a row are held and sent in batches
-        /// (or ahead of the next failure), none held longer than ten
-        /// seconds: the caller acts on every failure, and on successes only
-        /// until its result flips.
-        quiet_after: u32,
+        #[serde(flatten)]
+        every: Every,
     },
     /// Makes a plain-HTTP `httpGet` probe's attempt from the pod's network
     /// namespace at `firstAt` and every `periodMs` after, one at a time,
     /// until the connection closes; reported like an `execEvery`'s runs,
     /// each with its outcome (`Run::http`). HTTPS attempts stay with the
     /// daemon.
-    #[serde(rename_all = "camelCase")]
     HttpEvery {
         get: crate::probe::http1::Get,
-        timeout_ms: u64,
-        first_at: u64,
-        period_ms: u64,
-        quiet_after: u32,
+        #[serde(flatten)]
+        every: Every,
     },
     /// Connects to `addr` (a `tcpSocket` probe's attempt) from the pod's
     /// network namespace, like `httpEvery`: success once connected (the
     /// connection then closes), else Go's dial error.
-    #[serde(rename_all = "camelCase")]
     DialEvery {
         addr: std::net::SocketAddr,
-        timeout_ms: u64,
-        first_at: u64,
-        period_ms: u64,
-        quiet_after: u32,
+        #[serde(flatten)]
+        every: Every,
     },
     Shutdown,
     /// Answers once the shim's change counter passes `since` (a container
@@ -119,6 +107,23 @@ pub enum Op {
     Watch {
         since: u64,
     },
+}
+
+/// When the runs of an `execEvery`, `httpEvery` or `dialEvery` are due,
+/// and which are reported at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Every {
+    /// Each run's time limit.
+    pub timeout_ms: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the first run.
+    pub first_at: u64,
+    pub period_ms: u64,
+    /// Successes after this many in a row are held and sent in batches
+    /// (or ahead of the next failure), none held longer than ten seconds:
+    /// the caller acts on every failure, and on successes only until its
+    /// result flips.
+    pub quiet_after: u32,
 }
 
 /// The outcome of an exec.
@@ -292,6 +297,36 @@ mod tests {
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"v":1,"op":"signal","id":"c","signal":15}"#);
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        // Repeated ops carry their timing flat beside their own fields.
+        let every = Every {
+            timeout_ms: 1000,
+            first_at: 12_345_678_901_234,
+            period_ms: 2000,
+            quiet_after: 1,
+        };
+        let r = Request {
+            v: 1,
+            op: Op::DialEvery {
+                addr: "127.0.0.1:80".parse().unwrap(),
+                every,
+            },
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"v":1,"op":"dialEvery","addr":"127.0.0.1:80","timeoutMs":1000,"firstAt":12345678901234,"periodMs":2000,"quietAfter":1}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let e: Request = serde_json::from_str(r#"{"v":1,"op":"execEvery","id":"c","args":["true"],"maxOutput":10,"timeoutMs":1000,"firstAt":12345678901234,"periodMs":2000,"quietAfter":1}"#).unwrap();
+        assert_eq!(
+            e.op,
+            Op::ExecEvery {
+                id: "c".into(),
+                args: vec!["true".into()],
+                max_output: 10,
+                every
+            }
+        );
         let c: Request = serde_json::from_str(r#"{"v":1,"op":"create","id":"a","bundle":"/b","logDir":"/l","restartCount":2,"logMaxSize":10,"logMaxFiles":5}"#).unwrap();
         assert!(matches!(
             c.op,

@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use super::attempt::PendingAttempt;
 use super::container::{self, ChildIo};
 use super::protocol::{
-    ContainerState, ExecResult, Op, Request, Response, Run, Status, MAX_REPEATS, PID_FILE,
+    ContainerState, Every, ExecResult, Op, Request, Response, Run, Status, MAX_REPEATS, PID_FILE,
     PROTOCOL_VERSION, SOCKET_NAME, TOO_MANY_REPEATS,
 };
 use super::readiness::{Readiness, Token, Watched};
@@ -671,47 +671,29 @@ impl Shim {
                 Err(refused) => Some(Response::err(refused.message())),
             };
         }
-        if let Op::ExecEvery {
-            id,
-            args,
-            timeout_ms,
-            max_output,
-            first_at,
-            period_ms,
-            quiet_after,
-        } = req.op
-        {
-            let what = Repeated::Exec {
+        let op = match req.op {
+            Op::ExecEvery {
                 id,
                 args,
                 max_output,
-            };
-            let when = (first_at, period_ms, quiet_after);
-            return Some(self.repeat(client, what, timeout_ms, when));
-        }
-        if let Op::HttpEvery {
-            get,
-            timeout_ms,
-            first_at,
-            period_ms,
-            quiet_after,
-        } = req.op
-        {
-            let when = (first_at, period_ms, quiet_after);
-            return Some(self.repeat(client, Repeated::Http(get), timeout_ms, when));
-        }
-        if let Op::DialEvery {
-            addr,
-            timeout_ms,
-            first_at,
-            period_ms,
-            quiet_after,
-        } = req.op
-        {
-            let when = (first_at, period_ms, quiet_after);
-            return Some(self.repeat(client, Repeated::Dial(addr), timeout_ms, when));
-        }
-        Some(match req.op {
+                every,
+            } => {
+                let what = Repeated::Exec {
+                    id,
+                    args,
+                    max_output,
+                };
+                return Some(self.repeat(client, what, every));
+            }
+            Op::HttpEvery { get, every } => {
+                return Some(self.repeat(client, Repeated::Http(get), every))
+            }
+            Op::DialEvery { addr, every } => {
+                return Some(self.repeat(client, Repeated::Dial(addr), every))
+            }
+            op => op,
+        };
+        Some(match op {
             Op::Ping => Response {
                 pid: Some(i32::try_from(std::process::id()).unwrap_or(0)),
                 ..Response::ok()
@@ -823,16 +805,9 @@ impl Shim {
         })
     }
 
-    /// Takes an `execEvery` or `httpEvery` subscription: its first run is
-    /// due at its first tick (`when`: first tick, period, successes in a
-    /// row reported at once).
-    fn repeat(
-        &mut self,
-        client: &Rc<UnixStream>,
-        what: Repeated,
-        timeout_ms: u64,
-        (first_at, period_ms, quiet_after): (u64, u64, u32),
-    ) -> Response {
+    /// Takes an `execEvery`, `httpEvery` or `dialEvery` subscription: its
+    /// first run is due at its first tick.
+    fn repeat(&mut self, client: &Rc<UnixStream>, what: Repeated, every: Every) -> Response {
         match &what {
             Repeated::Exec { id, args, .. } => {
                 match self.containers.get(id) {
@@ -857,14 +832,15 @@ impl Shim {
             ));
         }
         self.serial += 1;
-        let period = std::time::Duration::from_millis(period_ms);
+        let period = std::time::Duration::from_millis(every.period_ms);
+        let first = crate::time::monotonic_to_instant(every.first_at);
         self.repeats.push(Repeating {
             serial: self.serial,
             client: Rc::clone(client),
             what,
-            timeout_ms,
-            schedule: Schedule::new(crate::time::monotonic_to_instant(first_at), period),
-            reporter: Reporter::new(quiet_after, super::repeat::batch(period)),
+            timeout_ms: every.timeout_ms,
+            schedule: Schedule::new(first, period),
+            reporter: Reporter::new(every.quiet_after, super::repeat::batch(period)),
             running: false,
         });
         Response::ok()
