@@ -260,36 +260,30 @@ async fn repeat<R: Runtime>(
     let made = |r: Result<Made, RuntimeError>| {
         r.unwrap_or_else(|e| Made::Done(Outcome::Failure(crate::error_chain(&e))))
     };
-    Ok(match what {
+    let network = match what {
         Repeatable::Exec(cmd) => {
             let max = action::MAX_EXEC_OUTPUT;
             let runs = rt.exec_every(sandbox, id, cmd, timeout, max, first, period, q);
-            match runs.await? {
+            return Ok(match runs.await? {
                 Some(mut runs) => {
                     let judge = |r| Made::Done(action::exec_outcome(cmd, timeout, r));
                     Some(follow(&mut runs, t, paused, to, judge).await)
                 }
                 None => None,
-            }
+            });
         }
         Repeatable::Http(get) => {
-            match rt
-                .http_every(sandbox, id, get, timeout, first, period, q)
+            rt.http_every(sandbox, id, get, timeout, first, period, q)
                 .await?
-            {
-                Some(mut runs) => Some(follow(&mut runs, t, paused, to, made).await),
-                None => None,
-            }
         }
         Repeatable::Dial(addr) => {
-            match rt
-                .dial_every(sandbox, id, *addr, timeout, first, period, q)
+            rt.dial_every(sandbox, id, *addr, timeout, first, period, q)
                 .await?
-            {
-                Some(mut runs) => Some(follow(&mut runs, t, paused, to, made).await),
-                None => None,
-            }
         }
+    };
+    Ok(match network {
+        Some(mut runs) => Some(follow(&mut runs, t, paused, to, made).await),
+        None => None,
     })
 }
 
@@ -607,10 +601,6 @@ mod tests {
         r.task.abort();
     }
 
-    /// A plain-HTTP probe subscribes once when the runtime makes its
-    /// attempts, else attempts on each tick; either way the same answers
-    /// drive the result (here: readiness flips on the first 200, then off
-    /// after three 500s).
     /// Starts a readiness probe `probe` on a fake runtime that repeats
     /// network probes or not, and returns the first update with the count
     /// of subscriptions logged as `kind every` (`http`, `dial`).
@@ -621,9 +611,14 @@ mod tests {
         let mut r = spawn_probe(target_on(rt.clone()), Kind::Readiness, probe, true);
         let u = r.updates.recv().await.unwrap();
         r.task.abort();
+        (u, subscriptions(&rt, kind))
+    }
+
+    /// Subscriptions `rt` took for `kind` (`http`, `dial`) probes.
+    fn subscriptions(rt: &FakeRuntime, kind: &str) -> usize {
         let prefix = format!("{kind} every ");
-        let calls = rt.calls.lock().unwrap().clone();
-        (u, calls.iter().filter(|c| c.starts_with(&prefix)).count())
+        let calls = rt.calls.lock().unwrap();
+        calls.iter().filter(|c| c.starts_with(&prefix)).count()
     }
 
     /// A plain HTTP server on loopback: its `n`th connection (from 0) gets
@@ -685,13 +680,7 @@ mod tests {
                     Result(false)
                 ]
             );
-            let every = rt
-                .calls
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|c| c.starts_with("http every "))
-                .count();
+            let every = subscriptions(&rt, "http");
             assert_eq!(every, usize::from(repeats), "repeats: {repeats}");
         }
     }

@@ -45,12 +45,16 @@ impl FakeRuntime {
         timeout: std::time::Duration,
         first: tokio::time::Instant,
         period: std::time::Duration,
-    ) -> Option<FakeRuns<FakeHttp>> {
+    ) -> Option<FakeRuns<FakeNetwork>> {
         if self.no_repeat.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         self.log(log);
-        Some(FakeRuns::new(FakeHttp { attempt, timeout }, first, period))
+        Some(FakeRuns::new(
+            FakeNetwork { attempt, timeout },
+            first,
+            period,
+        ))
     }
 
     fn log(&self, s: String) {
@@ -162,7 +166,7 @@ pub struct FakeExec {
 /// A repeated network attempt, made for real from this process as a
 /// shim makes it (an HTTP one redirected to HTTPS is handed back
 /// unfinished).
-pub struct FakeHttp {
+pub struct FakeNetwork {
     attempt: FakeAttempt,
     timeout: std::time::Duration,
 }
@@ -203,7 +207,7 @@ impl Repeats<ExecResult> for FakeRuns<FakeExec> {
     }
 }
 
-impl Repeats<crate::probe::http1::Made> for FakeRuns<FakeHttp> {
+impl Repeats<crate::probe::http1::Made> for FakeRuns<FakeNetwork> {
     async fn next(&mut self) -> Result<Vec<Ran<crate::probe::http1::Made>>, RuntimeError> {
         let now = self.tick().await;
         let h = &self.what;
@@ -222,7 +226,7 @@ impl Repeats<crate::probe::http1::Made> for FakeRuns<FakeHttp> {
 
 impl Runtime for FakeRuntime {
     type ExecRuns = FakeRuns<FakeExec>;
-    type HttpRuns = FakeRuns<FakeHttp>;
+    type HttpRuns = FakeRuns<FakeNetwork>;
 
     async fn http_every(
         &self,

@@ -132,23 +132,21 @@ fn dial(
                 }
                 Err(e) => failed(e.into()),
             },
-            Err(e) => failed(e.into()),
+            Err(e) => failed(e),
         };
     };
-    match nix::sys::socket::getsockopt(&s.as_fd(), nix::sys::socket::sockopt::SocketError) {
-        Ok(0) if connected(s.as_fd()) => Some(Outcome::Success(String::new())),
-        Ok(0) => None,
-        Ok(code) => failed(std::io::Error::from_raw_os_error(code)),
-        Err(e) => failed(e.into()),
+    match connect_error(s.as_fd()) {
+        Some(e) => failed(e),
+        None if connected(s.as_fd()) => Some(Outcome::Success(String::new())),
+        None => None,
     }
 }
 
 /// A socket connecting to `addr` from the shim's (the pod's) network
 /// namespace; true if connected already.
-fn start_connect(addr: SocketAddr) -> Result<(OwnedFd, bool), nix::errno::Errno> {
+fn start_connect(addr: SocketAddr) -> std::io::Result<(OwnedFd, bool)> {
     use nix::sys::socket::{self, SockaddrIn, SockaddrIn6};
-    let fd = crate::probe::netns::stream_socket(addr.is_ipv6())
-        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    let fd = crate::probe::netns::stream_socket(addr.is_ipv6())?;
     let started = match addr {
         SocketAddr::V4(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn::from(a)),
         SocketAddr::V6(a) => socket::connect(fd.as_raw_fd(), &SockaddrIn6::from(a)),
@@ -156,7 +154,16 @@ fn start_connect(addr: SocketAddr) -> Result<(OwnedFd, bool), nix::errno::Errno>
     match started {
         Ok(()) => Ok((fd, true)),
         Err(nix::errno::Errno::EINPROGRESS) => Ok((fd, false)),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why a connection being made failed (`SO_ERROR`), if it did.
+fn connect_error(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::io::Error> {
+    match nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::SocketError) {
+        Ok(0) => None,
+        Ok(code) => Some(std::io::Error::from_raw_os_error(code)),
+        Err(e) => Some(e.into()),
     }
 }
 
@@ -174,7 +181,7 @@ impl Hop {
         use nix::sys::socket::{self, MsgFlags};
         let addr = get.addr;
         let dial = |e: nix::errno::Errno| http1::dial_error(addr, &e.into());
-        let (fd, _) = start_connect(addr).map_err(dial)?;
+        let (fd, _) = start_connect(addr).map_err(|e| http1::dial_error(addr, &e))?;
         let request = get.request()?;
         let sent = match socket::send(fd.as_raw_fd(), &request, MsgFlags::MSG_NOSIGNAL) {
             Ok(n) => n,
@@ -200,10 +207,8 @@ impl Hop {
         let fd = self.sock.as_fd().as_raw_fd();
         if self.sent < self.request.len() {
             let dial = |e: std::io::Error| Some(Err(http1::dial_error(addr, &e)));
-            match socket::getsockopt(&self.sock.as_fd(), socket::sockopt::SocketError) {
-                Ok(0) => {}
-                Ok(code) => return dial(std::io::Error::from_raw_os_error(code)),
-                Err(e) => return dial(e.into()),
+            if let Some(e) = connect_error(self.sock.as_fd()) {
+                return dial(e);
             }
             match socket::send(fd, &self.request[self.sent..], MsgFlags::MSG_NOSIGNAL) {
                 Ok(n) => self.sent += n,

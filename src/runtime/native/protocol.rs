@@ -9,9 +9,10 @@ use crate::runtime::record::ExitRecord;
 pub const PROTOCOL_VERSION: u32 = 1;
 pub const SOCKET_NAME: &str = "shim.sock";
 pub const PID_FILE: &str = "shim.pid";
-/// `execEvery` subscriptions a shim holds at most (three probes for each
-/// of many containers); past that it answers [`TOO_MANY_REPEATS`] and the
-/// caller execs on each tick instead.
+/// `execEvery`, `httpEvery` and `dialEvery` subscriptions a shim holds at
+/// most (three probes for each of many containers); past that it answers
+/// [`TOO_MANY_REPEATS`] and the caller probes on each tick instead. (The
+/// words predate the network ops; daemons match them as they are.)
 pub const MAX_REPEATS: usize = 256;
 pub const TOO_MANY_REPEATS: &str = "too many repeated execs";
 
@@ -88,7 +89,7 @@ pub enum Op {
     /// each with its outcome (`Run::http`). HTTPS attempts stay with the
     /// daemon.
     HttpEvery {
-        get: crate::probe::http1::Get,
+        get: Get,
         #[serde(flatten)]
         every: Every,
     },
@@ -159,16 +160,40 @@ pub struct Run {
 }
 
 impl Run {
-    /// What an HTTP attempt made, after `took`.
+    /// An exec's result, after `took`.
+    pub fn of_exec(result: ExecResult, took: std::time::Duration) -> Run {
+        Run {
+            exec: Some(result),
+            ..Run::empty(took)
+        }
+    }
+
+    /// What a network attempt made, after `took`.
     pub fn of_http(made: Made, took: std::time::Duration) -> Run {
         let (http, handoff) = match made {
             Made::Done(o) => (Some(o), None),
             Made::Unfinished(get) => (None, Some(get)),
         };
         Run {
-            exec: None,
             http,
             handoff,
+            ..Run::empty(took)
+        }
+    }
+
+    /// A run that could not be made, and why.
+    pub fn refused(why: String) -> Run {
+        Run {
+            error: Some(why),
+            ..Run::empty(std::time::Duration::ZERO)
+        }
+    }
+
+    fn empty(took: std::time::Duration) -> Run {
+        Run {
+            exec: None,
+            http: None,
+            handoff: None,
             error: None,
             micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         }

@@ -243,18 +243,14 @@ impl Repeating {
             None => self.running = true,
             // Not probed while frozen; the next tick tries again.
             Some(Refused::Paused(_)) => {}
-            Some(Refused::Other(msg)) => {
-                let run = Run {
-                    exec: None,
-                    http: None,
-                    handoff: None,
-                    error: Some(msg),
-                    micros: 0,
-                };
-                if let Some(runs) = self.reporter.record(run) {
-                    send_runs(&self.client, runs);
-                }
-            }
+            Some(Refused::Other(msg)) => self.report(Run::refused(msg)),
+        }
+    }
+
+    /// Records a run; sends what its reporter says to send now.
+    fn report(&mut self, run: Run) {
+        if let Some(runs) = self.reporter.record(run) {
+            send_runs(&self.client, runs);
         }
     }
 }
@@ -562,17 +558,8 @@ impl Shim {
                                 },
                             ),
                             ExecOwner::Repeat(serial) => {
-                                let micros = e.started.elapsed().as_micros();
-                                self.repeat_ran(
-                                    serial,
-                                    Run {
-                                        exec: Some(result),
-                                        http: None,
-                                        handoff: None,
-                                        error: None,
-                                        micros: u64::try_from(micros).unwrap_or(u64::MAX),
-                                    },
-                                );
+                                let run = Run::of_exec(result, e.started.elapsed());
+                                self.repeat_ran(serial, run);
                             }
                         }
                         continue;
@@ -879,11 +866,7 @@ impl Shim {
                     r.running = true;
                 }
                 // Over at once (connected, or could not connect).
-                Some(made) => {
-                    if let Some(runs) = r.reporter.record(Run::of_http(made, now.elapsed())) {
-                        send_runs(&r.client, runs);
-                    }
-                }
+                Some(made) => r.report(Run::of_http(made, now.elapsed())),
             }
         }
         // Neither `exec` nor an attempt takes a subscription: nothing was
@@ -895,9 +878,7 @@ impl Shim {
     fn repeat_ran(&mut self, serial: u64, run: Run) {
         if let Some(r) = self.repeats.iter_mut().find(|r| r.serial == serial) {
             r.running = false;
-            if let Some(runs) = r.reporter.record(run) {
-                send_runs(&r.client, runs);
-            }
+            r.report(run);
         }
     }
 
@@ -1180,7 +1161,7 @@ fn release_cgroup(cgroups: Option<&dyn Cgroups>, c: &mut Container) -> bool {
     oom
 }
 
-/// Sends runs of a repeated exec.
+/// Sends runs of a repeated exec or attempt.
 fn send_runs(s: &UnixStream, runs: Vec<Run>) {
     send(
         s,
