@@ -11,10 +11,10 @@ CONFIG_DIR ?= /etc/nodelet
 
 all: build
 
-build:
+build: deps
 	$(CARGO) build --all-targets
 
-release:
+release: deps
 	$(CARGO) build --release
 
 fmt:
@@ -35,7 +35,7 @@ unit:
 integration: deps
 	$(CARGO) test --tests
 
-test: lint deps
+test: deps lint
 	$(CARGO) test --all-targets
 
 # The main job. Until the daemon lands it validates the example configuration
@@ -45,7 +45,7 @@ test: lint deps
 # and imported under the name the manifests use (no network). Ctrl-C stops
 # every pod and the daemon.
 RUN_ROOT ?= /tmp/nodelet-run
-run: build deps
+run: deps build
 	$(DEBUG_BIN) config validate config/nodelet.yaml
 	$(DEBUG_BIN) validate config/pods
 	mkdir -p $(RUN_ROOT)

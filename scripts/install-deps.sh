@@ -9,6 +9,7 @@ packages=(
   skopeo           # pushes test images into the registry
   apache2-utils    # htpasswd (bcrypt) for the authenticated registry
   iproute2 util-linux procps
+  libseccomp-dev   # nodelet links libseccomp (seccomp profiles compiled as runc/crun do)
 )
 
 missing=()

@@ -63,6 +63,11 @@ pub struct NodeletConfiguration {
     pub cgroup_driver: CgroupDriver,
     /// Parent of nodelet's cgroups, e.g. `/nodelet`.
     pub cgroup_root: String,
+    /// A container without a `seccompProfile` gets `RuntimeDefault`, as
+    /// kubelet's `--seccomp-default`. On by default here (kubelet's is
+    /// off): podman and Docker confine every container by default, and a
+    /// node agent should not be the one runtime that does not.
+    pub seccomp_default: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -125,6 +130,7 @@ impl Default for NodeletConfiguration {
             pod_pids_limit: -1,
             cgroup_driver: CgroupDriver::Cgroupfs,
             cgroup_root: "/nodelet".to_string(),
+            seccomp_default: true,
         }
     }
 }
@@ -188,6 +194,7 @@ struct ConfigFile {
     pod_pids_limit: Option<i64>,
     cgroup_driver: Option<CgroupDriver>,
     cgroup_root: Option<String>,
+    seccomp_default: Option<bool>,
 }
 
 impl NodeletConfiguration {
@@ -310,6 +317,7 @@ impl NodeletConfiguration {
             pod_pids_limit: file.pod_pids_limit.unwrap_or(d.pod_pids_limit),
             cgroup_driver: file.cgroup_driver.unwrap_or(d.cgroup_driver),
             cgroup_root: file.cgroup_root.unwrap_or(d.cgroup_root),
+            seccomp_default: file.seccomp_default.unwrap_or(d.seccomp_default),
         };
         cfg.validate()
             .map_err(|(field, message)| invalid(field, message))?;

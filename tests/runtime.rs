@@ -347,3 +347,145 @@ fn a_missing_bind_source_is_a_start_error() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A cgroup path of this test process's own.
+fn test_cgroup(tag: &str) -> String {
+    format!("/nodelet-test-rt-{}-{tag}", std::process::id())
+}
+
+/// The container's output and stderr, for messages.
+fn both(o: &Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr).trim()
+    )
+}
+
+#[test]
+fn a_container_cannot_open_a_host_block_device_it_made() {
+    if !common::require_root() {
+        return;
+    }
+    // The attack of the security issue: mknod of loop0 (b 7:0) and of
+    // loop-control (c 10:237) works, opening them must not.
+    let script =
+        "mknod /dev/l0 b 7 0 && echo made; head -c 1 /dev/l0 >/dev/null 2>/tmp/e; cat /tmp/e; \
+                  mknod /dev/lc c 10 237 && head -c 1 /dev/lc 2>&1 >/dev/null; \
+                  head -c 1 /dev/zero | wc -c; echo ok > /dev/null && echo null-ok; \
+                  head -c 4 /dev/urandom | wc -c";
+    let cg = test_cgroup("devices");
+    let b = bundle(&["sh", "-c", script], |c, _| {
+        c.cgroup_path = Some(cg.clone())
+    });
+    let o = run(&b);
+    let out = both(&o);
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines.first(), Some(&"made"), "{out}");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains("Operation not permitted"))
+            .count()
+            == 2,
+        "both host devices must be refused: {out}"
+    );
+    assert_eq!(&lines[lines.len() - 3..], ["1", "null-ok", "4"], "{out}");
+}
+
+#[test]
+fn a_privileged_container_gets_every_device_capability_and_a_writable_sys() {
+    if !common::require_root() {
+        return;
+    }
+    let script = "grep CapEff /proc/self/status; \
+                  mkdir -p /m && mount -t tmpfs t /m && echo mounted; \
+                  grep -E ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; \
+                  cat /proc/timer_list | wc -c; \
+                  test -c /dev/loop-control && echo host-devices; \
+                  grep Seccomp: /proc/self/status";
+    let cg = test_cgroup("privileged");
+    let b = bundle(&["sh", "-c", script], |c, _| {
+        c.cgroup_path = Some(cg.clone());
+        c.privileged = true;
+        c.no_new_privileges = false;
+        c.devices = nodelet::runtime::plan::host_devices();
+    });
+    let o = run(&b);
+    let out = both(&o);
+    assert!(stdout(&o).contains("mounted"), "{out}");
+    assert!(
+        stdout(&o).contains("\nrw\n"),
+        "/sys must be writable: {out}"
+    );
+    assert!(!stdout(&o).contains("\n0\n"), "nothing masked: {out}");
+    assert!(stdout(&o).contains("host-devices"), "{out}");
+    assert!(stdout(&o).contains("Seccomp:\t0"), "{out}");
+    assert!(!stdout(&o).contains("CapEff:\t00000000a80425fb"), "{out}");
+
+    // The same mount in a default container is refused.
+    let o = sh("mkdir -p /m; mount -t tmpfs t /m 2>&1 || echo refused");
+    assert!(stdout(&o).contains("refused"), "{}", both(&o));
+}
+
+fn runtime_default() -> serde_json::Value {
+    nodelet::runtime::seccomp::runtime_default(
+        &nodelet::runtime::plan::DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>(),
+    )
+}
+
+#[test]
+fn runtime_default_seccomp_refuses_what_the_profile_blocks() {
+    if !common::require_root() {
+        return;
+    }
+    // unshare(CLONE_NEWUSER) needs no capability: only the profile stops it.
+    let script = "grep Seccomp: /proc/self/status; unshare -U true 2>&1 && echo unshared";
+    for nnp in [true, false] {
+        let b = bundle(&["sh", "-c", script], |c, _| {
+            c.seccomp = Some(runtime_default());
+            c.no_new_privileges = nnp;
+        });
+        let o = run(&b);
+        let out = both(&o);
+        assert!(stdout(&o).contains("Seccomp:\t2"), "{out}");
+        assert!(stdout(&o).contains("Operation not permitted"), "{out}");
+        assert!(!stdout(&o).contains("unshared"), "{out}");
+    }
+    // Unconfined: the same call works.
+    let o = sh(script);
+    assert!(stdout(&o).contains("Seccomp:\t0"), "{}", both(&o));
+    assert!(stdout(&o).contains("unshared"), "{}", both(&o));
+}
+
+#[test]
+fn a_localhost_profile_that_blocks_mkdir_is_honoured() {
+    if !common::require_root() {
+        return;
+    }
+    let profile = nodelet::runtime::seccomp::from_file_profile(
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+        &[],
+    )
+    .unwrap();
+    let b = bundle(
+        &[
+            "sh",
+            "-c",
+            "mkdir /made 2>&1 || echo refused; touch /file && echo touched",
+        ],
+        |c, _| c.seccomp = Some(profile),
+    );
+    let o = run(&b);
+    assert!(
+        stdout(&o).contains("Operation not permitted"),
+        "{}",
+        both(&o)
+    );
+    assert!(stdout(&o).contains("refused\ntouched"), "{}", both(&o));
+}

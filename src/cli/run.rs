@@ -111,6 +111,10 @@ pub fn node_engine(
             root: cfg.cgroup_root.clone(),
             pod_pids_limit: cfg.pod_pids_limit,
         }),
+        security: crate::pod::security::SecurityDefaults {
+            seccomp_default: cfg.seccomp_default,
+            seccomp_root: cfg.root_dir.join("seccomp"),
+        },
     });
     engine.set_max_pods(cfg.max_pods);
     Ok(engine)

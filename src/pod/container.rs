@@ -40,6 +40,7 @@ pub struct Process {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
+    pub privileged: bool,
     pub readonly_rootfs: bool,
     /// Env names skipped from `envFrom` (event InvalidEnvironmentVariableNames).
     pub invalid_env_names: Vec<String>,
@@ -482,7 +483,10 @@ pub fn process(
         additional_gids,
         cap_add: caps.add.iter().flatten().map(|c| cap_name(c)).collect(),
         cap_drop: caps.drop.iter().flatten().map(|c| cap_name(c)).collect(),
-        no_new_privileges: sc.allow_privilege_escalation != Some(true),
+        // kubelet's AddNoNewPrivileges: never for a privileged container.
+        no_new_privileges: sc.privileged != Some(true)
+            && sc.allow_privilege_escalation != Some(true),
+        privileged: sc.privileged == Some(true),
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
         invalid_env_names: invalid,
     })

@@ -15,6 +15,7 @@ pub mod objects;
 pub mod planner;
 pub mod qos;
 pub mod resources;
+pub mod security;
 pub mod state;
 pub mod stats;
 pub mod status;

@@ -131,6 +131,7 @@ pub fn container_resources(c: &Container) -> Resources {
         memory_limit: quantity(c, true, "memory")
             .map(|q| i64::try_from(q.value_ceil()).unwrap_or(i64::MAX)),
         pids_limit: None,
+        devices: None,
     }
 }
 
@@ -274,6 +275,7 @@ mod tests {
                 cpu_period: Some(100_000),
                 memory_limit: Some(64 << 20),
                 pids_limit: None,
+                devices: None,
             }
         );
         let none = pod(&c("a", "{}"), "");

@@ -659,6 +659,7 @@ mod worker {
             downward: Default::default(),
             state_dir: None,
             cgroups: None,
+            security: Default::default(),
         });
         Bed {
             rt,

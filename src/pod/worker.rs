@@ -66,6 +66,8 @@ pub struct Deps<R: Runtime, I: ImageService> {
     pub state_dir: Option<PathBuf>,
     /// Where pod cgroups go; none = no cgroups (fake runtimes).
     pub cgroups: Option<super::resources::CgroupLayout>,
+    /// seccomp default and profile directory.
+    pub security: super::security::SecurityDefaults,
 }
 
 #[derive(Debug)]
@@ -1310,7 +1312,8 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             readonly: false,
             propagation: None,
         });
-        let cfg = ContainerConfig {
+        let privileged = proc.privileged;
+        let mut cfg = ContainerConfig {
             args: proc.args,
             env: proc.env,
             cwd: proc.cwd,
@@ -1342,7 +1345,20 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             }),
             resources: resources::container_resources(c),
             cgroup_path,
+            privileged,
+            devices: if privileged {
+                crate::runtime::plan::host_devices()
+            } else {
+                Vec::new()
+            },
+            seccomp: None,
         };
+        let choice = super::security::seccomp(&self.pod, c, &self.deps.security);
+        cfg.seccomp = super::security::seccomp_profile(
+            &choice,
+            &cfg.capabilities(),
+            &self.deps.security.seccomp_root,
+        )?;
         let spec = build_spec(&cfg).map_err(|e| crate::error_chain(&e))?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
         std::fs::write(bundle.join("config.json"), json)

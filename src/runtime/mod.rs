@@ -9,3 +9,4 @@ pub mod logs;
 pub mod native;
 pub mod plan;
 pub mod record;
+pub mod seccomp;

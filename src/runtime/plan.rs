@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use oci_spec::runtime::Spec;
 use serde_json::json;
 
-use super::cgroup::Resources;
+use super::cgroup::{devices, Resources};
 
 /// Docker's default capability set, which containerd's CRI uses too.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -123,6 +123,77 @@ pub struct BindMount {
     pub propagation: Option<String>,
 }
 
+/// A device node to create in the container's `/dev` (OCI `linux.devices`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceNode {
+    pub path: String,
+    /// `c` or `b`.
+    #[serde(rename = "type")]
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Directories of the host's `/dev` that are mounts of their own in every
+/// container, not devices to copy.
+const NOT_HOST_DEVICES: &[&str] = &[
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/dev/.lxc",
+    "/dev/.udev",
+];
+
+/// Every device node under the host's `/dev` (what containerd's
+/// `WithHostDevices` gives a privileged container), sorted by path.
+pub fn host_devices() -> Vec<DeviceNode> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn walk(dir: &std::path::Path, out: &mut Vec<DeviceNode>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = md.file_type();
+            let text = path.display().to_string();
+            if ft.is_dir() {
+                if !NOT_HOST_DEVICES.contains(&text.as_str()) {
+                    walk(&path, out);
+                }
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                'c'
+            } else if ft.is_block_device() {
+                'b'
+            } else {
+                continue;
+            };
+            let rdev = md.rdev();
+            out.push(DeviceNode {
+                path: text,
+                kind,
+                major: i64::try_from(nix::sys::stat::major(rdev)).unwrap_or(0),
+                minor: i64::try_from(nix::sys::stat::minor(rdev)).unwrap_or(0),
+                file_mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new("/dev"), &mut out);
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 /// What to run, described without Kubernetes words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerConfig {
@@ -149,6 +220,13 @@ pub struct ContainerConfig {
     pub resources: Resources,
     /// `process.oomScoreAdj`.
     pub oom_score_adj: Option<i32>,
+    /// runc's privileged container: every capability and device, nothing
+    /// masked or read-only, `/sys` writable.
+    pub privileged: bool,
+    /// Device nodes to create in `/dev` (a privileged container's: the host's).
+    pub devices: Vec<DeviceNode>,
+    /// OCI `linux.seccomp`; none = unconfined.
+    pub seccomp: Option<serde_json::Value>,
 }
 
 impl ContainerConfig {
@@ -172,12 +250,18 @@ impl ContainerConfig {
             cgroup_path: None,
             resources: Resources::default(),
             oom_score_adj: None,
+            privileged: false,
+            devices: Vec::new(),
+            seccomp: None,
         }
     }
 
     /// The effective capability set: Docker's default, minus drops, plus
     /// adds (`ALL` on either side as Kubernetes allows), in a stable order.
     pub fn capabilities(&self) -> Vec<String> {
+        if self.privileged {
+            return ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        }
         let mut set: Vec<String> = if self.cap_drop.iter().any(|c| c == "ALL" || c == "CAP_ALL") {
             Vec::new()
         } else {
@@ -212,7 +296,7 @@ pub fn build_spec(cfg: &ContainerConfig) -> Result<Spec, PlanError> {
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if cfg.privileged { "rw" } else { "ro" }]}),
     ];
     for m in &cfg.mounts {
         let mut options = vec![
@@ -237,13 +321,32 @@ pub fn build_spec(cfg: &ContainerConfig) -> Result<Spec, PlanError> {
     } else {
         json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}])
     };
+    // Every container is behind a device allowlist (runc's default) unless
+    // privileged; the runtime enforces it in the container's cgroup.
+    let mut resources = cfg.resources.clone();
+    resources.devices = Some(if cfg.privileged {
+        devices::allow_all()
+    } else {
+        devices::default_rules()
+    });
+    let (masked, readonly): (&[&str], &[&str]) = if cfg.privileged {
+        (&[], &[])
+    } else {
+        (MASKED_PATHS, READONLY_PATHS)
+    };
     let mut linux = json!({
         "namespaces": namespaces,
-        "maskedPaths": MASKED_PATHS,
-        "readonlyPaths": READONLY_PATHS,
+        "maskedPaths": masked,
+        "readonlyPaths": readonly,
         "rootfsPropagation": "rprivate",
-        "resources": cfg.resources.to_spec_json(),
+        "resources": resources.to_spec_json(),
     });
+    if !cfg.devices.is_empty() {
+        linux["devices"] = json!(cfg.devices);
+    }
+    if let Some(s) = &cfg.seccomp {
+        linux["seccomp"] = s.clone();
+    }
     if let Some(p) = &cfg.cgroup_path {
         linux["cgroupsPath"] = json!(p);
     }

@@ -3,6 +3,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod bpf;
 pub mod spawn;
 
 use std::ffi::CString;

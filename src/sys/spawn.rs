@@ -44,6 +44,10 @@ pub struct Creds {
     /// cleared.
     pub caps: u64,
     pub no_new_privs: bool,
+    /// The container's seccomp program (`struct sock_filter`s), installed
+    /// as runc does for an exec: before the capabilities drop without
+    /// no_new_privs, right before execve with it.
+    pub seccomp: Option<std::sync::Arc<[u8]>>,
 }
 
 /// Everything the child needs, encoded by the caller.
@@ -75,7 +79,7 @@ pub struct Plan<'a> {
 }
 
 /// The steps that can fail, for messages (index = step number).
-const STEPS: [&str; 17] = [
+const STEPS: [&str; 18] = [
     "",
     "set oom_score_adj",
     "join cgroup",
@@ -93,6 +97,7 @@ const STEPS: [&str; 17] = [
     "set capabilities",
     "set uid",
     "exec",
+    "install the seccomp filter",
 ];
 const OOM: usize = 1;
 const CGROUP: usize = 2;
@@ -110,6 +115,7 @@ const GID: usize = 13;
 const CAPS: usize = 14;
 const UID: usize = 15;
 const EXEC: usize = 16;
+const SECCOMP: usize = 17;
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
@@ -438,6 +444,15 @@ fn command(s: &Shared<'_>) -> Result<Never, Fail> {
         check(rc.into(), NOFILE)?;
     }
     let c = p.creds;
+    let seccomp = |_: ()| -> Result<(), Fail> {
+        match c.seccomp.as_deref().map(super::bpf::seccomp_install) {
+            Some(Err(e)) => Err(Fail(SECCOMP, e.raw_os_error().unwrap_or(libc::EINVAL))),
+            _ => Ok(()),
+        }
+    };
+    if !c.no_new_privs {
+        seccomp(())?;
+    }
     // Raw system calls: glibc's wrappers would try to reach other threads.
     // SAFETY: the pointer and length describe the live `groups` vector.
     let rc = unsafe { libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) };
@@ -461,6 +476,9 @@ fn command(s: &Shared<'_>) -> Result<Never, Fail> {
         // SAFETY: plain integers.
         let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, ONE, Z, Z, Z) };
         check(rc.into(), CAPS)?;
+    }
+    if c.no_new_privs {
+        seccomp(())?;
     }
     // SAFETY: plain integer.
     unsafe { libc::umask(p.umask) };

@@ -54,6 +54,8 @@ pub(super) struct Context<'a> {
     pub volumes: &'a HashSet<String>,
     pub grace_period: Option<i64>,
     pub host_network: bool,
+    /// `spec.hostUsers: false` (the pod asks for a user namespace).
+    pub user_namespace: bool,
 }
 
 pub(super) fn containers(ctrs: &[Container], ctx: &Context<'_>, path: &Path) -> ErrorList {
@@ -229,7 +231,7 @@ fn common(c: &Container, ctx: &Context<'_>, p: &Path) -> ErrorList {
         errs.extend(resources(r, &p.child("resources")));
     }
     if let Some(sc) = &c.security_context {
-        errs.extend(security_context(sc, &p.child("securityContext")));
+        errs.extend(security_context(sc, ctx, &p.child("securityContext")));
     }
     errs
 }
@@ -589,14 +591,29 @@ fn is_resource_name(n: &str) -> bool {
         || (n.contains('/') && names::qualified_name(n).is_empty())
 }
 
-fn security_context(sc: &SecurityContext, path: &Path) -> ErrorList {
+fn security_context(sc: &SecurityContext, ctx: &Context<'_>, path: &Path) -> ErrorList {
     let mut errs = ErrorList::new();
     super::id_errors(&mut errs, &path.child("runAsUser"), sc.run_as_user);
     super::id_errors(&mut errs, &path.child("runAsGroup"), sc.run_as_group);
     if let Some(pm) = sc.proc_mount.as_deref() {
         if !PROC_MOUNTS.contains(&pm) {
             errs.push(not_supported(&path.child("procMount"), pm, PROC_MOUNTS));
+        } else if pm == "Unmasked" && !ctx.user_namespace {
+            // validateProcMountType: an unmasked /proc only inside a user namespace.
+            errs.push(invalid(
+                &path.child("procMount"),
+                pm,
+                "`hostUsers` must be false to use `Unmasked`",
+            ));
+        } else if pm == "Unmasked" {
+            errs.push(forbidden(
+                &path.child("procMount"),
+                "Unmasked is not supported yet: it needs user namespaces (hostUsers: false), which nodelet does not support yet",
+            ));
         }
+    }
+    if let Some(sp) = &sc.seccomp_profile {
+        errs.extend(seccomp_profile(sp, &path.child("seccompProfile")));
     }
     if sc.allow_privilege_escalation == Some(false) {
         if sc.privileged == Some(true) {
@@ -617,6 +634,43 @@ fn security_context(sc: &SecurityContext, path: &Path) -> ErrorList {
         if adds_sys_admin {
             errs.push(invalid(path, "", "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN"));
         }
+    }
+    errs
+}
+
+const SECCOMP_TYPES: &[&str] = &["Localhost", "RuntimeDefault", "Unconfined"];
+
+/// `validateSeccompProfileField`: a known type; `localhostProfile` set
+/// exactly for Localhost, as a relative path that does not climb.
+pub(super) fn seccomp_profile(
+    sp: &k8s_openapi::api::core::v1::SeccompProfile,
+    path: &Path,
+) -> ErrorList {
+    let mut errs = ErrorList::new();
+    match sp.type_.as_str() {
+        "" => errs.push(required(
+            &path.child("type"),
+            "type is required when seccompProfile is set",
+        )),
+        t if !SECCOMP_TYPES.contains(&t) => {
+            errs.push(not_supported(&path.child("type"), t, SECCOMP_TYPES));
+        }
+        _ => {}
+    }
+    match (sp.type_.as_str(), sp.localhost_profile.as_deref()) {
+        ("Localhost", None) => errs.push(required(
+            &path.child("localhostProfile"),
+            "must be set when seccomp type is Localhost",
+        )),
+        ("Localhost", Some(p)) => {
+            local_descending_path(&mut errs, &path.child("localhostProfile"), p);
+        }
+        (_, Some(p)) => errs.push(invalid(
+            &path.child("localhostProfile"),
+            p,
+            "can only be set when seccomp type is Localhost",
+        )),
+        (_, None) => {}
     }
     errs
 }

@@ -103,6 +103,7 @@ fn pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
         volumes: &volumes,
         grace_period: spec.termination_grace_period_seconds,
         host_network: spec.host_network.unwrap_or(false),
+        user_namespace: spec.host_users == Some(false),
     };
     errs.extend(container::containers(
         &spec.containers,
@@ -219,6 +220,12 @@ fn pod_security_context(sc: &PodSecurityContext, path: &Path) -> ErrorList {
                 &allowed,
             ));
         }
+    }
+    if let Some(sp) = &sc.seccomp_profile {
+        errs.extend(container::seccomp_profile(
+            sp,
+            &path.child("seccompProfile"),
+        ));
     }
     let mut seen = HashSet::new();
     for (i, s) in sc.sysctls.iter().flatten().enumerate() {

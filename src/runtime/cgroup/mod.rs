@@ -4,6 +4,7 @@
 //! every hierarchy, as runc's `linux.cgroupsPath`. Plain std file I/O, so
 //! the single-threaded shim uses it too. Knows nothing of Kubernetes.
 
+pub mod devices;
 #[cfg(test)]
 mod tests_real;
 mod v1;
@@ -28,6 +29,9 @@ pub struct Resources {
     pub memory_limit: Option<i64>,
     /// Tasks; `None` = unlimited.
     pub pids_limit: Option<i64>,
+    /// The device allowlist, in order; `None` leaves the cgroup's default
+    /// (every device, as its parent).
+    pub devices: Option<Vec<devices::DeviceRule>>,
 }
 
 impl Resources {
@@ -44,6 +48,15 @@ impl Resources {
                 .and_then(|m| m.limit())
                 .filter(|l| *l > 0),
             pids_limit: r.pids().as_ref().map(|p| p.limit()).filter(|l| *l > 0),
+            devices: r.devices().as_ref().map(|list| {
+                list.iter()
+                    .filter_map(|d| {
+                        serde_json::to_value(d)
+                            .ok()
+                            .and_then(|v| serde_json::from_value(v).ok())
+                    })
+                    .collect()
+            }),
         }
     }
 
@@ -68,6 +81,9 @@ impl Resources {
         }
         if let Some(p) = self.pids_limit {
             v["pids"] = serde_json::json!({ "limit": p });
+        }
+        if let Some(d) = &self.devices {
+            v["devices"] = serde_json::to_value(d).unwrap_or_default();
         }
         v
     }
@@ -415,6 +431,7 @@ mod tests {
             cpu_period: Some(100_000),
             memory_limit: Some(64 << 20),
             pids_limit: Some(100),
+            devices: Some(devices::default_rules()),
         };
         let spec: oci_spec::runtime::LinuxResources =
             serde_json::from_value(r.to_spec_json()).unwrap();

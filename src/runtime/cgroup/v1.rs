@@ -1,6 +1,6 @@
 //! cgroup v1: one hierarchy per controller (`/sys/fs/cgroup/<controller>`,
 //! co-mounted ones sharing a directory). nodelet uses cpu, cpuacct, memory,
-//! pids and freezer; a path is created in each of their hierarchies.
+//! pids, freezer and devices; a path is created in each of their hierarchies.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use super::{
 };
 
 /// The controllers every nodelet cgroup lives in.
-pub const CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "freezer"];
+pub const CONTROLLERS: [&str; 6] = ["cpu", "cpuacct", "memory", "pids", "freezer", "devices"];
 
 #[derive(Debug, Clone)]
 pub struct V1 {
@@ -105,6 +105,22 @@ impl V1 {
         }
         if let Some(p) = res.pids_limit {
             write(path, &self.file("pids", path, "pids.max"), &p.to_string())?;
+        }
+        if let Some(rules) = &res.devices {
+            super::devices::validate(rules).map_err(|message| CgroupError::Other {
+                path: path.into(),
+                message,
+            })?;
+            // In order, as runc's v1 emulation: "deny a" first empties the
+            // cgroup's list, each allow after it adds one entry.
+            for r in rules {
+                let file = if r.allow {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                write(path, &self.file("devices", path, file), &r.v1_line())?;
+            }
         }
         Ok(())
     }

@@ -83,7 +83,37 @@ impl V2 {
         if let Some(p) = res.pids_limit {
             write(path, &d.join("pids.max"), &p.to_string())?;
         }
+        if let Some(rules) = &res.devices {
+            self.attach_devices(path, rules)?;
+        }
         Ok(())
+    }
+
+    /// cgroup v2 has no devices files: the allowlist is an eBPF program
+    /// attached to the cgroup (as runc and crun do), kept by the kernel as
+    /// long as the cgroup exists.
+    fn attach_devices(
+        &self,
+        path: &str,
+        rules: &[super::devices::DeviceRule],
+    ) -> Result<(), CgroupError> {
+        use super::devices;
+        devices::validate(rules).map_err(|message| CgroupError::Other {
+            path: path.into(),
+            message,
+        })?;
+        if devices::allows_everything(rules) {
+            return Ok(());
+        }
+        let d = self.dir(path);
+        let prog = crate::sys::bpf::load_device_program(&devices::program(rules))
+            .map_err(io_err(path, "load the device program for", &d))?;
+        let dir = std::fs::File::open(&d).map_err(io_err(path, "open", &d))?;
+        crate::sys::bpf::attach_device_program(
+            std::os::fd::AsFd::as_fd(&dir),
+            std::os::fd::AsFd::as_fd(&prog),
+        )
+        .map_err(io_err(path, "attach the device program to", &d))
     }
 }
 

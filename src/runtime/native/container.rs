@@ -80,13 +80,14 @@ pub fn run(
     spec: &Spec,
     cgroups: Option<&dyn Cgroups>,
 ) -> Result<Exit, ContainerError> {
+    let seccomp = seccomp_program(spec)?;
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create error pipe"))?;
     unshare(CloneFlags::CLONE_NEWPID).map_err(setup("unshare PID namespace"))?;
     match fork()? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
             let err = match enter_cgroup(spec, cgroups, 0).and_then(|()| oom_score_adj(spec)) {
-                Ok(()) => child(bundle, spec, None),
+                Ok(()) => child(bundle, spec, None, seccomp.as_deref()),
                 Err(e) => e.to_string(),
             };
             let mut f = File::from(wr);
@@ -137,6 +138,8 @@ pub fn spawn(
     io: ChildIo,
     cgroups: Option<&dyn Cgroups>,
 ) -> Result<Spawned, ContainerError> {
+    // Compiled here, before the forks: the child only installs it.
+    let seccomp = seccomp_program(spec)?;
     let (err_rd, err_wr) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("create error pipe"))?;
     let (pid_rd, pid_wr) =
@@ -151,7 +154,7 @@ pub fn spawn(
                 match fork()? {
                     nix::unistd::ForkResult::Child => {
                         drop(pid_wr);
-                        let msg = child(bundle, spec, Some(io));
+                        let msg = child(bundle, spec, Some(io), seccomp.as_deref());
                         let _ = nix::unistd::write(&err_wr, msg.as_bytes());
                         std::process::exit(127);
                     }
@@ -230,9 +233,28 @@ pub struct ChildIo {
     pub start: OwnedFd,
 }
 
+/// The compiled program of the spec's `linux.seccomp`, if any.
+pub(super) fn seccomp_program(spec: &Spec) -> Result<Option<std::sync::Arc<[u8]>>, ContainerError> {
+    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(None);
+    };
+    let json = serde_json::to_value(profile)
+        .map_err(|e| ContainerError::Start(format!("encode the spec's seccomp profile: {e}")))?;
+    crate::runtime::seccomp::compile(&json)
+        .map(Some)
+        .map_err(|e| ContainerError::Start(crate::error_chain(&e)))
+}
+
+fn install_seccomp(program: &[u8]) -> Result<(), ContainerError> {
+    sys::bpf::seccomp_install(program).map_err(|source| ContainerError::Setup {
+        action: "install the seccomp filter".into(),
+        source,
+    })
+}
+
 /// Everything between fork and exec; returns the message for the parent.
-fn child(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> String {
-    match child_setup(bundle, spec, io) {
+fn child(bundle: &Path, spec: &Spec, io: Option<ChildIo>, seccomp: Option<&[u8]>) -> String {
+    match child_setup(bundle, spec, io, seccomp) {
         Ok(never) => match never {},
         Err(e) => {
             let mut msg = e.to_string();
@@ -320,7 +342,12 @@ fn spec_namespaces(spec: &Spec) -> CloneFlags {
     flags
 }
 
-fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never, ContainerError> {
+fn child_setup(
+    bundle: &Path,
+    spec: &Spec,
+    io: Option<ChildIo>,
+    seccomp: Option<&[u8]>,
+) -> Result<Never, ContainerError> {
     nix::unistd::setsid().map_err(setup("setsid"))?;
     let namespaces = spec_namespaces(spec);
     unshare(namespaces).map_err(setup("unshare namespaces"))?;
@@ -351,6 +378,15 @@ fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never,
         mount_one(&root_fd, m)?;
     }
     dev_nodes(&root_fd)?;
+    for d in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        device_node(&root_fd, d)?;
+    }
 
     chdir(&root).map_err(setup("chdir to rootfs"))?;
     pivot_root(".", ".").map_err(setup("pivot_root"))?;
@@ -399,6 +435,14 @@ fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never,
     nix::sys::stat::umask(Mode::from_bits_truncate(
         process.user().umask().unwrap_or(0o022),
     ));
+    // runc's order: without no_new_privs, installing a filter needs
+    // CAP_SYS_ADMIN, so it goes in before the capabilities are dropped;
+    // with it, as late as possible (after the start gate), so the filter
+    // has to allow as little of our own setup as can be.
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    if let Some(program) = seccomp.filter(|_| !no_new_privs) {
+        install_seccomp(program)?;
+    }
     become_user(process)?;
     let cwd = process.cwd();
     chdir(cwd).map_err(|e| {
@@ -431,6 +475,9 @@ fn child_setup(bundle: &Path, spec: &Spec, io: Option<ChildIo>) -> Result<Never,
                 "container was not started (start gate closed)".into(),
             ));
         }
+    }
+    if let Some(program) = seccomp.filter(|_| no_new_privs) {
+        install_seccomp(program)?;
     }
     if let Err(source) = sys::spawn::default_signals() {
         return Err(ContainerError::Setup {
@@ -777,6 +824,60 @@ fn dev_nodes(root: &OwnedFd) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// Creates the spec's device node `d` (OCI `linux.devices`) inside the
+/// rootfs, its directory made if missing; a node already there (the
+/// default ones) is kept.
+fn device_node(root: &OwnedFd, d: &oci_spec::runtime::LinuxDevice) -> Result<(), ContainerError> {
+    use nix::sys::stat::{makedev, mknodat, SFlag};
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let path = d.path().display().to_string();
+    let kind = match d.typ() {
+        T::C | T::U => SFlag::S_IFCHR,
+        T::B => SFlag::S_IFBLK,
+        T::P => SFlag::S_IFIFO,
+        T::A => {
+            return Err(ContainerError::Start(format!(
+                "device {path}: type a is not a node type"
+            )))
+        }
+    };
+    let (dir, name) = match path.rsplit_once('/') {
+        Some((dir, name)) if !name.is_empty() => (dir, name),
+        _ => {
+            return Err(ContainerError::Start(format!(
+                "device path {path:?} names no file"
+            )))
+        }
+    };
+    let parent = resolve_in_root(root, if dir.is_empty() { "/" } else { dir }, false)?;
+    let dev = makedev(
+        u64::try_from(d.major()).unwrap_or(0),
+        u64::try_from(d.minor()).unwrap_or(0),
+    );
+    let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666));
+    // An O_PATH directory fd works as mknodat's dirfd; the name has no '/'.
+    let parent_path = proc_fd_path(&parent);
+    match mknodat(
+        nix::fcntl::AT_FDCWD,
+        format!("{parent_path}/{name}").as_str(),
+        kind,
+        mode,
+        dev,
+    ) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EEXIST) => return Ok(()),
+        Err(e) => return Err(setup(format!("create device {path}"))(e)),
+    }
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        format!("{parent_path}/{name}").as_str(),
+        d.uid().map(Uid::from_raw),
+        d.gid().map(Gid::from_raw),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(setup(format!("chown device {path}")))
+}
+
 /// runc's masking: /dev/null over files, an empty read-only tmpfs over dirs.
 fn mask(p: &str) -> Result<(), ContainerError> {
     match std::fs::metadata(p) {
@@ -921,6 +1022,7 @@ pub(super) fn creds(
             .intersection(&current)
             .fold(0u64, |m, c| m | (1u64 << c.index())),
         no_new_privs: process.no_new_privileges().unwrap_or(false),
+        seccomp: None,
     })
 }
 

@@ -32,6 +32,17 @@ pub struct ExecContext {
     path: Vec<String>,
 }
 
+/// The exec's credentials, with the container's seccomp program: an exec
+/// is confined as its container is (runc applies the filter to `exec`).
+fn sys_creds_with_seccomp(
+    process: &oci_spec::runtime::Process,
+    spec: &Spec,
+) -> Result<Creds, ContainerError> {
+    let mut creds = container::creds(process)?;
+    creds.seccomp = container::seccomp_program(spec)?;
+    Ok(creds)
+}
+
 /// A cgroup's freeze state file, kept open, and how to read its text.
 type FreezeState = (std::fs::File, fn(&str) -> bool);
 
@@ -90,7 +101,7 @@ impl ExecContext {
             frozen,
             oom_score_adj: process.oom_score_adj().map(|v| v.to_string().into_bytes()),
             nofile: container::nofile_limit(process)?,
-            creds: container::creds(process)?,
+            creds: sys_creds_with_seccomp(process, spec)?,
             umask: process.user().umask().unwrap_or(0o022),
             cwd: cstring(&process.cwd().to_string_lossy())?,
             env: env
