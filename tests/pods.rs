@@ -27,7 +27,7 @@ fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     if base.join("cgroup.controllers").exists() {
         return vec![base.join(path.trim_start_matches('/'))];
     }
-    ["cpu", "cpuacct", "memory", "pids", "freezer"]
+    ["cpu", "cpuacct", "memory", "pids", "freezer", "devices"]
         .iter()
         .map(|c| base.join(c).join(path.trim_start_matches('/')))
         .collect()
@@ -2893,5 +2893,177 @@ spec:
     );
     let _ = web2;
     node.delete_and_stop(&names, d);
+    node.assert_clean();
+}
+
+/// `cmd` run as user nobody on the host: its stdout and whether it worked.
+fn as_nobody(cmd: &[&str]) -> (bool, String) {
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args(cmd)
+        .output()
+        .unwrap();
+    (o.status.success(), text(&o.stdout) + &text(&o.stderr))
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The security defaults seen from the host and from inside a pod: the
+/// secret lives on a tmpfs, nothing of it or of the env is readable by
+/// another host user, the container and an exec run under seccomp, and a
+/// host disk cannot be opened from the container.
+#[test]
+fn secrets_stay_off_the_disk_and_containers_are_confined() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let mut child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: s3cret-value}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sec}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: IMAGE
+    env:
+    - name: TOKEN
+      valueFrom: {secretKeyRef: {name: creds, key: password}}
+    command: [sh, -c, "grep Seccomp: /proc/self/status; mknod /dev/l0 b 7 0; head -c 1 /dev/l0 2>&1 >/dev/null; echo ready; exec sleep 60"]
+    volumeMounts:
+    - {name: creds, mountPath: /creds}
+  volumes:
+  - name: creds
+    secret: {secretName: creds}
+"#,
+        )
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let pods = node.root().join("pods");
+    let pod_dir = loop {
+        let found = std::fs::read_dir(&pods)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| walk(p).iter().any(|f| f.ends_with("config.json")));
+        if let Some(d) = found {
+            let out = node.cli(&["logs", "sec", "-c", "c"]);
+            if text(&out.stdout).contains("ready") {
+                break d;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the pod never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = text(&node.cli(&["logs", "sec", "-c", "c"]).stdout);
+    assert!(log.contains("Seccomp:\t2"), "{log}");
+    assert!(
+        log.contains("Operation not permitted"),
+        "the host disk opened: {log}"
+    );
+    let exec = node.cli(&[
+        "exec",
+        "sec",
+        "-c",
+        "c",
+        "--",
+        "grep",
+        "Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert!(
+        text(&exec.stdout).contains("Seccomp:\t2"),
+        "{}",
+        text(&exec.stderr)
+    );
+
+    // Where the secret lives: a tmpfs of its own, never the state disk.
+    let secret_dir = pod_dir.join("volumes/kubernetes.io~secret/creds");
+    let fstype = Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE", "--mountpoint"])
+        .arg(&secret_dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&fstype.stdout).trim(),
+        "tmpfs",
+        "{}",
+        secret_dir.display()
+    );
+    let on_disk: Vec<PathBuf> = walk(&node.root())
+        .into_iter()
+        .filter(|f| !f.starts_with(&secret_dir))
+        .filter(|f| std::fs::read(f).is_ok_and(|b| b.windows(12).any(|w| w == b"s3cret-value")))
+        .collect();
+    // The bundle's config.json holds the env value (as runc's does); it is
+    // the only file of the state root that may, and only root reads it.
+    assert!(
+        on_disk.iter().all(|f| f.ends_with("config.json")),
+        "secret written to the disk: {on_disk:?}"
+    );
+    for f in &on_disk {
+        assert_eq!(mode_of(f), 0o600, "{}", f.display());
+    }
+
+    // Modes: kubelet's for pod directories and logs, root-only state.
+    assert_eq!(mode_of(&node.root()), 0o700);
+    assert_eq!(mode_of(&pod_dir), 0o750);
+    let logs: Vec<PathBuf> = walk(&node.logs())
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "log"))
+        .collect();
+    assert!(!logs.is_empty());
+    for f in &logs {
+        assert_eq!(mode_of(f), 0o640, "{}", f.display());
+    }
+
+    // As user nobody: nothing of the secret or the env can be read.
+    for f in [secret_dir.join("password")].iter().chain(on_disk.iter()) {
+        let (ok, out) = as_nobody(&["cat", f.to_str().unwrap()]);
+        assert!(
+            !ok && !out.contains("s3cret-value"),
+            "{}: {out}",
+            f.display()
+        );
+    }
+    let (_, out) = as_nobody(&["grep", "-r", "s3cret-value", node.root().to_str().unwrap()]);
+    assert!(
+        !out.contains("s3cret-value:") && !out.contains("s3cret-value\n"),
+        "{out}"
+    );
+    let (_, out) = as_nobody(&["grep", "-r", "s3cret-value", node.logs().to_str().unwrap()]);
+    assert!(!out.contains("s3cret-value"), "{out}");
+
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.code().is_some(), "{status:?}");
     node.assert_clean();
 }

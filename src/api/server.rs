@@ -472,7 +472,18 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
         path: p.clone(),
         source,
     };
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // A parent that is a symlink could be pointed anywhere by whoever
+        // made it: the socket (root's API) is only made in a real directory.
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(ServeError::Socket {
+                path: p,
+                message: format!(
+                    "its directory {} is a symlink; refusing to use it",
+                    dir.display()
+                ),
+            });
+        }
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     match std::fs::symlink_metadata(path) {
@@ -552,5 +563,27 @@ impl Server {
         if tokio::time::timeout(DRAIN, &mut self.task).await.is_err() {
             self.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_socket_whose_directory_is_a_symlink_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = bind(&link.join("nodelet.sock")).unwrap_err();
+        assert!(
+            e.to_string().contains("is a symlink; refusing to use it"),
+            "{e}"
+        );
+        assert!(!real.join("nodelet.sock").exists());
+        // The real directory works.
+        bind(&real.join("nodelet.sock")).unwrap();
     }
 }

@@ -57,6 +57,12 @@ pub fn node_engine(
 ) -> anyhow::Result<Arc<NodeEngine>> {
     let store = ImageStore::open(&cfg.root_dir)
         .with_context(|| format!("open image store in {}", cfg.root_dir.display()))?;
+    // The state root holds pod records, bundles and volumes: root only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.root_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restrict {} to root (0700)", cfg.root_dir.display()))?;
+    }
     let auth_cfg = cfg.clone();
     let images = StoreImages::new(
         store,

@@ -48,6 +48,14 @@ pub fn setup(
     pod_dir: &Path,
 ) -> Result<Volumes, VolumeError> {
     let mut out = Volumes::new();
+    // The pod's directory holds its volumes and bundles: root and the
+    // group only (kubelet's pod directories are 0750).
+    fs::create_dir_all(pod_dir)
+        .and_then(|()| fs::set_permissions(pod_dir, fs::Permissions::from_mode(POD_DIR_MODE)))
+        .map_err(|e| VolumeError {
+            volume: String::new(),
+            message: io_msg("create", pod_dir, &e),
+        })?;
     for v in spec(pod).volumes.iter().flatten() {
         let err = |message: String| VolumeError {
             volume: v.name.clone(),
@@ -57,6 +65,25 @@ pub fn setup(
         out.insert(v.name.clone(), prepared);
     }
     Ok(out)
+}
+
+/// Mode of `<root>/pods/<uid>`.
+pub const POD_DIR_MODE: u32 = 0o750;
+
+/// Mounts a tmpfs of its own at `path` (made if missing) unless one is
+/// there already: secrets live in memory, never on the node's disk.
+fn tmpfs_at(path: &Path, opts: &str, noexec: bool) -> Result<(), String> {
+    use nix::mount::MsFlags;
+    fs::create_dir_all(path).map_err(|e| io_msg("create", path, &e))?;
+    if is_mountpoint(path) {
+        return Ok(());
+    }
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if noexec {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    nix::mount::mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(opts))
+        .map_err(|e| format!("mount tmpfs on {}: {e}", path.display()))
 }
 
 fn plugin_dir(pod_dir: &Path, plugin: &str, name: &str) -> PathBuf {
@@ -86,16 +113,7 @@ fn setup_one(
                     .map_err(|e| format!("sizeLimit: {e}"))?;
                 opts.push_str(&format!(",size={}", q.value_ceil()));
             }
-            if !is_mountpoint(&path) {
-                nix::mount::mount(
-                    Some("tmpfs"),
-                    &path,
-                    Some("tmpfs"),
-                    nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-                    Some(opts.as_str()),
-                )
-                .map_err(|e| format!("mount tmpfs on {}: {e}", path.display()))?;
-            }
+            tmpfs_at(&path, &opts, false)?;
         }
         return Ok(PreparedVolume {
             path,
@@ -158,6 +176,10 @@ fn setup_one(
         return Err("volume type is not supported by nodelet".into());
     };
     let path = plugin_dir(pod_dir, plugin, &v.name);
+    if plugin == "secret" {
+        // kubelet's secret volumes are a memory-backed emptyDir.
+        tmpfs_at(&path, "mode=0755", true)?;
+    }
     write_files(
         &path,
         &data,

@@ -1361,8 +1361,9 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         )?;
         let spec = build_spec(&cfg).map_err(|e| crate::error_chain(&e))?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
-        std::fs::write(bundle.join("config.json"), json)
-            .map_err(|e| io("write config.json in", e))?;
+        // config.json holds the container's environment, secrets included.
+        crate::runtime::record::write_atomic(&bundle.join("config.json"), &json)
+            .map_err(|e| crate::error_chain(&e))?;
         Ok(term)
     }
 

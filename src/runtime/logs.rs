@@ -8,6 +8,10 @@
 //! size to `<n>.log.<YYYYMMDD-hhmmss>`, keeping at most `max_files` in all.
 
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Container logs are readable by root and the log group only, as kubelet's.
+const LOG_MODE: u32 = 0o640;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -97,6 +101,7 @@ impl LogWriter {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(LOG_MODE)
             .open(&path)
             .map_err(|source| LogError {
                 action: "open",
@@ -171,6 +176,7 @@ impl LogWriter {
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(LOG_MODE)
             .open(&self.path)
             .map_err(err("reopen after rotation"))?;
         self.size = 0;

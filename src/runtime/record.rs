@@ -58,7 +58,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), RecordError> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let mut f = File::create(&tmp).map_err(err("create temp file"))?;
+    // Records may hold what a pod's spec holds (env values): root only.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+    }
+    .map_err(err("create temp file"))?;
     let res = f
         .write_all(data)
         .and_then(|()| f.sync_all())

@@ -704,6 +704,56 @@ fn proc_mount_must_be_known() {
 }
 
 #[test]
+fn unmasked_proc_needs_a_user_namespace() {
+    expect_msg(
+        &container("    securityContext: {procMount: Unmasked}\n"),
+        "spec.containers[0].securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`",
+    );
+    // With one, nodelet still says it cannot do it (no user namespaces yet).
+    expect(
+        &format!(
+            "{}  hostUsers: false\n",
+            container("    securityContext: {procMount: Unmasked}\n")
+        ),
+        &[("spec.containers[0].securityContext.procMount", Forbidden)],
+    );
+    expect(
+        &container("    securityContext: {procMount: Default}\n"),
+        &[],
+    );
+}
+
+#[test]
+fn seccomp_profiles_are_validated_as_the_api_server_does() {
+    expect(
+        &container("    securityContext: {seccompProfile: {type: Strict}}\n"),
+        &[(
+            "spec.containers[0].securityContext.seccompProfile.type",
+            NotSupported,
+        )],
+    );
+    expect(
+        &container("    securityContext: {seccompProfile: {type: Localhost}}\n"),
+        &[(
+            "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+            Required,
+        )],
+    );
+    expect(
+        &container("    securityContext: {seccompProfile: {type: Localhost, localhostProfile: ../etc/x.json}}\n"),
+        &[("spec.containers[0].securityContext.seccompProfile.localhostProfile", Invalid)],
+    );
+    expect(
+        &spec("  securityContext: {seccompProfile: {type: RuntimeDefault, localhostProfile: x.json}}\n"),
+        &[("spec.securityContext.seccompProfile.localhostProfile", Invalid)],
+    );
+    expect(
+        &spec("  securityContext: {seccompProfile: {type: Localhost, localhostProfile: profiles/block.json}}\n"),
+        &[],
+    );
+}
+
+#[test]
 fn sysctl_names_are_valid_and_unique() {
     expect(&spec("  securityContext: {sysctls: [{name: \"net..x\", value: \"1\"}, {name: kernel.shm_rmid_forced, value: \"1\"}, {name: kernel/shm_rmid_forced, value: \"0\"}]}\n"), &[
         ("spec.securityContext.sysctls[0].name", Invalid),
