@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash bench/images.sh
 bash bench/runtime.sh
+bash bench/security.sh
 bash bench/shim-memory.sh
 bash bench/pods.sh
 bash bench/cgroups.sh

@@ -2932,9 +2932,33 @@ fn secrets_stay_off_the_disk_and_containers_are_confined() {
         return;
     }
     let node = Node::new();
+    // A Localhost profile, where the node looks for them.
+    std::fs::create_dir_all(node.root().join("seccomp/profiles")).unwrap();
+    std::fs::write(
+        node.root().join("seccomp/profiles/no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
     let mut child = node
         .command(
             r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: lh}
+spec:
+  restartPolicy: Never
+  securityContext:
+    seccompProfile: {type: Localhost, localhostProfile: profiles/no-mkdir.json}
+  containers:
+  - name: c
+    image: IMAGE
+    command: [sh, -c, "mkdir /made 2>&1 || echo refused"]
+  - name: open
+    image: IMAGE
+    securityContext:
+      seccompProfile: {type: Unconfined}
+    command: [sh, -c, "grep Seccomp: /proc/self/status; mkdir /made && echo made"]
+---
 apiVersion: v1
 kind: Secret
 metadata: {name: creds}
@@ -3004,6 +3028,21 @@ spec:
         "{}",
         text(&exec.stderr)
     );
+    let wait_log = |c: &str, want: &str| {
+        let start = Instant::now();
+        loop {
+            let log = text(&node.cli(&["logs", "lh", "-c", c]).stdout);
+            if log.contains(want) {
+                return log;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{c}: {log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let log = wait_log("c", "refused");
+    assert!(log.contains("Operation not permitted"), "{log}");
+    let log = wait_log("open", "made");
+    assert!(log.contains("Seccomp:\t0"), "{log}");
 
     // Where the secret lives: a tmpfs of its own, never the state disk.
     let secret_dir = pod_dir.join("volumes/kubernetes.io~secret/creds");
