@@ -4,8 +4,12 @@
 //!
 //! Compilation goes through libseccomp, as runc and crun do, so a profile
 //! means here what it means there (syscall names per architecture,
-//! argument comparisons, actions). A compiled program is cached by the
-//! profile's text: a pod's restarts and execs pay for it once.
+//! argument comparisons, actions). libseccomp takes ~10 ms for the default
+//! profile (three architectures), ten times what a container start may
+//! spend on its security: a compiled program is kept in memory and in a
+//! root-only directory under /run by the hash of the profile's text (and
+//! libseccomp's version), as crun keeps its own, so each profile is
+//! compiled once per boot, not once per container.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -756,9 +760,46 @@ struct OciSyscall {
 static CACHE: Mutex<Option<HashMap<String, Arc<[u8]>>>> = Mutex::new(None);
 /// Distinct profiles kept; past this the cache starts over.
 const CACHE_MAX: usize = 64;
+/// Compiled programs shared by this boot's processes (shims, `run-container`).
+const DISK_CACHE: &str = "/run/nodelet/seccomp";
+
+/// The disk cache's directory when it is safe to trust: made by us, a real
+/// directory (not a symlink), owned by our user, mode 0700. Anyone who could
+/// write there could swap a container's filter.
+fn disk_cache() -> Option<&'static std::path::Path> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let dir = std::path::Path::new(DISK_CACHE);
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    let md = std::fs::symlink_metadata(dir).ok()?;
+    (md.is_dir()
+        && md.uid() == nix::unistd::geteuid().as_raw()
+        && md.permissions().mode() & 0o077 == 0)
+        .then_some(dir)
+}
+
+/// The cache file of `key` (a profile's text): its hash, with libseccomp's
+/// version and this machine's architecture, so no other build's program
+/// is ever taken.
+fn cache_file(dir: &std::path::Path, key: &str) -> std::path::PathBuf {
+    use sha2::Digest;
+    let v = libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_default();
+    let mut h = sha2::Sha256::new();
+    h.update(std::env::consts::ARCH.as_bytes());
+    h.update(b"\0");
+    h.update(v.as_bytes());
+    h.update(b"\0");
+    h.update(key.as_bytes());
+    dir.join(format!("{}.bpf", hex::encode(h.finalize())))
+}
 
 /// The BPF program (`struct sock_filter`s) for OCI `linux.seccomp`
-/// `profile`, from the cache when this process compiled it before.
+/// `profile`: from this process's cache, else the boot's disk cache,
+/// else compiled (and cached in both).
 pub fn compile(profile: &Value) -> Result<Arc<[u8]>, SeccompError> {
     let key = profile.to_string();
     if let Some(p) = CACHE
@@ -768,7 +809,22 @@ pub fn compile(profile: &Value) -> Result<Arc<[u8]>, SeccompError> {
     {
         return Ok(p);
     }
-    let program: Arc<[u8]> = compile_uncached(profile)?.into();
+    let file = disk_cache().map(|d| cache_file(d, &key));
+    let cached = file
+        .as_ref()
+        .and_then(|f| std::fs::read(f).ok())
+        .filter(|b| !b.is_empty() && b.len() % 8 == 0);
+    let program: Arc<[u8]> = match cached {
+        Some(b) => b.into(),
+        None => {
+            let b = compile_uncached(profile)?;
+            if let Some(f) = &file {
+                // Best effort: a full /run only costs the next start a compile.
+                let _ = crate::runtime::record::write_atomic(f, &b);
+            }
+            b.into()
+        }
+    };
     if let Ok(mut c) = CACHE.lock() {
         let map = c.get_or_insert_with(HashMap::new);
         if map.len() >= CACHE_MAX {
