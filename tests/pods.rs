@@ -3106,3 +3106,52 @@ spec:
     assert!(status.code().is_some(), "{status:?}");
     node.assert_clean();
 }
+
+/// One owner per state root: while a daemon serves a root, `nodelet run`
+/// (or a second daemon) on the same root is refused at once, naming the
+/// holder, and changes nothing.
+#[test]
+fn a_second_process_on_a_state_root_is_refused() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let mut daemon = node.daemon(&[]);
+    node.wait_api();
+    let out = node.command(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: intruder}\nspec:\n  containers:\n  - {name: c, image: IMAGE, command: [sleep, '60']}\n",
+    )
+    .output()
+    .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "state root {} is in use by nodelet process {}",
+            node.root().display(),
+            daemon.id()
+        )),
+        "{err}"
+    );
+    let second = Command::new(env!("CARGO_BIN_EXE_nodelet"))
+        .arg("--config")
+        .arg(node.config())
+        .arg("--socket")
+        .arg(node.tmp.path().join("run/other.sock"))
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(second.status.code(), Some(0));
+    assert!(
+        text(&second.stderr).contains("is in use by nodelet process"),
+        "{}",
+        text(&second.stderr)
+    );
+    // The first daemon serves on, with no pod of the intruder's.
+    let pods = text(&node.cli(&["get", "pods"]).stdout);
+    assert!(!pods.contains("intruder"), "{pods}");
+    sigterm(&daemon);
+    daemon.wait().unwrap();
+    node.assert_clean();
+}

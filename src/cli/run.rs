@@ -49,12 +49,15 @@ pub fn node_api(engine: &Arc<NodeEngine>, cfg: &NodeletConfiguration) -> axum::R
 }
 
 /// The engine on this host: native runtime, the image store under the
-/// root directory, node facts.
+/// root directory, node facts; with the root's lock, which the caller
+/// holds for as long as it runs the engine.
 pub fn node_engine(
     cfg: &NodeletConfiguration,
     objects: Objects,
     state_dir: Option<std::path::PathBuf>,
-) -> anyhow::Result<Arc<NodeEngine>> {
+) -> anyhow::Result<(Arc<NodeEngine>, crate::daemon::root_lock::RootLock)> {
+    // First: a second process on this root must change nothing.
+    let lock = crate::daemon::root_lock::acquire(&cfg.root_dir)?;
     let store = ImageStore::open(&cfg.root_dir)
         .with_context(|| format!("open image store in {}", cfg.root_dir.display()))?;
     // The state root holds pod records, bundles and volumes: root only.
@@ -123,7 +126,7 @@ pub fn node_engine(
         },
     });
     engine.set_max_pods(cfg.max_pods);
-    Ok(engine)
+    Ok((engine, lock))
 }
 
 /// The host's cgroup interface, with `cgroupRoot` created and writable:
@@ -202,7 +205,7 @@ pub fn run(
     let rt = super::async_runtime()?;
     rt.block_on(async move {
         let objects = Objects::new(prepared.config_maps, prepared.secrets);
-        let engine = node_engine(&cfg, objects, None)?;
+        let (engine, _root_lock) = node_engine(&cfg, objects, None)?;
         let listener = crate::api::server::bind(&cfg.socket)?;
         let api = crate::api::server::Server::start(listener, node_api(&engine, &cfg));
         let mut events = engine.events().subscribe();

@@ -1,7 +1,8 @@
-//! Daemon parts that are not the pod engine: the static pod source and the
-//! systemd notification protocol. The daemon's main loop is
+//! Daemon parts that are not the pod engine: the static pod source, the
+//! state root's lock and the systemd notification protocol. The daemon's main loop is
 //! `cli::daemon` (the binary edge).
 
+pub mod root_lock;
 pub mod static_pods;
 
 /// `sd_notify(3)`: sends `msg` (`READY=1`, `STATUS=…`) to `$NOTIFY_SOCKET`

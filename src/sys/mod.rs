@@ -291,3 +291,20 @@ pub fn set_nofile_of(pid: i32, (soft, hard): (u64, u64)) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Whether this kernel runs x32 system calls (x86-64 with
+/// `CONFIG_X86_X32_ABI` and x32 enabled at boot): a raw `getpid` with the
+/// x32 bit set answers ENOSYS when it does not. Asked once.
+pub fn x32_syscalls_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        if !cfg!(target_arch = "x86_64") {
+            return false;
+        }
+        const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
+        // SAFETY: getpid takes no arguments and changes nothing; with the
+        // x32 bit it is either getpid or an ENOSYS answer.
+        let rc = unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) };
+        rc >= 0
+    })
+}
