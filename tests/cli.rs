@@ -432,3 +432,73 @@ fn global_flags_are_accepted_everywhere() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// Hostile manifests are refused with the limit they hit named, and
+/// quickly: deep nesting, an alias bomb, one large value referenced many
+/// times, duplicate keys (YAML and JSON), invalid UTF-8, 2 MiB.
+#[test]
+fn hostile_manifests_are_refused_naming_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut bomb = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    let mut prev = 'a';
+    for n in "bcdefghi".chars() {
+        bomb.push_str(&format!(
+            "{n}: &{n} [{}]\n",
+            vec![format!("*{prev}"); 9].join(", ")
+        ));
+        prev = n;
+    }
+    let big = "x".repeat(500_000);
+    let refs = vec!["*b"; 1000].join(", ");
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (
+            write(d, "deep.yaml", &format!("a: {}1{}\n", "[".repeat(5000), "]".repeat(5000))),
+            "nested deeper than 100 levels (limit on nesting)",
+        ),
+        (
+            write(d, "deep.json", &format!("{{\"a\": {}1{}}}", "[".repeat(5000), "]".repeat(5000))),
+            "nested deeper than 100 levels (limit on nesting)",
+        ),
+        (write(d, "bomb.yaml", &bomb), "limit on expanded size"),
+        (
+            write(
+                d,
+                "reuse.yaml",
+                &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {{k: &b \"{big}\"}}\nspec:\n  containers: [{{name: c, image: i}}]\nextra: [{refs}]\n"),
+            ),
+            "limit on expanded size",
+        ),
+        (
+            write(d, "dup.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {x: '1', x: '2'}}\nspec: {containers: [{name: c, image: i}]}\n"),
+            "metadata.labels: duplicate key \"x\"",
+        ),
+        (
+            write(d, "dup.json", r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "name": "b"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}"#),
+            "metadata: duplicate key \"name\"",
+        ),
+        (
+            write(d, "huge.yaml", &format!("# {}\n", "x".repeat(2 << 20))),
+            "larger than the 1048576-byte (1 MiB) limit",
+        ),
+    ];
+    let bad_utf8 = d.join("latin1.yaml");
+    std::fs::write(
+        &bad_utf8,
+        b"apiVersion: v1\nkind: Pod\nmetadata: {name: caf\xe9}\n",
+    )
+    .unwrap();
+    for (file, want) in cases
+        .iter()
+        .chain(std::iter::once(&(bad_utf8, "invalid UTF-8")))
+    {
+        let o = run(&["validate", file.to_str().unwrap()]);
+        assert_ne!(o.status.code(), Some(0), "{}", file.display());
+        assert!(
+            stderr(&o).contains(want),
+            "{}: {}",
+            file.display(),
+            stderr(&o)
+        );
+    }
+}

@@ -10,7 +10,6 @@ use std::path::{Path as FsPath, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::Value;
 
 /// kubectl and the API server cap a request at 3 MiB; a single manifest file
@@ -282,13 +281,17 @@ fn parse_documents(
     let mut docs = Vec::new();
     let first = text.trim_start().as_bytes().first().copied();
     if matches!(first, Some(b'{' | b'[')) {
-        let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-        for (i, v) in stream.enumerate() {
-            match v {
-                Ok(v) => docs.push((i + 1, v)),
+        // One budget for the whole file: many documents cannot add up past it.
+        let budget = std::cell::Cell::new(super::bounded::budget_for(text.len()));
+        let mut de = serde_json::Deserializer::from_str(text);
+        let mut i = 0;
+        while de.end().is_err() {
+            i += 1;
+            match super::bounded::value(&mut de, &budget, super::bounded::Paths::Named) {
+                Ok(v) => docs.push((i, v)),
                 Err(e) => {
                     errors.push(LoadError::JsonSyntax {
-                        origin: Origin::new(name, i + 1),
+                        origin: Origin::new(name, i),
                         line: e.line(),
                         column: e.column(),
                         message: strip_location(&e.to_string()),
@@ -299,8 +302,9 @@ fn parse_documents(
         }
         return (docs, Syntax::Json);
     }
+    let budget = std::cell::Cell::new(super::bounded::budget_for(text.len()));
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
-        match Value::deserialize(doc) {
+        match super::bounded::value(doc, &budget, super::bounded::Paths::LeftToDecoder) {
             Ok(Value::Null) => {} // an empty document between `---` markers
             Ok(v) => docs.push((i + 1, v)),
             Err(e) => {
@@ -320,11 +324,19 @@ fn parse_documents(
 }
 
 /// serde_json and serde_norway append " at line L column C"; we print the
-/// location ourselves.
+/// location ourselves. A path prefix of a hundred levels (a document
+/// refused for its nesting) keeps its two ends.
 fn strip_location(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    const KEEP: usize = 40;
+    match msg.split_once(": ") {
+        Some((path, rest)) if path.len() > 3 * KEEP && path.is_ascii() => {
+            format!("{}…{}: {rest}", &path[..KEEP], &path[path.len() - KEEP..])
+        }
+        _ => msg.to_string(),
     }
 }
 

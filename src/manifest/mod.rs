@@ -2,6 +2,7 @@
 //! does), validate (every error at once, with field paths) and classify the
 //! fields nodelet does not fully support.
 
+pub mod bounded;
 pub mod defaults;
 pub mod field;
 pub mod lint;
