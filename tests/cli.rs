@@ -502,3 +502,31 @@ fn hostile_manifests_are_refused_naming_the_limit() {
         );
     }
 }
+
+/// `apply` of a Secret with a pod: refused whole, naming the object, and
+/// nothing is sent (no daemon is even asked: the socket here leads nowhere).
+#[test]
+fn apply_refuses_objects_the_daemon_cannot_store_instead_of_dropping_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = write(
+        tmp.path(),
+        "app.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s1}\nstringData: {k: v}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: i}]\n",
+    );
+    let sock = tmp.path().join("none.sock");
+    let o = run(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "apply",
+        "-f",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("secret/s1: ConfigMap and Secret objects cannot be applied"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("nothing was applied"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("created"), "{}", stdout(&o));
+}

@@ -891,6 +891,22 @@ pub fn apply(global: &GlobalArgs, files: &[String], strict: bool) -> anyhow::Res
             u8::try_from(prepared.exit_code()).unwrap_or(2),
         ));
     }
+    // Nothing is dropped silently: the daemon has no store for these yet,
+    // so the whole apply is refused before anything is sent.
+    let unsupported: Vec<String> = prepared
+        .config_maps
+        .iter()
+        .map(|c| ("configmap", &c.metadata))
+        .chain(prepared.secrets.iter().map(|s| ("secret", &s.metadata)))
+        .map(|(kind, m)| format!("{kind}/{}", m.name.clone().unwrap_or_default()))
+        .collect();
+    if !unsupported.is_empty() {
+        eprintln!(
+            "error: {}: ConfigMap and Secret objects cannot be applied to the daemon yet (it has no store for them); nothing was applied. Give them with their pods to `nodelet run`, or put the values in the pod spec",
+            unsupported.join(", ")
+        );
+        return Ok(ExitCode::from(1));
+    }
     let c = client(global)?;
     runtime()?.block_on(async {
         for m in prepared.pods {

@@ -102,6 +102,13 @@ fn read(path: &Path, node: &str) -> Result<Pod, String> {
     if !errors.is_empty() {
         return Err(errors.join("; "));
     }
+    if !prepared.config_maps.is_empty() || !prepared.secrets.is_empty() {
+        // A kubelet's static pods cannot refer to ConfigMaps or Secrets
+        // either; they are refused here rather than dropped.
+        return Err(
+            "a static pod file holds exactly one Pod; ConfigMap and Secret objects are not read from the static pod directory".into(),
+        );
+    }
     let mut pods = prepared.pods;
     if pods.len() != 1 {
         return Err(format!(
@@ -142,6 +149,22 @@ mod tests {
     use super::*;
 
     const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: c, image: busybox:1}]\n";
+
+    #[test]
+    fn a_static_file_with_a_secret_is_refused_not_half_read() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("web.yaml"),
+            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\nstringData: {{k: v}}\n---\n{POD}"),
+        )
+        .unwrap();
+        let e = scan(d.path(), "n");
+        let err = e[0].result.clone().unwrap_err();
+        assert!(
+            err.contains("ConfigMap and Secret objects are not read from the static pod directory"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn names_uids_and_files_follow_kubelets_rules() {
