@@ -730,6 +730,84 @@ mod worker {
             .count()
     }
 
+    /// A record that could not be saved (the state disk full, here its
+    /// directory replaced by a file) is saved again once it can be, with
+    /// no new status to trigger it, and the pod says so meanwhile.
+    #[tokio::test]
+    async fn a_pod_record_that_failed_to_save_is_retried_until_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let rt = Arc::new(FakeRuntime::default());
+        let engine = Engine::new(Deps {
+            runtime: rt.clone(),
+            images: Arc::new(FakeImages),
+            events: Arc::new(Recorder::default()),
+            objects: Objects::default(),
+            pods_dir: tmp.path().join("pods"),
+            log_dir: tmp.path().join("logs"),
+            node: NodeFacts::default(),
+            downward: Default::default(),
+            state_dir: Some(state.clone()),
+            cgroups: None,
+            security: Default::default(),
+        });
+        let h = engine
+            .add(pod("metadata: {name: p}\nspec:\n  restartPolicy: Never\n  containers: [{name: a, image: busybox:1}]\n"))
+            .unwrap();
+        let uid = h.pod_ref.uid.clone();
+        wait_for(&h, "a running", |h| state_of(h, "a") == "running").await;
+        std::fs::rename(&state, tmp.path().join("state.away")).unwrap();
+        std::fs::write(&state, "not a directory").unwrap();
+        rt.exit(&uid, &id_of(&h, "a"), 3);
+        wait_for(&h, "a exited", |h| state_of(h, "a") == "terminated 3").await;
+        let reasons = || -> Vec<String> {
+            engine
+                .events()
+                .for_pod(&uid)
+                .iter()
+                .map(|e| e.reason.clone())
+                .collect()
+        };
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !reasons().contains(&"PodRecordNotSaved".to_string()) {
+            assert!(tokio::time::Instant::now() < end, "{:?}", reasons());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::remove_file(&state).unwrap();
+        let record = state.join(format!("{uid}.json"));
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let saved = std::fs::read(&record)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::pod::store::Saved>(&b).ok());
+            if let Some(s) = saved {
+                let exited = s
+                    .status
+                    .and_then(|st| st.container_statuses)
+                    .is_some_and(|cs| {
+                        cs[0]
+                            .state
+                            .as_ref()
+                            .and_then(|x| x.terminated.as_ref())
+                            .is_some_and(|t| t.exit_code == 3)
+                    });
+                if exited {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "the record was never saved again"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            reasons().contains(&"PodRecordSaved".to_string()),
+            "{:?}",
+            reasons()
+        );
+    }
+
     #[tokio::test]
     async fn init_containers_run_one_at_a_time_then_the_apps() {
         let b = bed();

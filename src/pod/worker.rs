@@ -44,6 +44,9 @@ const SETUP_RETRY: Duration = Duration::from_secs(2);
 /// shorter retry only shows the next state (ImagePullBackOff,
 /// CrashLoopBackOff) sooner, never restarts faster than back-off allows.
 const SYNC_RETRY: Duration = Duration::from_secs(1);
+/// First and longest wait between attempts to save a pod record that failed.
+const SAVE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a postStart hook may run.
 const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The kubelet's minimum grace once a container is being stopped.
@@ -142,6 +145,8 @@ pub struct Worker<R: Runtime, I: ImageService> {
     first_seen: Instant,
     /// The last save of its record failed.
     save_failing: bool,
+    /// The wait before the next save attempt while saves fail.
+    save_retry: Duration,
     /// Exit notices from the sandbox (see [`watch_changes`]).
     changes: Arc<tokio::sync::Notify>,
     /// The runtime tells of exits: state polls can be rare.
@@ -256,6 +261,7 @@ pub fn spawn<R: Runtime, I: ImageService>(
         probers: HashMap::new(),
         first_seen: Instant::now(),
         save_failing: false,
+        save_retry: SAVE_RETRY_FIRST,
         changes: Arc::new(tokio::sync::Notify::new()),
         watching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         watcher: None,
@@ -321,6 +327,11 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             .map(|p| p.metadata != self.pod.metadata)
             .unwrap_or(true);
         if self.status.as_ref() == Some(&st) && !meta_changed {
+            // Nothing new to show, but a record that failed to save is
+            // written again: a stale record must not outlive a full disk.
+            if self.save_failing {
+                self.persist();
+            }
             return;
         }
         // kubelet observes its pod start duration on the first Pending →
@@ -356,17 +367,36 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         // The previous record stays whole when a save fails (written
         // aside, then renamed); a failing disk is reported once, then when
         // it recovers.
+        // Until it succeeds the worker wakes to try again, 1 s, then twice
+        // as long each time up to SAVE_RETRY_MAX, and the pod carries a
+        // Warning event saying so.
         match super::store::save(dir, &self.uid, &saved) {
             Ok(()) if self.save_failing => {
                 self.save_failing = false;
+                self.save_retry = SAVE_RETRY_FIRST;
                 tracing::info!("pod record saved again");
+                self.event(
+                    EventType::Normal,
+                    "PodRecordSaved",
+                    "",
+                    "the pod record is saved again".into(),
+                );
             }
             Ok(()) => {}
-            Err(e) if !self.save_failing => {
-                self.save_failing = true;
-                tracing::error!(error = %e, "cannot save pod record; the last saved one stays");
+            Err(e) => {
+                if !self.save_failing {
+                    self.save_failing = true;
+                    tracing::error!(error = %e, "cannot save pod record; the last saved one stays, retrying");
+                    self.event(
+                        EventType::Warning,
+                        "PodRecordNotSaved",
+                        "",
+                        format!("cannot save the pod record, retrying until it can: {e}"),
+                    );
+                }
+                self.wake(SystemTime::now() + self.save_retry);
+                self.save_retry = (self.save_retry * 2).min(SAVE_RETRY_MAX);
             }
-            Err(_) => {}
         }
     }
 
@@ -508,6 +538,16 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             } else {
                 (self.poll * 2).min(self.max_poll())
             };
+        }
+        // A finished pod's last record (its final status) is worth the
+        // wait while the disk refuses it; a deleted pod's is about to go.
+        while self.save_failing && self.pod.metadata.deletion_timestamp.is_none() {
+            let at = self
+                .wake_at
+                .take()
+                .unwrap_or_else(|| SystemTime::now() + SAVE_RETRY_MAX);
+            tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await;
+            self.persist();
         }
     }
 
