@@ -808,6 +808,89 @@ mod worker {
         );
     }
 
+    /// After a daemon restart the shim's list is the truth: a container the
+    /// pod's record does not know (created by a daemon that died before
+    /// saving) is killed and removed, the recorded one is kept, and the
+    /// pod says so.
+    #[tokio::test]
+    async fn a_restart_removes_containers_the_record_does_not_know() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let rt = Arc::new(FakeRuntime::default());
+        let engine = |rt: &Arc<FakeRuntime>| {
+            Engine::new(Deps {
+                runtime: rt.clone(),
+                images: Arc::new(FakeImages),
+                events: Arc::new(Recorder::default()),
+                objects: Objects::default(),
+                pods_dir: tmp.path().join("pods"),
+                log_dir: tmp.path().join("logs"),
+                node: NodeFacts::default(),
+                downward: Default::default(),
+                state_dir: Some(state.clone()),
+                cgroups: None,
+                security: Default::default(),
+            })
+        };
+        let first = engine(&rt);
+        let h = first
+            .add(pod(
+                "metadata: {name: p}\nspec:\n  containers: [{name: a, image: busybox:1}]\n",
+            ))
+            .unwrap();
+        let uid = h.pod_ref.uid.clone();
+        wait_for(&h, "a running", |h| state_of(h, "a") == "running").await;
+        let kept = id_of(&h, "a");
+        // What a daemon killed mid-start leaves: one container created and
+        // started, one created and waiting at its start gate, no record of either.
+        for ghost in ["ghost-running", "ghost-created"] {
+            rt.create_container(&crate::runtime::api::CreateContainer {
+                sandbox: uid.clone(),
+                id: ghost.into(),
+                bundle: tmp.path().join("b"),
+                log_dir: tmp.path().join("l"),
+                restart_count: 1,
+                termination_message_file: None,
+                fallback_to_logs: false,
+            })
+            .await
+            .unwrap();
+        }
+        rt.start_container(&uid, "ghost-running").await.unwrap();
+        drop(h);
+        drop(first);
+        let saved = crate::pod::store::load_all(&state);
+        assert_eq!(saved.len(), 1);
+        let second = engine(&rt);
+        let h = second
+            .add_restored(saved[0].pod.clone(), Some(saved[0].clone()))
+            .unwrap();
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ids: Vec<String> = rt
+                .list_containers(&uid)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            if ids == [kept.clone()] {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "{ids:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(id_of(&h, "a"), kept);
+        assert_eq!(state_of(&h, "a"), "running");
+        let removed = second
+            .events()
+            .for_pod(&uid)
+            .iter()
+            .filter(|e| e.reason == "Killing" && e.message.contains("does not know it"))
+            .count();
+        assert_eq!(removed, 2);
+    }
+
     #[tokio::test]
     async fn init_containers_run_one_at_a_time_then_the_apps() {
         let b = bed();

@@ -435,6 +435,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 &self.pod_dir(),
             )
             .ok();
+            self.remove_unrecorded().await;
             self.observe().await;
             let running: Vec<(String, Kind, Container, Instance)> = all_containers(&self.pod)
                 .filter(|(k, _)| *k != Kind::Init)
@@ -451,6 +452,57 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             }
         }
         tracing::info!(sandbox = ?self.st.sandbox, "pod re-adopted");
+    }
+
+    /// The rule after a daemon restart: the shim is the truth about what
+    /// runs, the record about what the pod has. A container the shim
+    /// holds that the record does not know (the previous daemon created or
+    /// started it, then died before its record was saved: a `kill -9`, a
+    /// full disk) is killed and removed, and the pod says so; the planner
+    /// then starts the instance the record lacks, once. So no container
+    /// ever has two instances, and nothing is left waiting at a start
+    /// gate. (kubelet removes containers it has no record of the same
+    /// way in its GC; its runtime's list is its truth.)
+    async fn remove_unrecorded(&mut self) {
+        let held = match self.deps.runtime.list_containers(&self.uid).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot list the sandbox's containers");
+                return;
+            }
+        };
+        let known: std::collections::HashSet<String> = self
+            .st
+            .containers
+            .values()
+            .flat_map(|c| c.instances.iter().map(|i| i.id.clone()))
+            .collect();
+        for c in held.into_iter().filter(|c| !known.contains(&c.id)) {
+            let rt = self.deps.runtime.clone();
+            if c.status == crate::runtime::api::Status::Running {
+                let _ = rt.signal_container(&self.uid, &c.id, libc::SIGKILL).await;
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline
+                    && rt
+                        .container_state(&self.uid, &c.id)
+                        .await
+                        .is_ok_and(|s| s.status == crate::runtime::api::Status::Running)
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let removed = rt.remove_container(&self.uid, &c.id).await;
+            tracing::warn!(container_id = %c.id, status = ?c.status, ok = removed.is_ok(), "removed a container the pod record does not know");
+            self.event(
+                EventType::Warning,
+                "Killing",
+                "",
+                format!(
+                    "Removed container {} ({:?}): the pod's record does not know it (a daemon stopped before recording it); only recorded instances are kept",
+                    c.id, c.status
+                ),
+            );
+        }
     }
 
     async fn run(mut self) {

@@ -174,6 +174,12 @@ pub trait Runtime: Send + Sync + 'static {
         sandbox: &str,
         id: &str,
     ) -> impl Future<Output = Result<ContainerState, RuntimeError>> + Send;
+    /// Every container the sandbox holds, created, running or exited: the
+    /// truth about what runs, whatever the daemon's records say.
+    fn list_containers(
+        &self,
+        sandbox: &str,
+    ) -> impl Future<Output = Result<Vec<ContainerState>, RuntimeError>> + Send;
     fn remove_container(
         &self,
         sandbox: &str,

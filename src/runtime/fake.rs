@@ -445,6 +445,17 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn list_containers(&self, sandbox: &str) -> Result<Vec<ContainerState>, RuntimeError> {
+        self.with(|s| {
+            let mut all: Vec<ContainerState> = s
+                .get(sandbox)
+                .map(|p| p.values().cloned().collect())
+                .unwrap_or_default();
+            all.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(all)
+        })
+    }
+
     async fn remove_container(&self, sandbox: &str, id: &str) -> Result<(), RuntimeError> {
         self.log(format!("remove {id}"));
         self.with(|s| {

@@ -108,6 +108,7 @@ impl NativeRuntime {
             Op::Start { .. } => "start_container",
             Op::Signal { .. } => "stop_container",
             Op::State { .. } => "container_status",
+            Op::List => "list_containers",
             Op::Remove { .. } => "remove_container",
             Op::Exec { .. } | Op::ExecEvery { .. } => "exec_sync",
             Op::Pause { .. } => "pause_container",
@@ -557,6 +558,18 @@ impl Runtime for NativeRuntime {
         self.signal(sandbox, id, signal, Some(at))
             .await
             .map(|()| true)
+    }
+
+    async fn list_containers(&self, sandbox: &str) -> Result<Vec<ContainerState>, RuntimeError> {
+        let r = self.call(sandbox, Op::List).await?;
+        if !r.ok {
+            return Err(RuntimeError::Shim {
+                sandbox: sandbox.into(),
+                action: "list containers".into(),
+                source: std::io::Error::other(r.error.unwrap_or_default()),
+            });
+        }
+        Ok(r.containers.unwrap_or_default())
     }
 
     async fn container_state(

@@ -52,6 +52,8 @@ pub enum Op {
     State {
         id: String,
     },
+    /// Every container the shim holds (created, running or exited).
+    List,
     Remove {
         id: String,
     },
@@ -277,6 +279,9 @@ pub struct Response {
     /// Runs of an `execEvery`, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<Vec<Run>>,
+    /// The shim's containers (`List`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<ContainerState>>,
 }
 
 impl Response {
@@ -289,6 +294,7 @@ impl Response {
             exec: None,
             seq: None,
             runs: None,
+            containers: None,
         }
     }
 
@@ -296,11 +302,7 @@ impl Response {
         Response {
             ok: false,
             error: Some(msg.into()),
-            state: None,
-            pid: None,
-            exec: None,
-            seq: None,
-            runs: None,
+            ..Response::ok()
         }
     }
 }

@@ -739,6 +739,15 @@ impl Shim {
                     Err(_) => Response::err(format!("unknown signal {signal}")),
                 },
             },
+            Op::List => {
+                let mut all: Vec<ContainerState> =
+                    self.containers.values().map(Container::state).collect();
+                all.sort_by(|a, b| a.id.cmp(&b.id));
+                Response {
+                    containers: Some(all),
+                    ..Response::ok()
+                }
+            }
             Op::State { id } => match self.containers.get(&id) {
                 Some(c) => Response {
                     state: Some(c.state()),
