@@ -2994,7 +2994,11 @@ spec:
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .find(|p| walk(p).iter().any(|f| f.ends_with("config.json")));
+            // The pod with the secret (the other pod has none).
+            .find(|p| {
+                p.join("volumes/kubernetes.io~secret/creds").is_dir()
+                    && walk(p).iter().any(|f| f.ends_with("config.json"))
+            });
         if let Some(d) = found {
             let out = node.cli(&["logs", "sec", "-c", "c"]);
             if text(&out.stdout).contains("ready") {
@@ -3308,4 +3312,87 @@ fn kill_9_storms_during_creation_leave_exactly_one_container_per_pod() {
             before.len()
         );
     }
+}
+
+/// A pod record cut in half never kills its pod: after a restart the
+/// record is kept aside, the container runs on (same process), and the
+/// static pod's UID is refused with a message saying why, until the
+/// operator removes the damaged record.
+#[test]
+fn a_damaged_record_leaves_its_pod_running_and_reported() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let sleep = format!("sleep {}", 300_000 + std::process::id());
+    std::fs::create_dir_all(node.tmp.path().join("static")).unwrap();
+    node.config();
+    std::fs::write(
+        node.tmp.path().join("static/keep.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: keep}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: {}, command: [sleep, \"{}\"]}}]\n",
+            image(),
+            sleep.trim_start_matches("sleep ")
+        ),
+    )
+    .unwrap();
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    wait_pod(&node, "keep-testnode", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let pid = pid_of(&sleep).expect("the container runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    d.wait().unwrap();
+    let state = node.root().join("state/pods");
+    let record = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let text = std::fs::read(&record).unwrap();
+    std::fs::write(&record, &text[..text.len() / 2]).unwrap();
+
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pid_of(&sleep), Some(pid), "the pod's container was killed");
+    let kept = record.with_extension("json.unreadable");
+    assert!(kept.exists(), "{} not kept", kept.display());
+    let sources = text_of(&node.cli(&["get", "sources"]));
+    assert!(sources.contains("left running untracked"), "{sources}");
+
+    // The operator's way out: the damaged record removed, the next daemon
+    // removes the untracked sandbox and makes the static pod again.
+    std::fs::remove_file(&kept).unwrap();
+    sigterm(&d);
+    d.wait().unwrap();
+    let mut d = node.daemon(&["--stop-pods-on-exit"]);
+    node.wait_api();
+    wait_pod(&node, "keep-testnode", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let again = pid_of(&sleep).expect("made again");
+    assert_ne!(again, pid);
+    assert_eq!(
+        processes()
+            .iter()
+            .filter(|(_, _, c)| c.trim_end() == sleep)
+            .count(),
+        1
+    );
+    std::fs::remove_file(node.tmp.path().join("static/keep.yaml")).unwrap();
+    wait_gone(&node, "keep-testnode", Duration::from_secs(30));
+    sigterm(&d);
+    d.wait().unwrap();
+    node.assert_clean();
+}
+
+fn text_of(o: &std::process::Output) -> String {
+    text(&o.stdout) + &text(&o.stderr)
 }

@@ -59,29 +59,27 @@ fn reconcile(
     errors: &mut HashMap<PathBuf, String>,
 ) -> bool {
     let entries = static_pods::scan(dir, node);
-    engine.set_sources(
-        entries
-            .iter()
-            .map(|e| crate::pod::engine::SourceStatus {
-                source: "file".into(),
-                path: e.path.display().to_string(),
-                pod: e.result.as_ref().ok().map(|p| {
-                    format!(
-                        "{}/{}",
-                        p.metadata.namespace.as_deref().unwrap_or_default(),
-                        p.metadata.name.as_deref().unwrap_or_default()
-                    )
-                }),
-                error: e.result.as_ref().err().cloned(),
-            })
-            .collect(),
-    );
+    let mut statuses: Vec<crate::pod::engine::SourceStatus> = entries
+        .iter()
+        .map(|e| crate::pod::engine::SourceStatus {
+            source: "file".into(),
+            path: e.path.display().to_string(),
+            pod: e.result.as_ref().ok().map(|p| {
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_deref().unwrap_or_default(),
+                    p.metadata.name.as_deref().unwrap_or_default()
+                )
+            }),
+            error: e.result.as_ref().err().cloned(),
+        })
+        .collect();
     let mut desired = HashMap::new();
     for e in entries {
         match e.result {
             Ok(p) => {
                 errors.remove(&e.path);
-                desired.insert(p.metadata.uid.clone().unwrap_or_default(), p);
+                desired.insert(p.metadata.uid.clone().unwrap_or_default(), (p, e.path));
             }
             Err(msg) => {
                 if errors.get(&e.path) != Some(&msg) {
@@ -114,16 +112,25 @@ fn reconcile(
         }
     }
     let mut retry = false;
-    for (uid, pod) in desired {
+    for (uid, (pod, path)) in desired {
         if have.contains(&uid) {
             continue;
         }
         match engine.add(pod) {
             Ok(h) => tracing::info!(pod = %h.pod_ref.name, "static pod added"),
             Err(crate::pod::engine::EngineError::AlreadyExists { .. }) => retry = true,
-            Err(e) => tracing::error!(error = %e, "static pod not added"),
+            Err(e) => {
+                tracing::error!(error = %e, "static pod not added");
+                // `get sources` says why the file's pod does not run.
+                let shown = path.display().to_string();
+                if let Some(s) = statuses.iter_mut().find(|s| s.path == shown) {
+                    s.pod = None;
+                    s.error = Some(e.to_string());
+                }
+            }
         }
     }
+    engine.set_sources(statuses);
     retry
 }
 
@@ -243,7 +250,21 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
             .filter_map(|e| e.result.ok().and_then(|p| p.metadata.uid))
             .collect();
         let mut adopted = HashSet::new();
-        for saved in store::load_all(&state_dir) {
+        let (saved_pods, unreadable) = store::load_all(&state_dir);
+        // An unreadable record never kills a pod: its sandbox, cgroup and
+        // directory are kept (counted as adopted below, so no GC takes
+        // them), and its UID is refused to new pods.
+        for u in unreadable {
+            tracing::error!(
+                uid = %u.uid,
+                record = %u.kept_at.display(),
+                error = %u.error,
+                "pod record unreadable: its sandbox is left running untracked"
+            );
+            adopted.insert(u.uid.clone());
+            engine.keep_unreadable(u);
+        }
+        for saved in saved_pods {
             let pod = saved.pod.clone();
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let gone = crate::pod::config_source(&pod) == "file" && !desired_static.contains(&uid);

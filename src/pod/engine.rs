@@ -49,6 +49,10 @@ pub struct Engine<R: Runtime, I: ImageService> {
     sampler: super::stats::Sampler,
     /// `maxPods`: active pods beyond it are rejected (OutOfpods).
     max_pods: std::sync::atomic::AtomicU32,
+    /// Pods whose record could not be read at start-up, by UID: their
+    /// sandboxes are left running untracked, and no new pod may take the
+    /// UID (a second sandbox would be made beside the first).
+    unreadable: Mutex<BTreeMap<String, super::store::Unreadable>>,
 }
 
 /// One manifest file a source read, and what came of it.
@@ -116,7 +120,17 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             sources: Mutex::new(Vec::new()),
             sampler: super::stats::Sampler::default(),
             max_pods: std::sync::atomic::AtomicU32::new(u32::MAX),
+            unreadable: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Remembers a pod whose record could not be read (see
+    /// `store::load_all`): its UID is refused to new pods from now on.
+    pub fn keep_unreadable(&self, u: super::store::Unreadable) {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(u.uid.clone(), u);
     }
 
     /// Sets the node's pod capacity (`maxPods`).
@@ -204,6 +218,20 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         }
         if pod.metadata.uid.as_deref().unwrap_or_default().is_empty() {
             pod.metadata.uid = Some(new_uid());
+        }
+        if let Some(u) = pod.metadata.uid.as_deref().and_then(|uid| {
+            self.unreadable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(uid)
+                .cloned()
+        }) {
+            return Err(EngineError::Conflict(format!(
+                "pod UID {} has a sandbox left running untracked: its record could not be read ({}; kept at {}). Remove that file and restart the daemon to have the sandbox removed and the pod made again",
+                u.uid,
+                u.error,
+                u.kept_at.display()
+            )));
         }
         pod.metadata.namespace = Some(ns.clone());
         // Set on creation, as the API server does.

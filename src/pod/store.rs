@@ -32,9 +32,22 @@ pub fn remove(dir: &Path, uid: &str) {
     let _ = std::fs::remove_file(file(dir, uid));
 }
 
-/// Every saved pod; unreadable records are reported and skipped.
-pub fn load_all(dir: &Path) -> Vec<Saved> {
+/// A record that could not be read: moved aside (kept for inspection)
+/// under `kept_at`; its pod's sandbox must be left alone.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub uid: String,
+    pub kept_at: PathBuf,
+    pub error: String,
+}
+
+/// Every saved pod, and the records that could not be read. An unreadable
+/// record is renamed `<uid>.json.unreadable` (the newest kept) so the next
+/// start does not trip on it again, and is never a reason to kill
+/// anything: the caller keeps that pod's sandbox.
+pub fn load_all(dir: &Path) -> (Vec<Saved>, Vec<Unreadable>) {
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         if p.extension().and_then(|x| x.to_str()) != Some("json") {
@@ -45,10 +58,24 @@ pub fn load_all(dir: &Path) -> Vec<Saved> {
             .and_then(|b| serde_json::from_slice::<Saved>(&b).map_err(|e| e.to_string()))
         {
             Ok(s) => out.push(s),
-            Err(e) => {
-                tracing::error!(path = %p.display(), error = %e, "unreadable pod record skipped")
+            Err(error) => {
+                let uid = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let kept_at = dir.join(format!("{uid}.json.unreadable"));
+                let kept_at = match std::fs::rename(&p, &kept_at) {
+                    Ok(()) => kept_at,
+                    Err(_) => p.clone(),
+                };
+                tracing::error!(path = %kept_at.display(), error = %error, "unreadable pod record kept aside; its pod is left running");
+                bad.push(Unreadable {
+                    uid,
+                    kept_at,
+                    error,
+                });
             }
         }
     }
-    out
+    (out, bad)
 }

@@ -859,7 +859,7 @@ mod worker {
         rt.start_container(&uid, "ghost-running").await.unwrap();
         drop(h);
         drop(first);
-        let saved = crate::pod::store::load_all(&state);
+        let (saved, _) = crate::pod::store::load_all(&state);
         assert_eq!(saved.len(), 1);
         let second = engine(&rt);
         let h = second
