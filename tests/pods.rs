@@ -2363,13 +2363,9 @@ fn throttled_proxy(target: String, slow: std::sync::Arc<std::sync::atomic::Atomi
 }
 
 fn pid_of(cmdline: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
-        let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        (cmd.trim_end() == cmdline)
-            .then(|| p.file_name().to_string_lossy().parse().ok())
-            .flatten()
-    })
+    processes()
+        .into_iter()
+        .find_map(|(pid, _, cmd)| (cmd.trim_end() == cmdline).then_some(pid))
 }
 
 /// `kill -9` of the daemon while one pod pulls its image, one runs its init

@@ -645,22 +645,31 @@ mod worker {
         _tmp: tempfile::TempDir,
     }
 
-    fn bed() -> Bed {
-        let tmp = tempfile::tempdir().unwrap();
-        let rt = Arc::new(FakeRuntime::default());
-        let engine = Engine::new(Deps {
+    /// The fake node under `dir`; records in `state_dir` when given.
+    fn deps(
+        dir: &std::path::Path,
+        rt: &Arc<FakeRuntime>,
+        state_dir: Option<std::path::PathBuf>,
+    ) -> Deps<FakeRuntime, FakeImages> {
+        Deps {
             runtime: rt.clone(),
             images: Arc::new(FakeImages),
             events: Arc::new(Recorder::default()),
             objects: Objects::default(),
-            pods_dir: tmp.path().join("pods"),
-            log_dir: tmp.path().join("logs"),
+            pods_dir: dir.join("pods"),
+            log_dir: dir.join("logs"),
             node: NodeFacts::default(),
             downward: Default::default(),
-            state_dir: None,
+            state_dir,
             cgroups: None,
             security: Default::default(),
-        });
+        }
+    }
+
+    fn bed() -> Bed {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = Arc::new(FakeRuntime::default());
+        let engine = Engine::new(deps(tmp.path(), &rt, None));
         Bed {
             rt,
             engine,
@@ -738,19 +747,7 @@ mod worker {
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().join("state");
         let rt = Arc::new(FakeRuntime::default());
-        let engine = Engine::new(Deps {
-            runtime: rt.clone(),
-            images: Arc::new(FakeImages),
-            events: Arc::new(Recorder::default()),
-            objects: Objects::default(),
-            pods_dir: tmp.path().join("pods"),
-            log_dir: tmp.path().join("logs"),
-            node: NodeFacts::default(),
-            downward: Default::default(),
-            state_dir: Some(state.clone()),
-            cgroups: None,
-            security: Default::default(),
-        });
+        let engine = Engine::new(deps(tmp.path(), &rt, Some(state.clone())));
         let h = engine
             .add(pod("metadata: {name: p}\nspec:\n  restartPolicy: Never\n  containers: [{name: a, image: busybox:1}]\n"))
             .unwrap();
@@ -817,21 +814,7 @@ mod worker {
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().join("state");
         let rt = Arc::new(FakeRuntime::default());
-        let engine = |rt: &Arc<FakeRuntime>| {
-            Engine::new(Deps {
-                runtime: rt.clone(),
-                images: Arc::new(FakeImages),
-                events: Arc::new(Recorder::default()),
-                objects: Objects::default(),
-                pods_dir: tmp.path().join("pods"),
-                log_dir: tmp.path().join("logs"),
-                node: NodeFacts::default(),
-                downward: Default::default(),
-                state_dir: Some(state.clone()),
-                cgroups: None,
-                security: Default::default(),
-            })
-        };
+        let engine = |rt: &Arc<FakeRuntime>| Engine::new(deps(tmp.path(), rt, Some(state.clone())));
         let first = engine(&rt);
         let h = first
             .add(pod(

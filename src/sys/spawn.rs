@@ -409,6 +409,14 @@ enum Never {}
 const Z: libc::c_ulong = 0;
 const ONE: libc::c_ulong = 1;
 
+/// The container's seccomp program, if it has one (raw system call only).
+fn install_seccomp(c: &Creds) -> Result<(), Fail> {
+    match c.seccomp.as_deref().map(super::bpf::seccomp_install) {
+        Some(Err(e)) => Err(Fail(SECCOMP, e.raw_os_error().unwrap_or(libc::EINVAL))),
+        _ => Ok(()),
+    }
+}
+
 fn command(s: &Shared<'_>) -> Result<Never, Fail> {
     let p = s.plan;
     join(p)?;
@@ -444,14 +452,8 @@ fn command(s: &Shared<'_>) -> Result<Never, Fail> {
         check(rc.into(), NOFILE)?;
     }
     let c = p.creds;
-    let seccomp = |_: ()| -> Result<(), Fail> {
-        match c.seccomp.as_deref().map(super::bpf::seccomp_install) {
-            Some(Err(e)) => Err(Fail(SECCOMP, e.raw_os_error().unwrap_or(libc::EINVAL))),
-            _ => Ok(()),
-        }
-    };
     if !c.no_new_privs {
-        seccomp(())?;
+        install_seccomp(c)?;
     }
     // Raw system calls: glibc's wrappers would try to reach other threads.
     // SAFETY: the pointer and length describe the live `groups` vector.
@@ -476,9 +478,7 @@ fn command(s: &Shared<'_>) -> Result<Never, Fail> {
         // SAFETY: plain integers.
         let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, ONE, Z, Z, Z) };
         check(rc.into(), CAPS)?;
-    }
-    if c.no_new_privs {
-        seccomp(())?;
+        install_seccomp(c)?;
     }
     // SAFETY: plain integer.
     unsafe { libc::umask(p.umask) };

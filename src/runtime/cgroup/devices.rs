@@ -159,6 +159,14 @@ pub fn validate(rules: &[DeviceRule]) -> Result<(), String> {
     Ok(())
 }
 
+/// [`validate`] as the error of cgroup `path`.
+pub fn checked(path: &str, rules: &[DeviceRule]) -> Result<(), super::CgroupError> {
+    validate(rules).map_err(|message| super::CgroupError::Other {
+        path: path.into(),
+        message,
+    })
+}
+
 // uapi/linux/bpf.h: `struct bpf_cgroup_dev_ctx { u32 access_type; u32
 // major; u32 minor; }`, access_type = (access << 16) | type.
 const DEV_BLOCK: i32 = 1;
@@ -205,46 +213,43 @@ pub fn program(rules: &[DeviceRule]) -> Vec<Insn> {
         insn(LDX_MEM_W, 5, 1, 8, 0),
     ];
     for r in rules.iter().rev() {
-        // Each block's jumps skip to the end of the block (the next rule).
-        let mut block: Vec<(u8, u8, i32, bool)> = Vec::new(); // (code, dst, imm, is_jump)
+        // The rule's tests; each jump (offset filled in below) skips to
+        // the next rule when its test fails.
+        let mut block = Vec::new();
         match r.kind {
-            'b' => block.push((JMP_JNE_K, 2, DEV_BLOCK, true)),
-            'c' => block.push((JMP_JNE_K, 2, DEV_CHAR, true)),
+            'b' => block.push(insn(JMP_JNE_K, 2, 0, 0, DEV_BLOCK)),
+            'c' => block.push(insn(JMP_JNE_K, 2, 0, 0, DEV_CHAR)),
             _ => {}
         }
         let bits = r.access_bits();
         if r.allow {
             // Allowed when every requested bit is in the rule.
             if bits != ACC_MKNOD | ACC_READ | ACC_WRITE {
-                block.push((ALU32_MOV_X, 1, 3, false));
-                block.push((ALU32_AND_K, 1, !bits & 7, false));
-                block.push((JMP_JNE_K, 1, 0, true));
+                block.push(insn(ALU32_MOV_X, 1, 3, 0, 0));
+                block.push(insn(ALU32_AND_K, 1, 0, 0, !bits & 7));
+                block.push(insn(JMP_JNE_K, 1, 0, 0, 0));
             }
         } else {
             // Denied when any requested bit is in the rule.
-            block.push((ALU32_MOV_X, 1, 3, false));
-            block.push((ALU32_AND_K, 1, bits, false));
-            block.push((JMP_JEQ_K, 1, 0, true));
+            block.push(insn(ALU32_MOV_X, 1, 3, 0, 0));
+            block.push(insn(ALU32_AND_K, 1, 0, 0, bits));
+            block.push(insn(JMP_JEQ_K, 1, 0, 0, 0));
         }
         if let Some(major) = r.major {
-            block.push((JMP_JNE_K, 4, i32::try_from(major).unwrap_or(-1), true));
+            block.push(insn(JMP_JNE_K, 4, 0, 0, i32::try_from(major).unwrap_or(-1)));
         }
         if let Some(minor) = r.minor {
-            block.push((JMP_JNE_K, 5, i32::try_from(minor).unwrap_or(-1), true));
+            block.push(insn(JMP_JNE_K, 5, 0, 0, i32::try_from(minor).unwrap_or(-1)));
         }
-        let len = block.len() + 2;
-        for (i, (code, dst, imm, jump)) in block.into_iter().enumerate() {
-            if jump {
-                let off = i16::try_from(len - i - 1).unwrap_or(i16::MAX);
-                p.push(insn(code, dst, 0, off, imm));
-            } else if code == ALU32_MOV_X {
-                p.push(insn(code, dst, u8::try_from(imm).unwrap_or(0), 0, 0));
-            } else {
-                p.push(insn(code, dst, 0, 0, imm));
+        block.push(insn(ALU64_MOV_K, 0, 0, 0, i32::from(r.allow)));
+        block.push(insn(JMP_EXIT, 0, 0, 0, 0));
+        let len = block.len();
+        for (i, ins) in block.iter_mut().enumerate() {
+            if matches!(ins.code, JMP_JNE_K | JMP_JEQ_K) {
+                ins.off = i16::try_from(len - i - 1).unwrap_or(i16::MAX);
             }
         }
-        p.push(insn(ALU64_MOV_K, 0, 0, 0, i32::from(r.allow)));
-        p.push(insn(JMP_EXIT, 0, 0, 0, 0));
+        p.extend(block);
     }
     p.push(insn(ALU64_MOV_K, 0, 0, 0, 1));
     p.push(insn(JMP_EXIT, 0, 0, 0, 0));

@@ -107,10 +107,7 @@ impl V1 {
             write(path, &self.file("pids", path, "pids.max"), &p.to_string())?;
         }
         if let Some(rules) = &res.devices {
-            super::devices::validate(rules).map_err(|message| CgroupError::Other {
-                path: path.into(),
-                message,
-            })?;
+            super::devices::checked(path, rules)?;
             // In order, as runc's v1 emulation: "deny a" first empties the
             // cgroup's list, each allow after it adds one entry.
             for r in rules {

@@ -98,10 +98,7 @@ impl V2 {
         rules: &[super::devices::DeviceRule],
     ) -> Result<(), CgroupError> {
         use super::devices;
-        devices::validate(rules).map_err(|message| CgroupError::Other {
-            path: path.into(),
-            message,
-        })?;
+        devices::checked(path, rules)?;
         if devices::allows_everything(rules) {
             return Ok(());
         }

@@ -34,10 +34,7 @@ pub struct ExecContext {
 
 /// The exec's credentials, with the container's seccomp program: an exec
 /// is confined as its container is (runc applies the filter to `exec`).
-fn sys_creds_with_seccomp(
-    process: &oci_spec::runtime::Process,
-    spec: &Spec,
-) -> Result<Creds, ContainerError> {
+fn exec_creds(process: &oci_spec::runtime::Process, spec: &Spec) -> Result<Creds, ContainerError> {
     let mut creds = container::creds(process)?;
     creds.seccomp = container::seccomp_program(spec)?;
     Ok(creds)
@@ -101,7 +98,7 @@ impl ExecContext {
             frozen,
             oom_score_adj: process.oom_score_adj().map(|v| v.to_string().into_bytes()),
             nofile: container::nofile_limit(process)?,
-            creds: sys_creds_with_seccomp(process, spec)?,
+            creds: exec_creds(process, spec)?,
             umask: process.user().umask().unwrap_or(0o022),
             cwd: cstring(&process.cwd().to_string_lossy())?,
             env: env
