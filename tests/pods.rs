@@ -993,6 +993,201 @@ spec:
     node.assert_clean();
 }
 
+/// HTTP lifecycle hooks as the kubelet runs them (`lifecycle_hook.go`
+/// "should execute poststart/prestop http(s) hook properly", with the
+/// server answering 500 and in plain HTTP on the HTTPS hook's port;
+/// `pkg/kubelet/lifecycle/handlers.go runHTTPHandler`): the status does
+/// not fail a hook, the request says `kube-lifecycle/1.34`, and an HTTPS
+/// hook answered in HTTP is retried over HTTP with a warning event.
+#[test]
+fn http_lifecycle_hooks_judge_the_request_and_fall_back_to_http() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let host = node.tmp.path().join("host");
+    let cgi = host.join("www/cgi-bin");
+    std::fs::create_dir_all(&cgi).unwrap();
+    // busybox httpd runs it for /cgi-bin/hook: it notes the query and the
+    // agent, and answers 500.
+    std::fs::write(
+        cgi.join("hook"),
+        "#!/bin/sh\necho \"$QUERY_STRING $HTTP_USER_AGENT\" >> /host/hooks\nprintf 'HTTP/1.0 500 Internal Server Error\\r\\n\\r\\nno'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        cgi.join("hook"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let child = node
+        .command(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 5
+  initContainers:
+  - name: server
+    image: IMAGE
+    restartPolicy: Always
+    command: [httpd, -f, -p, "127.0.0.1:8080", -h, /host/www]
+    startupProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "trap 'exit 0' TERM QUIT; while true; do sleep 0.1; done"]
+    lifecycle:
+      postStart: {{httpGet: {{scheme: HTTPS, path: "/cgi-bin/hook?msg=poststart", port: 8080, httpHeaders: [{{name: Authorization, value: Bearer x}}]}}}}
+      preStop: {{httpGet: {{path: "/cgi-bin/hook?msg=prestop", port: 8080}}}}
+  volumes: [{{name: host, hostPath: {{path: {}, type: Directory}}}}]
+"#,
+            host.display()
+        ))
+        .spawn()
+        .unwrap();
+    let p = wait_pod(&node, "hooked", "Ready", |p| {
+        condition(p, "Ready") == "True"
+    });
+    assert_eq!(status(&p, "app")["restartCount"], 0, "{p:#}");
+    let o = node.cli(&["delete", "pod", "hooked", "--wait"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = outcome(child.wait_with_output().unwrap());
+    let seen = std::fs::read_to_string(host.join("hooks")).unwrap();
+    assert_eq!(
+        seen, "msg=poststart kube-lifecycle/1.34\nmsg=prestop kube-lifecycle/1.34\n",
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Warning LifecycleHTTPFallback")
+            && out
+                .stderr
+                .contains(":8080 got HTTP response, retry with HTTP succeeded"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("FailedPostStartHook") && !out.stderr.contains("FailedPreStopHook"),
+        "{}",
+        out.stderr
+    );
+    // The preStop ran, then the stop signal (the image says SIGQUIT)
+    // ended the app at once.
+    let t = &status(out.pod("hooked"), "app")["state"]["terminated"];
+    assert_eq!(t["exitCode"], 0, "{}", out.stderr);
+    node.assert_clean();
+}
+
+/// Readiness keeps probing while a container is being killed, and only
+/// readiness (`pkg/kubelet/prober/worker.go`; e2e container_probe.go
+/// "should mark readiness on pods to false while pod is in progress of
+/// terminating when a pod has a readiness probe", and the preStop that
+/// runs alongside readiness after a liveness kill): a deleted pod whose
+/// ready file goes at its stop signal turns unready long before it is gone, its
+/// failing liveness probe kills nothing; a liveness kill's preStop that
+/// removes the ready file is seen while the preStop still runs.
+#[test]
+fn readiness_keeps_probing_while_a_container_terminates() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: leaving}
+spec:
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: quitter
+    image: IMAGE
+    command: [sh, -c, "trap 'rm -f /tmp/ready /tmp/alive; sleep 15; exit 0' TERM QUIT; touch /tmp/ready /tmp/alive; while true; do sleep 0.1; done"]
+    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1, failureThreshold: 1}
+    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unwell}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "trap 'exit 0' TERM QUIT; touch /tmp/ready /tmp/alive; while true; do sleep 0.1; done"]
+    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1, failureThreshold: 1}
+    livenessProbe: {exec: {command: [cat, /tmp/alive]}, periodSeconds: 1, failureThreshold: 1}
+    lifecycle:
+      preStop: {exec: {command: [sh, -c, "rm /tmp/ready; sleep 8"]}}
+"#,
+        )
+        .spawn()
+        .unwrap();
+    for name in ["leaving", "unwell"] {
+        wait_pod(&node, name, "Ready", |p| condition(p, "Ready") == "True");
+    }
+    // Deleted: the stop signal removes the files; the pod stays 15 s.
+    let o = node.cli(&["delete", "pod", "leaving"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let p = wait_pod(&node, "leaving", "unready while terminating", |p| {
+        status(p, "quitter")["ready"] == false
+    });
+    assert!(
+        status(&p, "quitter")["state"]["running"].is_object(),
+        "{p:#}"
+    );
+    assert_eq!(condition(&p, "Ready"), "False", "{p:#}");
+    assert!(p["metadata"]["deletionTimestamp"].is_string(), "{p:#}");
+    // A liveness failure: the preStop removes the ready file and is seen
+    // doing so while it still runs.
+    let o = node.cli(&["exec", "unwell", "--", "rm", "/tmp/alive"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let p = wait_pod(&node, "unwell", "unready during the preStop", |p| {
+        status(p, "app")["ready"] == false
+    });
+    assert!(status(&p, "app")["state"]["running"].is_object(), "{p:#}");
+    let out = outcome(child.wait_with_output().unwrap());
+    let leaving = status(out.pod("leaving"), "quitter");
+    assert_eq!(
+        leaving["state"]["terminated"]["exitCode"], 0,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(leaving["restartCount"], 0, "{}", out.stderr);
+    // Its liveness probe stopped at the deletion: the missing file failed
+    // no liveness check and killed nothing.
+    assert!(
+        !out.stderr
+            .contains("spec.containers{quitter}: Liveness probe failed")
+            && !out.stderr.contains("Container quitter failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("Warning Unhealthy spec.containers{quitter}: Readiness probe failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Normal Killing spec.containers{app}: Container app failed liveness probe, will be restarted"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("Warning Unhealthy spec.containers{app}: Readiness probe failed"),
+        "{}",
+        out.stderr
+    );
+    node.assert_clean();
+}
+
 /// Every volume kind a pod can use here, seen from inside the container.
 #[test]
 fn volumes_config_maps_secrets_downward_api_and_memory_empty_dirs() {

@@ -1405,4 +1405,44 @@ mod worker {
         let signal = calls.iter().position(|c| c.starts_with("signal ")).unwrap();
         assert!(exec < signal, "{calls:#?}");
     }
+
+    /// A sidecar killed for a failed probe is worded as an init container
+    /// (`kuberuntime_manager.go computeInitContainerActions`: "Init
+    /// container %s failed liveness probe"), an app container as one
+    /// (`computePodActions`: "Container %s failed liveness probe, will be
+    /// restarted").
+    #[tokio::test]
+    async fn a_probe_kill_names_a_sidecar_an_init_container() {
+        let b = bed();
+        let h = b
+            .engine
+            .add(pod(
+                "metadata: {name: web}\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers: [{name: side, image: busybox:1, restartPolicy: Always, livenessProbe: {exec: {command: [\"true\"]}, periodSeconds: 1, failureThreshold: 1}}]\n  containers: [{name: a, image: busybox:1, livenessProbe: {exec: {command: [\"true\"]}, periodSeconds: 1, failureThreshold: 1}}]\n",
+            ))
+            .unwrap();
+        let uid = h.pod_ref.uid.clone();
+        wait_for(&h, "both running", |h| {
+            state_of(h, "side") == "running" && state_of(h, "a") == "running"
+        })
+        .await;
+        b.rt.exec_exit.lock().unwrap().insert("*".into(), 1);
+        wait_for(&h, "both killed", |h| {
+            let killed = |n: &str| find(h, n).is_some_and(|c| c.restart_count > 0);
+            killed("side") && killed("a")
+        })
+        .await;
+        let events = event_lines(&b.engine, &uid);
+        assert!(
+            events
+                .iter()
+                .any(|e| e == "Killing Init container side failed liveness probe"),
+            "{events:#?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e == "Killing Container a failed liveness probe, will be restarted"),
+            "{events:#?}"
+        );
+    }
 }

@@ -27,7 +27,7 @@ use super::state::{
 use super::status::{self, NodeFacts};
 use super::volumes::{self, Volumes};
 use crate::probe::action::Target;
-use crate::probe::{Kind as ProbeKind, Update as ProbeUpdate, UpdateKind};
+use crate::probe::{HookRan, Kind as ProbeKind, Update as ProbeUpdate, UpdateKind};
 use crate::runtime::api::{
     ContainerState, CreateContainer, Runtime, RuntimeError, SandboxConfig, SandboxInfo, Status,
 };
@@ -205,7 +205,7 @@ async fn watch_changes<R: Runtime>(
 /// The probe tasks of a container's current instance.
 struct Prober {
     instance: String,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<(ProbeKind, tokio::task::JoinHandle<()>)>,
     started: watch::Sender<bool>,
     /// Probes wait while this holds (the container is frozen).
     paused: watch::Sender<bool>,
@@ -1313,6 +1313,10 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             let t = self.target(name, id);
             let full = planner::pod_full_name(&self.pod);
             let r = crate::probe::run_hook(&t, &h, name, &full, POST_START_TIMEOUT).await;
+            if let Some(m) = r.as_ref().ok().and_then(HookRan::fallback_message) {
+                // kubelet records it on the pod, not a container.
+                self.event(EventType::Warning, "LifecycleHTTPFallback", "", m);
+            }
             if let Err(m) = r {
                 let fp = kind.field_path(name);
                 self.event(EventType::Warning, "FailedPostStartHook", &fp, m.clone());
@@ -1513,7 +1517,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             .into_iter()
             .filter_map(|(kind, p)| p.map(|p| (kind, p)))
             .map(|(kind, p)| {
-                tokio::spawn(crate::probe::run(
+                let task = tokio::spawn(crate::probe::run(
                     self.target(name, &i.id),
                     p,
                     kind,
@@ -1523,7 +1527,8 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     paused_rx.clone(),
                     self.probe_tx.clone(),
                     adopted,
-                ))
+                ));
+                (kind, task)
             })
             .collect();
         self.probers.insert(
@@ -1539,33 +1544,85 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
 
     fn stop_probers(&mut self, name: &str) {
         if let Some(p) = self.probers.remove(name) {
-            for t in p.tasks {
+            for (_, t) in p.tasks {
                 t.abort();
             }
         }
     }
 
+    /// Stops the startup and liveness probes of `name` and keeps its
+    /// readiness probe running: a container being killed (the pod deleted,
+    /// or a liveness or startup failure) is still probed for readiness
+    /// until it is gone (`k8s:pkg/kubelet/prober/worker.go`: with a
+    /// deletion timestamp only `readiness` keeps probing; a liveness kill
+    /// puts only the liveness worker on hold).
+    fn stop_health_probes(&mut self, name: &str) {
+        if let Some(p) = self.probers.get_mut(name) {
+            p.tasks.retain(|(kind, t)| {
+                let keep = *kind == ProbeKind::Readiness;
+                if !keep {
+                    t.abort();
+                }
+                keep
+            });
+        }
+    }
+
+    /// Drives `stopping` (containers being stopped) to its end while the
+    /// readiness probes still running report: their results and events
+    /// are applied and published as they come. Other probe updates wait
+    /// for the worker's loop.
+    async fn while_stopping<F: std::future::Future>(&mut self, stopping: F) -> F::Output {
+        tokio::pin!(stopping);
+        let mut later = Vec::new();
+        let out = loop {
+            tokio::select! {
+                out = &mut stopping => break out,
+                Some(u) = self.probe_rx.recv() => {
+                    if u.kind == ProbeKind::Readiness {
+                        // Readiness never asks for a kill.
+                        let _ = self.probe_event(u);
+                        self.publish();
+                    } else {
+                        later.push(u);
+                    }
+                }
+            }
+        };
+        for u in later {
+            let _ = self.probe_tx.send(u);
+        }
+        out
+    }
+
     /// A probe result: events, started/ready, and kills for liveness and
     /// startup failures.
     async fn on_probe(&mut self, u: ProbeUpdate) {
-        let Some((kind, c)) = find_container(&self.pod, &u.container).map(|(k, c)| (k, c.clone()))
-        else {
-            return;
-        };
-        let current = self
+        if let Some(kill) = self.probe_event(u) {
+            self.stop_health_probes(&kill.container);
+            let ctx = self.stop_ctx(&kill.container, kill.kind, &kill.instance);
+            let stopping = stop(&ctx, kill.grace, kill.message);
+            self.while_stopping(stopping).await;
+            self.observe().await;
+        }
+        self.publish();
+    }
+
+    /// Applies a probe's update to the status and records its events;
+    /// a failed liveness or startup probe returns the kill it calls for.
+    fn probe_event(&mut self, u: ProbeUpdate) -> Option<ProbeKill> {
+        let (kind, c) = find_container(&self.pod, &u.container).map(|(k, c)| (k, c.clone()))?;
+        let instance = self
             .st
             .container(&u.container)
             .and_then(|s| s.latest())
             .filter(|i| i.id == u.instance && i.phase == Phase::Running)
-            .cloned();
-        let Some(instance) = current else {
-            return;
-        };
+            .cloned()?;
         // A probe that was in flight when the container froze says nothing
         // about its health.
         let paused = self.st.container(&u.container).is_some_and(|c| c.paused);
         if paused && !matches!(u.event, UpdateKind::Result(_) if u.kind == ProbeKind::Readiness) {
-            return;
+            return None;
         }
         let fp = kind.field_path(&u.container);
         match u.event {
@@ -1599,45 +1656,49 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 (ProbeKind::Readiness, ok) => self.st.container_mut(&u.container).ready = ok,
                 (ProbeKind::Liveness, true) => {}
                 (ProbeKind::Startup | ProbeKind::Liveness, false) => {
-                    let what = if u.kind == ProbeKind::Startup {
-                        "startup"
+                    let (what, probe) = if u.kind == ProbeKind::Startup {
+                        ("startup", &c.startup_probe)
                     } else {
-                        "liveness"
-                    };
-                    let probe = if u.kind == ProbeKind::Startup {
-                        &c.startup_probe
-                    } else {
-                        &c.liveness_probe
+                        ("liveness", &c.liveness_probe)
                     };
                     let grace = probe
                         .as_ref()
                         .and_then(|p| p.termination_grace_period_seconds)
                         .or(spec(&self.pod).termination_grace_period_seconds)
                         .unwrap_or(30);
-                    self.stop_probers(&u.container);
-                    let ctx = self.stop_ctx(&u.container, kind, &instance);
-                    stop(
-                        &ctx,
-                        Grace::Normal(Duration::from_secs(u64::try_from(grace).unwrap_or(0))),
+                    // kuberuntime_manager.go words the two kinds apart:
+                    // `computePodActions` for app containers, and
+                    // `computeInitContainerActions` (no restart suffix)
+                    // for sidecars.
+                    let message = if kind == Kind::Sidecar {
+                        format!("Init container {} failed {what} probe", u.container)
+                    } else {
                         format!(
                             "Container {} failed {what} probe, will be restarted",
                             u.container
-                        ),
-                    )
-                    .await;
-                    self.observe().await;
+                        )
+                    };
+                    return Some(ProbeKill {
+                        container: u.container,
+                        kind,
+                        instance,
+                        grace: Grace::Normal(Duration::from_secs(
+                            u64::try_from(grace).unwrap_or(0),
+                        )),
+                        message,
+                    });
                 }
             },
         }
-        self.publish();
+        None
     }
 
     /// Terminating → Terminated: stop app (and regular init) containers in
     /// parallel, then sidecars in reverse order, then the sandbox.
     async fn terminate(&mut self, why: &Termination) {
         let names: Vec<String> = self.probers.keys().cloned().collect();
-        for n in names {
-            self.stop_probers(&n);
+        for n in &names {
+            self.stop_health_probes(n);
         }
         // A frozen container could not see its stop signal: thaw it first.
         let frozen: Vec<(String, String)> = self
@@ -1687,25 +1748,31 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     .collect()
             };
             let first = live(self, &[Kind::App, Kind::Init]);
+            let mut sidecars = live(self, &[Kind::Sidecar]);
+            sidecars.reverse();
             let g = grace_left();
             let stops = first
                 .iter()
                 .map(|ctx| stop(ctx, g, format!("Stopping container {}", ctx.name)));
-            futures_util::future::join_all(stops).await;
-            let mut sidecars = live(self, &[Kind::Sidecar]);
-            sidecars.reverse();
-            for ctx in &sidecars {
-                stop(
-                    ctx,
-                    grace_left(),
-                    format!("Stopping container {}", ctx.name),
-                )
-                .await;
-            }
+            let stopping = async {
+                futures_util::future::join_all(stops).await;
+                for ctx in &sidecars {
+                    stop(
+                        ctx,
+                        grace_left(),
+                        format!("Stopping container {}", ctx.name),
+                    )
+                    .await;
+                }
+            };
+            self.while_stopping(stopping).await;
             self.observe().await;
             if let Err(e) = self.deps.runtime.remove_sandbox(&self.uid).await {
                 tracing::warn!(error = %e, "remove sandbox");
             }
+        }
+        for n in &names {
+            self.stop_probers(n);
         }
         // Anything still marked live is gone with the sandbox.
         self.lose_all("The container could not be located when the pod was terminated");
@@ -1724,6 +1791,15 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             }
         }
     }
+}
+
+/// A container instance a failed probe has condemned.
+struct ProbeKill {
+    container: String,
+    kind: Kind,
+    instance: Instance,
+    grace: Grace,
+    message: String,
 }
 
 /// How long a container may take to stop.
@@ -1783,7 +1859,18 @@ async fn stop<R: Runtime>(ctx: &StopCtx<R>, grace: Grace, message: String) {
         let started = Instant::now();
         let run = crate::probe::run_hook(&ctx.target, &h, &ctx.name, &ctx.pod_full_name, left);
         match tokio::time::timeout(left, run).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(ran)) => {
+                if let Some(m) = ran.fallback_message() {
+                    ctx.events.record(
+                        &ctx.pod,
+                        EventType::Warning,
+                        "LifecycleHTTPFallback",
+                        "",
+                        m,
+                        SystemTime::now(),
+                    );
+                }
+            }
             Ok(Err(m)) => ctx.events.record(
                 &ctx.pod,
                 EventType::Warning,

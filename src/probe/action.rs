@@ -271,6 +271,50 @@ pub async fn http<R: Runtime>(t: &Target<R>, get: &HTTPGetAction, timeout: Durat
     }
 }
 
+/// How an `httpGet` lifecycle hook's request went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HookHttp {
+    /// Answered, whatever the status.
+    Answered,
+    /// An HTTPS hook answered in plain HTTP, then answered again over
+    /// HTTP: kubelet lets it pass with a warning naming `host:port`.
+    FellBack { authority: String },
+    /// No answer: the request's error in Go's words.
+    Failed(String),
+}
+
+/// Makes a lifecycle hook's request as `runHTTPHandler` does
+/// (`k8s:pkg/kubelet/lifecycle/handlers.go`): the probe's request with
+/// the `kube-lifecycle` agent, any answer a success, and an HTTPS request
+/// that met a plain HTTP server asked once more over HTTP without its
+/// `Authorization` header — the first error stands if that fails too.
+pub async fn http_hook<R: Runtime>(
+    t: &Target<R>,
+    get: &HTTPGetAction,
+    timeout: Duration,
+) -> HookHttp {
+    let attempt = match http_attempt(t, get) {
+        Ok(a) => a.for_lifecycle(),
+        Err(e) => return HookHttp::Failed(e),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let plain = attempt.https.then(|| attempt.in_plain_http());
+    let netns = t.netns.as_deref();
+    let failed = match http_get(netns, attempt, timeout).await {
+        Outcome::Failure(m) => m,
+        Outcome::Success(_) | Outcome::Warning(_) => return HookHttp::Answered,
+    };
+    let Some(plain) = plain.filter(|_| failed.contains(super::http1::HTTP_TO_HTTPS)) else {
+        return HookHttp::Failed(failed);
+    };
+    let authority = plain.authority.clone();
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match http_get(netns, plain, left).await {
+        Outcome::Failure(_) => HookHttp::Failed(failed),
+        Outcome::Success(_) | Outcome::Warning(_) => HookHttp::FellBack { authority },
+    }
+}
+
 /// Makes `attempt` from `netns` (none: this process's namespace) within
 /// `timeout`.
 pub async fn http_get(
@@ -883,5 +927,122 @@ mod tests {
         let o = http(&t, &get(plain, "/ok", "HTTPS"), Duration::from_secs(1)).await;
         let want = format!("Get \"https://127.0.0.1:{plain}/ok\": ");
         assert!(!o.ok() && o.message().starts_with(&want), "{o:?}");
+    }
+
+    /// A server that answers every request `500` (and a TLS hello, as a
+    /// plain HTTP server does, with `400`); the requests it read, lower
+    /// case.
+    fn recording_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{Read, Write};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.first() != Some(&0x16) {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if req.first() == Some(&0x16) {
+                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&req).to_lowercase());
+                let _ = s.write_all(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno",
+                );
+            }
+        });
+        (port, seen)
+    }
+
+    /// `k8s:pkg/kubelet/lifecycle/handlers.go runHTTPHandler`: only a
+    /// request that fails fails a hook; the hook names itself
+    /// `kube-lifecycle`; an HTTPS hook whose server speaks plain HTTP is
+    /// asked again over HTTP without `Authorization`.
+    #[tokio::test]
+    async fn lifecycle_hooks_judge_the_request_not_the_answer() {
+        let t = target();
+        let (port, seen) = recording_server();
+        let second = Duration::from_secs(2);
+        let hook = |scheme: &str| {
+            serde_json::from_value::<HTTPGetAction>(serde_json::json!({
+                "port": port, "path": "/hook?msg=poststart", "scheme": scheme,
+                "httpHeaders": [{"name": "Authorization", "value": "Bearer x"},
+                                {"name": "X-Hook", "value": "1"}],
+            }))
+            .unwrap()
+        };
+        // A 500 answer: the hook ran.
+        assert_eq!(
+            http_hook(&t, &hook("HTTP"), second).await,
+            HookHttp::Answered
+        );
+        let req = seen.lock().unwrap().pop().unwrap();
+        assert!(
+            req.starts_with(&format!(
+                "get /hook?msg=poststart http/1.1\r\nhost: 127.0.0.1:{port}\r\nuser-agent: kube-lifecycle/1.34\r\naccept: */*\r\n"
+            )) && req.contains("authorization: bearer x")
+                && req.contains("x-hook: 1"),
+            "{req}"
+        );
+        // The same answer fails a probe.
+        let probe = http(&t, &hook("HTTP"), second).await;
+        assert_eq!(
+            probe,
+            Outcome::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+        // HTTPS to the plain server: a probe fails in Go's words, a hook
+        // falls back to HTTP and drops its credentials.
+        seen.lock().unwrap().clear();
+        let probe = http(&t, &hook("HTTPS"), second).await;
+        assert_eq!(
+            probe,
+            Outcome::Failure(format!(
+                "Get \"https://127.0.0.1:{port}/hook?msg=poststart\": http: server gave HTTP response to HTTPS client"
+            ))
+        );
+        assert_eq!(
+            http_hook(&t, &hook("HTTPS"), second).await,
+            HookHttp::FellBack {
+                authority: format!("127.0.0.1:{port}")
+            }
+        );
+        let reqs = seen.lock().unwrap().clone();
+        assert_eq!(reqs.len(), 1, "{reqs:?}");
+        assert!(
+            !reqs[0].contains("authorization") && reqs[0].contains("x-hook: 1"),
+            "{reqs:?}"
+        );
+        // A real TLS server answers the first request: no fallback.
+        let tls = tls_server().await;
+        let g =
+            serde_json::from_value(serde_json::json!({"port": tls, "scheme": "HTTPS"})).unwrap();
+        assert_eq!(http_hook(&t, &g, second).await, HookHttp::Answered);
+        // No server: the request's error, in Go's words.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = closed.local_addr().unwrap().port();
+        drop(closed);
+        let g = serde_json::from_value(serde_json::json!({"port": dead, "path": "/x"})).unwrap();
+        assert_eq!(
+            http_hook(&t, &g, second).await,
+            HookHttp::Failed(format!(
+                "Get \"http://127.0.0.1:{dead}/x\": dial tcp 127.0.0.1:{dead}: connect: connection refused"
+            ))
+        );
+        // HTTPS with nothing listening: no fallback either.
+        let g =
+            serde_json::from_value(serde_json::json!({"port": dead, "scheme": "HTTPS"})).unwrap();
+        assert!(matches!(
+            http_hook(&t, &g, second).await,
+            HookHttp::Failed(_)
+        ));
     }
 }

@@ -23,6 +23,12 @@ pub const MAX_BODY: usize = 10 * 1024;
 /// `kube-probe/<major>.<minor>`: the Kubernetes version whose behaviour
 /// nodelet follows.
 pub const USER_AGENT: &str = "kube-probe/1.34";
+/// A lifecycle hook's agent (`k8s:pkg/probe/http/request.go`: the
+/// `lifecycle` fragment of `NewRequestForHTTPGetAction`).
+pub const HOOK_USER_AGENT: &str = "kube-lifecycle/1.34";
+/// Go's words when a server answers a TLS hello in plain HTTP (its
+/// transport sees `HTTP/` where a TLS record header should be).
+pub const HTTP_TO_HTTPS: &str = "http: server gave HTTP response to HTTPS client";
 /// Redirects followed at most (Go's client stops after 10).
 const MAX_REDIRECTS: u32 = 10;
 
@@ -51,6 +57,23 @@ pub struct Get {
     pub first_url: String,
     #[serde(default)]
     pub redirects: u32,
+    /// A probe's or a hook's request.
+    #[serde(default)]
+    pub purpose: Purpose,
+}
+
+/// Who makes the request: it decides the `User-Agent` and how an answer
+/// is judged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Purpose {
+    /// A probe: 200–399 succeeds (`k8s:pkg/probe/http/http.go`).
+    #[default]
+    Probe,
+    /// A lifecycle hook: any answer succeeds, only a request that fails
+    /// fails it (`k8s:pkg/kubelet/lifecycle/handlers.go runHTTPHandler`
+    /// judges the client's error, never the status).
+    Lifecycle,
 }
 
 /// What a shim's attempt came to: its outcome, or the attempt for the
@@ -89,9 +112,30 @@ impl Get {
             headers,
             first_url: String::new(),
             redirects: 0,
+            purpose: Purpose::Probe,
         };
         get.first_url = get.url();
         get
+    }
+
+    /// This attempt made for a lifecycle hook.
+    pub fn for_lifecycle(mut self) -> Get {
+        self.purpose = Purpose::Lifecycle;
+        self
+    }
+
+    /// An HTTPS attempt (not yet made) asked again in plain HTTP, without
+    /// its `Authorization` header: the kubelet's retry of a hook whose
+    /// server answered in HTTP (`handlers.go`: `req.URL.Scheme = "http"`,
+    /// `req.Header.Del("Authorization")`).
+    pub fn in_plain_http(&self) -> Get {
+        let mut plain = self.clone();
+        plain.https = false;
+        plain
+            .headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
+        plain.first_url = plain.url();
+        plain
     }
 
     fn scheme(&self) -> &'static str {
@@ -119,7 +163,11 @@ impl Get {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        Ok(request(&self.path, &self.authority, USER_AGENT, &headers))
+        let agent = match self.purpose {
+            Purpose::Probe => USER_AGENT,
+            Purpose::Lifecycle => HOOK_USER_AGENT,
+        };
+        Ok(request(&self.path, &self.authority, agent, &headers))
     }
 
     /// What this hop's answer (or why there was none, in Go's words)
@@ -140,6 +188,7 @@ impl Get {
             }
         }
         Step::Done(match code {
+            _ if self.purpose == Purpose::Lifecycle => Outcome::Success(body),
             200..=299 => Outcome::Success(body),
             // Not followed: kubelet's probe.Warning, a success.
             300..=399 => {

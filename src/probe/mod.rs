@@ -387,6 +387,28 @@ pub async fn run<R: Runtime>(
     }
 }
 
+/// A lifecycle hook that ran to its end.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HookRan {
+    Done,
+    /// An HTTPS hook answered only over HTTP: kubelet's Warning event
+    /// `LifecycleHTTPFallback` is due, naming this `host:port`.
+    FellBackToHttp(String),
+}
+
+impl HookRan {
+    /// kubelet's `LifecycleHTTPFallback` message, if one is due
+    /// (`k8s:pkg/kubelet/lifecycle/handlers.go`).
+    pub fn fallback_message(&self) -> Option<String> {
+        match self {
+            HookRan::Done => None,
+            HookRan::FellBackToHttp(host) => Some(format!(
+                "request to HTTPS lifecycle hook {host} got HTTP response, retry with HTTP succeeded"
+            )),
+        }
+    }
+}
+
 /// Runs a lifecycle hook handler; `Err` carries kubelet's message.
 pub async fn run_hook<R: Runtime>(
     t: &Target<R>,
@@ -394,11 +416,11 @@ pub async fn run_hook<R: Runtime>(
     container: &str,
     pod: &str,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<HookRan, String> {
     if let Some(e) = &h.exec {
         let cmd = e.command.clone().unwrap_or_default();
         return match action::exec(t, &cmd, timeout).await {
-            Outcome::Success(_) | Outcome::Warning(_) => Ok(()),
+            Outcome::Success(_) | Outcome::Warning(_) => Ok(HookRan::Done),
             Outcome::Failure(m) => Err(format!(
                 "Exec lifecycle hook ({cmd:?}) for Container {container:?} in Pod {pod:?} failed - error: {}",
                 m.trim_end()
@@ -406,9 +428,10 @@ pub async fn run_hook<R: Runtime>(
         };
     }
     if let Some(g) = &h.http_get {
-        return match action::http(t, g, timeout).await {
-            Outcome::Success(_) | Outcome::Warning(_) => Ok(()),
-            Outcome::Failure(m) => Err(format!(
+        return match action::http_hook(t, g, timeout).await {
+            action::HookHttp::Answered => Ok(HookRan::Done),
+            action::HookHttp::FellBack { authority } => Ok(HookRan::FellBackToHttp(authority)),
+            action::HookHttp::Failed(m) => Err(format!(
                 "HTTP lifecycle hook ({}) for Container {container:?} in Pod {pod:?} failed - error: {m}",
                 g.path.clone().unwrap_or_default()
             )),
@@ -417,7 +440,7 @@ pub async fn run_hook<R: Runtime>(
     if let Some(s) = &h.sleep {
         let d = Duration::from_secs(u64::try_from(s.seconds.max(0)).unwrap_or(0));
         tokio::time::sleep(d.min(timeout)).await;
-        return Ok(());
+        return Ok(HookRan::Done);
     }
     if h.tcp_socket.is_some() {
         // kubelet refuses tcpSocket handlers when it runs them.
