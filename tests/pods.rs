@@ -559,7 +559,31 @@ spec:
   restartPolicy: Never
   initContainers: [{name: init, image: IMAGE, command: ["true"]}]
   containers: [{name: app, image: IMAGE, command: [sh, -c, "exit 2"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  restartPolicy: Never
+  initContainers: [{name: init, image: IMAGE, command: ["true"]}]
+  containers: [{name: app, image: IMAGE, command: ["true"]}]
 "#,
+    );
+    // A Succeeded pod's conditions (status/generate.go: Initialized is
+    // PodCompleted once every init container's status is known; Ready and
+    // ContainersReady take the terminal phase's reason).
+    let mut done = out.pod("done")["status"]["conditions"].clone();
+    normalize(&mut done);
+    assert_eq!(
+        done,
+        serde_json::json!([
+            {"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": "T"},
+            {"type": "Initialized", "status": "True", "reason": "PodCompleted", "lastTransitionTime": "T"},
+            {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": "T"},
+            {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": "T"},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": "T"},
+        ]),
+        "{done:#}"
     );
     let mut s = out.pod("shape")["status"].clone();
     normalize(&mut s);
@@ -1186,6 +1210,203 @@ spec:
         out.stderr
     );
     node.assert_clean();
+}
+
+/// Seconds between two RFC 3339 times of a status.
+fn secs_between(from: &Value, to: &Value) -> i64 {
+    let t = |v: &Value| i64::try_from(time(v).0).unwrap();
+    t(to) - t(from)
+}
+
+/// Four kubelet rules, each from its upstream e2e case:
+/// - container_probe.go "should be ready immediately after startupProbe
+///   succeeds" (readiness period 30 s; prober_manager.go triggers it by
+///   hand once the container has started);
+/// - a container is not running while its postStart runs (the pod worker
+///   is inside `startContainer`; the docs: a hanging postStart never
+///   reaches Running);
+/// - lifecycle_hook.go "reduce GracePeriodSeconds during runtime": a
+///   preStop sleep cut by a shorter `--grace-period` still ends in the
+///   stop signal and `minimumGracePeriodInSeconds` (kuberuntime_container.go
+///   killContainer), not a bare SIGKILL;
+/// - runtime.go "should report termination message if TerminationMessagePath
+///   is set as non-root user and at a non-default path" (the file is 0666).
+#[test]
+fn startup_readiness_post_start_pre_stop_and_termination_messages_follow_kubelet() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let child = node
+        .command(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: startup}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "echo ok > /tmp/health; sleep 3; echo ok > /tmp/startup; exec sleep 600"]
+    readinessProbe: {exec: {command: [cat, /tmp/health]}, periodSeconds: 30}
+    startupProbe: {exec: {command: [cat, /tmp/startup]}, periodSeconds: 1, failureThreshold: 60}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hooked}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "trap 'exit 0' TERM QUIT; while true; do sleep 0.1; done"]
+    lifecycle: {postStart: {sleep: {seconds: 4}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cut}
+spec:
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "trap 'exit 0' TERM QUIT; while true; do sleep 0.1; done"]
+    lifecycle: {preStop: {sleep: {seconds: 15}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: message}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 1000}
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, "echo -n DONE > /dev/termination-custom-log"]
+    terminationMessagePath: /dev/termination-custom-log
+"#,
+        )
+        .spawn()
+        .unwrap();
+    // postStart: started on the runtime (its event says so), but shown
+    // waiting until the hook returns.
+    let begun = Instant::now();
+    while !text(&node.cli(&["describe", "pod", "hooked"]).stdout).contains("Started container app")
+    {
+        assert!(
+            begun.elapsed() < Duration::from_secs(60),
+            "hooked never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let p = wait_pod(&node, "hooked", "a status", |_| true);
+    let hooked = status(&p, "app");
+    assert_eq!(
+        hooked["state"]["waiting"]["reason"], "ContainerCreating",
+        "{p:#}"
+    );
+    assert_eq!(hooked["started"], false, "{p:#}");
+    assert_eq!(p["status"]["phase"], "Pending", "{p:#}");
+    let p = wait_pod(&node, "hooked", "running after its hook", |p| {
+        status(p, "app")["state"]["running"].is_object()
+    });
+    assert_eq!(status(&p, "app")["started"], true, "{p:#}");
+    // Startup then readiness: Ready at once, not a 30 s period later.
+    let p = wait_pod(&node, "startup", "Ready", |p| {
+        condition(p, "Ready") == "True"
+    });
+    let ready_at = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["lastTransitionTime"]
+        .clone();
+    let started_at = &status(&p, "app")["state"]["running"]["startedAt"];
+    let took = secs_between(started_at, &ready_at);
+    assert!(
+        (3..=6).contains(&took),
+        "ready {took} s after the start: {p:#}"
+    );
+    // The termination message, written as uid 1000.
+    let p = wait_pod(&node, "message", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let t = &status(&p, "app")["state"]["terminated"];
+    assert_eq!(
+        (t["exitCode"].as_i64(), t["message"].as_str()),
+        (Some(0), Some("DONE")),
+        "{p:#}"
+    );
+    // A preStop sleep cut at 3 s: the stop signal still goes, and the
+    // container ends on it (exit 0), between 3 s and the sleep's 15 s.
+    wait_pod(&node, "cut", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let began = Instant::now();
+    let o = node.cli(&["delete", "pod", "cut", "--grace-period", "3", "--wait"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let took = began.elapsed();
+    for name in ["startup", "hooked"] {
+        assert!(node.cli(&["delete", "pod", name]).status.success());
+    }
+    let out = outcome(child.wait_with_output().unwrap());
+    let t = &status(out.pod("cut"), "app")["state"]["terminated"];
+    assert_eq!(t["exitCode"], 0, "{}", out.stderr);
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    node.assert_clean();
+}
+
+/// e2e container_lifecycle_test.go "a restartable init container starts
+/// and exits with exit code 1 continuously" (kuberuntime_manager.go
+/// `computeInitContainerActions`): once the regular init container after
+/// it has completed, the app starts though the sidecar is down in
+/// back-off, and the sidecar restarts after the app started; the pod
+/// succeeds with the app.
+#[test]
+fn a_crash_looping_sidecar_does_not_hold_the_app_containers() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let out = node.run(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: flaky}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: restartable-init-1, image: IMAGE, restartPolicy: Always, command: [sh, -c, "sleep 1; exit 1"]}
+  - {name: init-1, image: IMAGE, command: [sh, -c, "sleep 3"]}
+  containers:
+  - {name: regular-1, image: IMAGE, command: [sh, -c, "sleep 15"]}
+"#,
+    );
+    let p = out.pod("flaky");
+    assert_eq!(p["status"]["phase"], "Succeeded", "{}", out.stderr);
+    let app = status(p, "regular-1");
+    let side = status(p, "restartable-init-1");
+    let init = status(p, "init-1");
+    assert_eq!(app["state"]["terminated"]["exitCode"], 0, "{p:#}");
+    assert!(side["restartCount"].as_i64() >= Some(1), "{p:#}");
+    // The app started as init-1 ended, not after the sidecar's restart
+    // (its back-off is 10 s).
+    let app_start = &app["state"]["terminated"]["startedAt"];
+    let gap = secs_between(&init["state"]["terminated"]["finishedAt"], app_start);
+    assert!(
+        (0..=2).contains(&gap),
+        "app started {gap} s after init-1: {p:#}"
+    );
+    let side_last = side["state"]["terminated"]["startedAt"].clone();
+    assert!(
+        secs_between(app_start, &side_last) > 0,
+        "the sidecar restarted after the app started: {p:#}"
+    );
 }
 
 /// Every volume kind a pod can use here, seen from inside the container.

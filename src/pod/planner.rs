@@ -139,23 +139,43 @@ pub fn plan(pod: &Pod, st: &PodState, now: SystemTime, backoff: &Backoff) -> Pla
 
 /// Plans the init containers; true when all of them are done and app
 /// containers may start now.
+///
+/// As kubelet's `computeInitContainerActions` scans them from the last: the
+/// furthest init container that has run decides what comes next, and the
+/// ones before it have had their turn — a sidecar among them that has
+/// exited is restarted (or waits out its back-off) but holds nothing back.
+/// So once every regular init container has completed and each sidecar
+/// has started once, the app containers start even if a sidecar is down
+/// (e2e "a restartable init container starts and exits with exit code 1
+/// continuously").
 fn plan_init(pod: &Pod, st: &PodState, now: SystemTime, backoff: &Backoff, p: &mut Plan) -> bool {
-    for (kind, c) in all_containers(pod).filter(|(k, _)| *k != Kind::App) {
+    let inits: Vec<(Kind, &Container)> = all_containers(pod)
+        .filter(|(k, _)| *k != Kind::App)
+        .collect();
+    let has_run = |c: &Container| st.container(&c.name).is_some_and(|s| s.latest().is_some());
+    let reached = inits.iter().rposition(|(_, c)| has_run(c));
+    for (at, (kind, c)) in inits.iter().enumerate() {
+        let (kind, c) = (*kind, *c);
+        // A later init container has run: this one had its turn.
+        let passed = reached.is_some_and(|r| at < r);
         let cs = st.container(&c.name);
         let Some(i) = cs.and_then(|s| s.latest()) else {
             p.start(&c.name, kind);
             return false;
         };
         match (kind, i.phase) {
+            (_, Phase::Created) if passed => {}
             (_, Phase::Created) => return false,
             (Kind::Sidecar, Phase::Running) => {
-                if !cs.is_some_and(|s| s.started) {
+                if !passed && !cs.is_some_and(|s| s.started) {
                     return false;
                 }
             }
             (Kind::Sidecar, Phase::Exited) => {
                 restart(pod, st, c, kind, now, backoff, p);
-                return false;
+                if !passed {
+                    return false;
+                }
             }
             (_, Phase::Running) => return false,
             (_, Phase::Exited) if i.exit_code == 0 => {}

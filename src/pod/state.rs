@@ -74,6 +74,11 @@ pub struct ContainerState {
     /// Its running instance is frozen (`nodelet pause`): not ready, probes wait.
     #[serde(default)]
     pub paused: bool,
+    /// Its newest instance runs its postStart hook: the status shows the
+    /// container as not yet created (kubelet publishes no status while
+    /// its pod worker is inside `startContainer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_post_start: bool,
 }
 
 impl ContainerState {

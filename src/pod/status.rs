@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::qos::qos_class;
 use super::state::{
     all_containers, restart_policy, spec, ContainerState, Instance, Kind, Phase, PodState,
-    Termination,
+    Termination, Waiting,
 };
 
 /// The scheme of `containerID` in statuses.
@@ -143,6 +143,14 @@ pub fn container_status(
         "ContainerCreating"
     };
     let image = c.image.clone().unwrap_or_default();
+    if let Some(s) = cs.filter(|s| s.in_post_start) {
+        // Shown as it was before this instance: waiting to be created.
+        let mut before = s.clone();
+        before.instances.pop();
+        before.in_post_start = false;
+        before.waiting = Some(Waiting::new(default_reason, ""));
+        return container_status(c, kind, Some(&before), pod_has_init);
+    }
     let Some(latest) = cs.and_then(|s| s.latest()) else {
         let w = cs.and_then(|s| s.waiting.clone());
         return ContainerStatus {
@@ -351,7 +359,10 @@ fn conditions(
         cond(
             "Initialized",
             true,
-            if phase == "Succeeded" && !inits.is_empty() && !incomplete.is_empty() {
+            // status/generate.go GeneratePodInitializedCondition: every
+            // init container's status known (always, here) in a Succeeded
+            // pod is `PodCompleted`, with or without init containers.
+            if phase == "Succeeded" {
                 "PodCompleted"
             } else {
                 ""

@@ -192,6 +192,12 @@ fn planner_table() {
             vec!["start side"],
         ),
         (
+            "sidecar down once the inits after it ran: restarted, apps start anyway",
+            pod("Never", &["s:side", "i1"], &["a"]),
+            state(&[("side", inst(Exited, 1, 3)), ("i1", inst(Exited, 0, 2))]),
+            vec!["start side", "start a"],
+        ),
+        (
             "apps done: sidecars do not keep the pod",
             pod("Never", &["s:side"], &["a"]),
             {

@@ -436,6 +436,11 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             )
             .ok();
             self.remove_unrecorded().await;
+            // A postStart cut short by the restart is not run again (nor
+            // is it by a kubelet): the container counts as started.
+            for cs in self.st.containers.values_mut() {
+                cs.in_post_start = false;
+            }
             self.observe().await;
             let running: Vec<(String, Kind, Container, Instance)> = all_containers(&self.pod)
                 .filter(|(k, _)| *k != Kind::Init)
@@ -1308,11 +1313,14 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
             // Started waits for the hook.
             let had = self.st.container(name).is_some_and(|s| s.started);
-            self.st.container_mut(name).started = false;
+            let cs = self.st.container_mut(name);
+            cs.started = false;
+            cs.in_post_start = true;
             self.publish();
             let t = self.target(name, id);
             let full = planner::pod_full_name(&self.pod);
             let r = crate::probe::run_hook(&t, &h, name, &full, POST_START_TIMEOUT).await;
+            self.st.container_mut(name).in_post_start = false;
             if let Some(m) = r.as_ref().ok().and_then(HookRan::fallback_message) {
                 // kubelet records it on the pod, not a container.
                 self.event(EventType::Warning, "LifecycleHTTPFallback", "", m);
@@ -1400,6 +1408,11 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         }
         let term = bundle.join("termination-log");
         std::fs::write(&term, b"").map_err(|e| io("create termination-log in", e))?;
+        // Writable by whatever user the container runs as: kubelet's
+        // makeMounts creates it and chmods it 0666 (kuberuntime_container.go;
+        // the chmod, not the create, so the umask cannot narrow it).
+        std::fs::set_permissions(&term, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .map_err(|e| io("open termination-log in", e))?;
         mounts.push(crate::runtime::plan::BindMount {
             source: term.clone(),
             destination: c.termination_message_path.clone().unwrap_or_else(|| {
@@ -1718,21 +1731,26 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             .termination_grace_period_seconds
             .unwrap_or(30);
         let secs = |g: i64| Duration::from_secs(u64::try_from(g).unwrap_or(0));
-        // `--grace-period` overrides, without the 2 s minimum (0 = kill
-        // now); otherwise the pod's grace, at least 2 s per container.
-        let (grace, overridden) = match why {
+        // `--grace-period` overrides the pod's grace (0 = kill now); either
+        // way each container's stop signal gets at least 2 s.
+        let grace = match why {
             Termination::Deleted {
                 grace_seconds: Some(g),
-            } => (secs(*g), true),
-            _ => (secs(pod_grace), false),
+            } => secs(*g),
+            _ => secs(pod_grace),
         };
+        let kill_now = matches!(
+            why,
+            Termination::Deleted {
+                grace_seconds: Some(0)
+            }
+        );
         let deadline = Instant::now() + grace;
         let grace_left = || {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if overridden {
-                Grace::Override(left)
+            if kill_now {
+                Grace::Now
             } else {
-                Grace::Normal(left)
+                Grace::Normal(deadline.saturating_duration_since(Instant::now()))
             }
         };
         if self.st.sandbox == Sandbox::Ready {
@@ -1808,8 +1826,8 @@ pub enum Grace {
     /// The container's grace: preStop within it, then at least
     /// [`MINIMUM_GRACE`] for the stop signal (kubelet's killContainer).
     Normal(Duration),
-    /// `--grace-period`: exactly this, no preStop beyond it, 0 = SIGKILL now.
-    Override(Duration),
+    /// `--grace-period 0`: SIGKILL now, no preStop.
+    Now,
 }
 
 /// Everything needed to stop one container instance.
@@ -1848,7 +1866,8 @@ async fn stop<R: Runtime>(ctx: &StopCtx<R>, grace: Grace, message: String) {
         s.as_ref().map_or(true, |s| s.status == Status::Exited)
     };
     let mut left = match grace {
-        Grace::Normal(d) | Grace::Override(d) => d,
+        Grace::Normal(d) => d,
+        Grace::Now => Duration::ZERO,
     };
     let pre_stop = ctx
         .container
@@ -1895,6 +1914,12 @@ async fn stop<R: Runtime>(ctx: &StopCtx<R>, grace: Grace, message: String) {
         let used = Duration::from_secs(started.elapsed().as_secs());
         left = left.saturating_sub(used);
     }
+    // kubelet's killContainer: the override replaces the grace before the
+    // preStop, and whatever the preStop left, the stop signal is sent and
+    // followed by at least `minimumGracePeriodInSeconds` — also after a
+    // preStop (exec, or a sleep cut by the grace) that used it all.
+    // nodelet's `--grace-period 0` alone kills at once (the CLI's contract;
+    // kubelet floors even that at 2 s).
     if let Grace::Normal(_) = grace {
         left = left.max(MINIMUM_GRACE);
     }

@@ -344,7 +344,8 @@ pub async fn run<R: Runtime>(
         // (startup probe passed, postStart done); suspended while the
         // container is frozen (`nodelet pause`). Either way the probe
         // runs at the next tick after.
-        if (kind != Kind::Startup && !*started.borrow()) || *paused.borrow() {
+        let before_start = kind != Kind::Startup && !*started.borrow();
+        if before_start || *paused.borrow() {
             if started
                 .wait_for(|s| *s || kind == Kind::Startup)
                 .await
@@ -354,6 +355,20 @@ pub async fn run<R: Runtime>(
                 return;
             }
             ticks.skip_missed();
+            // A container that has just started is probed for readiness
+            // at once, off the grid, which goes on unchanged: kubelet's
+            // prober manager triggers the readiness worker by hand when a
+            // started container has no readiness result yet
+            // (`prober_manager.go UpdatePodStatus`, `manualTriggerCh`).
+            let delay_over = started_at.elapsed().as_secs() >= delay.as_secs();
+            if kind == Kind::Readiness && before_start && delay_over && !*paused.borrow() {
+                let began = std::time::Instant::now();
+                let out = run_once(&target, &probe).await;
+                if !t.attempt(&out, began.elapsed()) {
+                    return;
+                }
+                ticks.skip_missed();
+            }
             continue;
         }
         if let Some(what) = &repeated {
@@ -608,6 +623,25 @@ mod tests {
         assert!(r.updates.try_recv().is_err(), "no probe while paused");
         r.paused.send(false).unwrap();
         assert_at(r.next_attempt().await, 7 * S);
+        r.task.abort();
+    }
+
+    /// e2e container_probe.go "should be ready immediately after
+    /// startupProbe succeeds": readiness runs the moment the container
+    /// has started, then keeps its grid.
+    #[tokio::test(start_paused = true)]
+    async fn readiness_runs_at_once_when_the_container_has_started() {
+        let mut r = start(
+            Kind::Readiness,
+            serde_json::json!({"periodSeconds": 30}),
+            false,
+        )
+        .await;
+        tokio::time::sleep(S * 5 / 2).await;
+        assert!(r.updates.try_recv().is_err(), "no probe before the start");
+        r.started.send(true).unwrap();
+        assert_at(r.next_attempt().await, S * 5 / 2);
+        assert_at(r.next_attempt().await, 30 * S);
         r.task.abort();
     }
 
