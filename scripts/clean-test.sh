@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Removes what a crashed test run may leave behind: test registries and
-# nodelet processes started from target/, and mounts under temp roots.
+# Removes what a crashed test run may leave behind: test registries, the
+# nodelet processes of test nodes (their roots are /tmp/nodelet-test-*),
+# and mounts under those roots. Another nodelet on this machine, even one
+# started from target/, is not touched.
 set -u
-pkill -f 'target/(debug|release)/nodelet' 2>/dev/null || true
+pkill -f 'nodelet .*/tmp/nodelet-test-' 2>/dev/null || true
 pkill -f 'docker-registry serve .*nodelet-test' 2>/dev/null || true
 awk '$5 ~ /\/tmp\/nodelet-test/ {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
   umount -l "$m" 2>/dev/null || true

@@ -19,6 +19,9 @@ struct Node {
     tmp: tempfile::TempDir,
     /// Lines added to this node's config file.
     extra_config: String,
+    /// Another node whose `cgroupRoot` and socket directory this one
+    /// shares (two nodelet instances side by side).
+    beside: Option<(String, PathBuf)>,
 }
 
 /// The v1 controllers (or the v2 mount) where a node's cgroups live.
@@ -71,16 +74,43 @@ impl Node {
 
     fn with_config(extra: &str) -> Node {
         Node {
-            tmp: tempfile::tempdir().unwrap(),
+            // Named so `make clean-test` finds what a crashed run left.
+            tmp: tempfile::Builder::new()
+                .prefix("nodelet-test-")
+                .tempdir()
+                .unwrap(),
             extra_config: extra.to_string(),
+            beside: None,
         }
+    }
+
+    /// A second instance on its own root that shares `other`'s
+    /// `cgroupRoot` and socket directory (so its run directory too).
+    fn beside(other: &Node) -> Node {
+        let mut n = Node::new();
+        let sock = other.socket().with_file_name("beside.sock");
+        n.beside = Some((other.cgroup_root(), sock));
+        n
     }
 
     /// This node's `cgroupRoot`: its own, so tests can check that nothing
     /// of theirs is left.
     fn cgroup_root(&self) -> String {
-        let name = self.tmp.path().file_name().unwrap().to_string_lossy();
-        format!("/nodelet-test-{}", name.trim_start_matches('.'))
+        if let Some((root, _)) = &self.beside {
+            return root.clone();
+        }
+        // `/nodelet-test-<random>`, as the temporary directory.
+        format!(
+            "/{}",
+            self.tmp.path().file_name().unwrap().to_string_lossy()
+        )
+    }
+
+    fn socket(&self) -> PathBuf {
+        match &self.beside {
+            Some((_, sock)) => sock.clone(),
+            None => self.tmp.path().join("run/nodelet.sock"),
+        }
     }
 
     /// Every cgroup under this node's root other than the QoS levels.
@@ -115,7 +145,7 @@ impl Node {
             .arg("--root")
             .arg(self.root())
             .arg("--socket")
-            .arg(self.tmp.path().join("run/nodelet.sock"))
+            .arg(self.socket())
             .arg("--log-dir")
             .arg(self.logs());
         c
@@ -1482,7 +1512,7 @@ impl Node {
                     "apiVersion: nodelet.dev/v1alpha1\nkind: NodeletConfiguration\nrootDir: {}\nlogDir: {}\nsocket: {}\nstaticPodPath: {}\nnodeName: testnode\ncgroupRoot: {}\n{}",
                     self.root().display(),
                     self.logs().display(),
-                    self.tmp.path().join("run/nodelet.sock").display(),
+                    self.socket().display(),
                     self.tmp.path().join("static").display(),
                     self.cgroup_root(),
                     self.extra_config,
@@ -2281,33 +2311,167 @@ fn a_missing_or_read_only_cgroup_hierarchy_is_a_clear_start_up_error() {
 /// At start-up the daemon removes pod cgroups no pod owns, killing what
 /// runs in them (left by a daemon killed mid-teardown, say).
 #[test]
-fn the_daemon_removes_pod_cgroups_no_pod_owns() {
+fn a_daemon_removes_its_own_orphans_and_leaves_other_instances_alone() {
     if !common::require_root() {
         return;
     }
     let node = Node::new();
     node.config();
-    let path = format!("{}/kubepods/besteffort/podstray", node.cgroup_root());
-    let mut stray = Command::new("sleep").arg("600").spawn().unwrap();
-    for d in cgroup_dirs(&path) {
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("cgroup.procs"), stray.id().to_string()).unwrap();
+    // A pod cgroup of another instance sharing this cgroupRoot: not ours.
+    let foreign = format!("{}/kubepods/besteffort/podforeign", node.cgroup_root());
+    // One of ours that lost its record: its sandbox directory says it is
+    // this instance's (the owner file, written before the cgroup was made).
+    let ours = format!("{}/kubepods/besteffort/podstray", node.cgroup_root());
+    let mut procs = Vec::new();
+    for path in [&foreign, &ours] {
+        let p = Command::new("sleep").arg("600").spawn().unwrap();
+        for d in cgroup_dirs(path) {
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("cgroup.procs"), p.id().to_string()).unwrap();
+        }
+        procs.push(p);
     }
+    std::fs::create_dir_all(node.root()).unwrap();
+    let sandbox = node.socket().with_file_name("pods").join("stray");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    let owner = std::fs::canonicalize(node.root()).unwrap();
+    std::fs::write(sandbox.join("owner"), owner.display().to_string()).unwrap();
+    std::fs::write(sandbox.join("cgroup"), &ours).unwrap();
     let mut d = node.daemon(&[]);
     node.wait_api();
-    let status = stray.wait().unwrap();
+    let mut foreign_proc = procs.remove(0);
+    let status = procs[0].wait().unwrap();
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
     );
     let start = Instant::now();
-    while cgroup_dirs(&path).iter().any(|d| d.exists()) {
-        assert!(start.elapsed() < Duration::from_secs(10), "{path} left");
+    while cgroup_dirs(&ours).iter().any(|d| d.exists()) || sandbox.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{ours} left");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(
+        foreign_proc.try_wait().unwrap().is_none(),
+        "another instance's process was killed"
+    );
+    assert!(cgroup_dirs(&foreign).iter().all(|d| d.exists()));
     sigterm(&d);
     d.wait().unwrap();
+    foreign_proc.kill().unwrap();
+    foreign_proc.wait().unwrap();
+    for d in cgroup_dirs(&foreign) {
+        std::fs::remove_dir(d).unwrap();
+    }
     node.assert_clean();
+}
+
+/// Two nodelet instances on one host, on their own roots but sharing
+/// `cgroupRoot` and the socket (so run) directory: each is started,
+/// killed -9 and restarted while the other runs pods, and neither sees a
+/// restart, an exit or a missing cgroup of the other's.
+#[test]
+fn two_instances_side_by_side_leave_each_other_alone() {
+    if !common::require_root() {
+        return;
+    }
+    let a = Node::new();
+    let b = Node::beside(&a);
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: app, image: {}, command: [sh, -c, \"trap 'exit 0' TERM QUIT; while true; do sleep 0.1; done\"]}}]\n",
+            image()
+        )
+    };
+    let apply = |n: &Node, name: &str| {
+        let f = n.tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, pod(name)).unwrap();
+        let o = n.cli(&["apply", "-f", f.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        wait_pod(n, name, "Running", |p| p["status"]["phase"] == "Running")
+    };
+    let kill_9 = |c: &mut std::process::Child| {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    };
+    // The pod of `n`, unchanged since `before`: same container, no
+    // restart, its cgroup there.
+    let unchanged = |n: &Node, before: &Value| {
+        let name = before["metadata"]["name"].as_str().unwrap();
+        let now = wait_pod(n, name, "a status", |_| true);
+        assert_eq!(
+            container_id(&now, "app"),
+            container_id(before, "app"),
+            "{now:#}"
+        );
+        assert_eq!(status(&now, "app")["restartCount"], 0, "{now:#}");
+        assert!(
+            status(&now, "app")["state"]["running"].is_object(),
+            "{now:#}"
+        );
+        let uid = now["metadata"]["uid"].as_str().unwrap();
+        let cg = format!("{}/kubepods/besteffort/pod{uid}", n.cgroup_root());
+        assert!(cgroup_dirs(&cg).iter().all(|d| d.exists()), "{cg} gone");
+    };
+    let mut da = a.daemon(&[]);
+    a.wait_api();
+    let pa = apply(&a, "pa");
+    // A one-shot `nodelet run` beside A, on a third root, until told.
+    let host = a.tmp.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let mut c = Node::beside(&a);
+    if let Some((_, sock)) = c.beside.as_mut() {
+        *sock = sock.with_file_name("run.sock");
+    }
+    let once = c
+        .command(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: once}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: host, hostPath: {{path: {}}}}}]\n  containers: [{{name: app, image: IMAGE, command: [sh, -c, \"until test -f /host/stop; do sleep 0.1; done\"], volumeMounts: [{{name: host, mountPath: /host}}]}}]\n",
+            host.display()
+        ))
+        .spawn()
+        .unwrap();
+    wait_pod(&c, "once", "Running", |p| p["status"]["phase"] == "Running");
+    // B starts beside A's running pod and the run's, runs its own.
+    let mut db = b.daemon(&[]);
+    b.wait_api();
+    let pb = apply(&b, "pb");
+    unchanged(&a, &pa);
+    // A dies and comes back: B's pod and the run's are not A's to collect.
+    kill_9(&mut da);
+    let mut da = a.daemon(&[]);
+    a.wait_api();
+    unchanged(&a, &pa);
+    unchanged(&b, &pb);
+    // And the other way round.
+    kill_9(&mut db);
+    let mut db = b.daemon(&[]);
+    b.wait_api();
+    unchanged(&b, &pb);
+    unchanged(&a, &pa);
+    // The run's pod ran through all of it and ends as it was told to.
+    std::fs::write(host.join("stop"), "").unwrap();
+    let out = outcome(once.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let t = status(out.pod("once"), "app");
+    assert_eq!(
+        (
+            t["state"]["terminated"]["exitCode"].as_i64(),
+            t["restartCount"].as_i64()
+        ),
+        (Some(0), Some(0)),
+        "{}",
+        out.stderr
+    );
+    for (n, name) in [(&a, "pa"), (&b, "pb")] {
+        let o = n.cli(&["delete", "pod", name, "--wait"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    for d in [&mut da, &mut db] {
+        sigterm(d);
+        d.wait().unwrap();
+    }
+    c.assert_clean();
+    b.assert_clean();
+    a.assert_clean();
 }
 
 /// A minute of probes every second: liveness keeps passing (no restart,
@@ -2860,12 +3024,19 @@ spec:
     let init = wait_pod(&node, "init", "init running", |p| {
         !p["status"]["initContainerStatuses"][0]["state"]["running"].is_null()
     });
-    let hook = wait_pod(&node, "hook", "app running in its hook", |p| {
-        !status(p, "app")["state"]["running"].is_null()
-    });
+    // Started on the runtime, in its postStart: shown not yet created.
+    let begun = Instant::now();
+    while !text(&node.cli(&["describe", "pod", "hook"]).stdout).contains("Started container app") {
+        assert!(
+            begun.elapsed() < Duration::from_secs(30),
+            "hook never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hook = wait_pod(&node, "hook", "a status", |_| true);
     assert_eq!(
-        status(&hook, "app")["started"],
-        false,
+        status(&hook, "app")["state"]["waiting"]["reason"],
+        "ContainerCreating",
         "postStart still runs"
     );
     let start = Instant::now();
@@ -2882,7 +3053,6 @@ spec:
     let term_pid = pid_of(&sleep).expect("term's container");
     std::thread::sleep(Duration::from_millis(800));
     let init_id = init["status"]["initContainerStatuses"][0]["containerID"].clone();
-    let hook_id = container_id(&hook, "app");
     d.kill().unwrap();
     d.wait().unwrap();
     slow.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -2910,12 +3080,9 @@ spec:
     assert_eq!(prep["restartCount"], 0);
     assert_eq!(prep["state"]["terminated"]["exitCode"], 0);
     assert_eq!(status(&init, "app")["restartCount"], 0);
+    // Its postStart is not run again after the restart (nor by a
+    // kubelet): it counts as started, on the same instance (below).
     let hook = wait_pod(&node, "hook", "Ready", |p| condition(p, "Ready") == "True");
-    assert_eq!(
-        container_id(&hook, "app"),
-        hook_id,
-        "the hooked app restarted"
-    );
     assert_eq!(status(&hook, "app")["restartCount"], 0);
     let pull = wait_pod(&node, "pull", "Running", |p| {
         p["status"]["phase"] == "Running"

@@ -287,32 +287,20 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
                 Err(e) => tracing::error!(error = %e, "saved pod not re-adopted"),
             }
         }
-        // Sandboxes and pod directories no saved pod owns (a daemon killed
-        // mid-create) go.
+        // This instance's sandboxes no saved pod owns (a daemon killed
+        // mid-create) go, with their cgroups and whatever runs in them.
+        // Pod cgroups and sandboxes of other nodelet instances on the host
+        // (a `nodelet run` beside this daemon, a second daemon on another
+        // root sharing `cgroupRoot`) are theirs: the runtime lists only
+        // the sandboxes this instance recorded as its own before making
+        // them.
         for id in engine.runtime().list_sandboxes().await.unwrap_or_default() {
             if !adopted.contains(&id) {
                 tracing::warn!(sandbox = %id, "removing a sandbox no pod owns");
-                let _ = engine.runtime().remove_sandbox(&id).await;
-            }
-        }
-        // So do pod cgroups (with whatever still runs in them).
-        if let Some(cg) = engine.runtime().cgroups().cloned() {
-            let layout = crate::pod::resources::CgroupLayout {
-                root: cfg.cgroup_root.clone(),
-                pod_pids_limit: cfg.pod_pids_limit,
-            };
-            let owned = adopted.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                for (path, uid) in layout.pod_cgroups_on(cg.as_ref()) {
-                    if !owned.contains(&uid) {
-                        tracing::warn!(cgroup = %path, "removing a pod cgroup no pod owns");
-                        if let Err(e) = cg.remove(&path) {
-                            tracing::error!(error = %crate::error_chain(&e), "cgroup not removed");
-                        }
-                    }
+                if let Err(e) = engine.runtime().remove_sandbox(&id).await {
+                    tracing::error!(sandbox = %id, error = %crate::error_chain(&e), "sandbox not removed");
                 }
-            })
-            .await;
+            }
         }
         for e in std::fs::read_dir(cfg.root_dir.join("pods"))
             .into_iter()

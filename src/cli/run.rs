@@ -103,8 +103,11 @@ pub fn node_engine(
     // The daemon's many fds need more than a shell's soft limit; the
     // shims it launches get the original back (`shim::launch`).
     crate::sys::raise_nofile();
+    // The instance is its state root (one owner per root: the root lock).
+    let owner = std::fs::canonicalize(&cfg.root_dir).unwrap_or_else(|_| cfg.root_dir.clone());
     let runtime = NativeRuntime::new(&run_dir, &exe, log_max, cfg.container_log_max_files)
-        .with_cgroups(cgroups);
+        .with_cgroups(cgroups)
+        .with_owner(&owner.display().to_string());
     let (node, downward) = crate::pod::node::facts(&cfg.node_name);
     let engine = Engine::new(Deps {
         runtime: Arc::new(runtime),

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use super::qos::qos_class;
 use super::state::{is_sidecar, spec};
 use crate::quantity::Quantity;
-use crate::runtime::cgroup::{Cgroups, Resources};
+use crate::runtime::cgroup::Resources;
 
 /// kubelet's CFS period, µs (`quotaPeriod`).
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -45,20 +45,6 @@ impl CgroupLayout {
             "Guaranteed" => self.kubepods(),
             other => format!("{}/{}", self.kubepods(), other.to_lowercase()),
         }
-    }
-
-    /// The pod cgroups that exist under this layout: (path, pod uid).
-    pub fn pod_cgroups_on(&self, cg: &dyn Cgroups) -> Vec<(String, String)> {
-        ["Guaranteed", "Burstable", "BestEffort"]
-            .iter()
-            .map(|q| self.qos_parent(q))
-            .flat_map(|parent| {
-                cg.children(&parent).into_iter().filter_map(move |c| {
-                    let uid = c.strip_prefix("pod")?.to_string();
-                    Some((format!("{parent}/{c}"), uid))
-                })
-            })
-            .collect()
     }
 
     /// The cgroups to ensure for a pod, parents first, its own last: the

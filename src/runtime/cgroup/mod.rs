@@ -178,21 +178,6 @@ pub trait Cgroups: Send + Sync + std::fmt::Debug {
         self.dirs(path).iter().any(|d| d.is_dir())
     }
 
-    /// Names of the child cgroups of `path` (in any hierarchy).
-    fn children(&self, path: &str) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .dirs(path)
-            .iter()
-            .filter_map(|d| std::fs::read_dir(d).ok())
-            .flat_map(|rd| rd.flatten())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    }
-
     /// Processes in `path` and its descendants, in any hierarchy.
     fn procs(&self, path: &str) -> Vec<i32> {
         let mut pids = Vec::new();

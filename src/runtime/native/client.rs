@@ -20,6 +20,9 @@ use crate::runtime::cgroup::{CgroupError, Cgroups};
 
 /// The file in a sandbox's state dir naming its cgroup.
 const CGROUP_FILE: &str = "cgroup";
+/// The file in a sandbox's state dir naming the nodelet instance that
+/// made it (see [`NativeRuntime::with_owner`]).
+const OWNER_FILE: &str = "owner";
 
 /// Idle connections kept per shim: enough for the requests a pod makes
 /// at once (its probes, a status read), few enough to cost nothing.
@@ -31,6 +34,8 @@ pub struct NativeRuntime {
     log_max_size: u64,
     log_max_files: u32,
     cgroups: Option<Arc<dyn Cgroups>>,
+    /// This instance: only sandboxes it made are listed and removed.
+    owner: String,
     /// Idle connections by sandbox. A shim answers any number of
     /// requests on one connection, one at a time, and closes it only when
     /// it exits; a connection goes back here only after its whole answer
@@ -47,7 +52,41 @@ impl NativeRuntime {
             log_max_size,
             log_max_files,
             cgroups: None,
+            owner: run_dir.display().to_string(),
             idle: Mutex::default(),
+        }
+    }
+
+    /// Names this instance `owner` (the daemon's state root): the
+    /// sandboxes it makes say so before anything of them exists (their
+    /// cgroup included), and it lists, and so garbage-collects, only
+    /// those. Another nodelet sharing the run directory or `cgroupRoot`
+    /// keeps its own. Default: the run directory's path.
+    pub fn with_owner(mut self, owner: &str) -> Self {
+        self.owner = owner.to_string();
+        self
+    }
+
+    /// The instance that made `sandbox`, if it says.
+    fn owner_of(&self, sandbox: &str) -> Option<String> {
+        std::fs::read_to_string(self.state_dir(sandbox).join(OWNER_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// `Err` when `sandbox`'s directory belongs to another instance.
+    fn claim(&self, sandbox: &str, action: &str) -> Result<(), RuntimeError> {
+        match self.owner_of(sandbox) {
+            Some(o) if o != self.owner => Err(RuntimeError::Shim {
+                sandbox: sandbox.to_string(),
+                action: action.to_string(),
+                source: std::io::Error::other(format!(
+                    "{} belongs to the nodelet instance of {o}, not this one ({})",
+                    self.state_dir(sandbox).display(),
+                    self.owner
+                )),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -362,6 +401,22 @@ impl Runtime for NativeRuntime {
 
     async fn create_sandbox(&self, cfg: &SandboxConfig) -> Result<SandboxInfo, RuntimeError> {
         let cgroup = cfg.cgroups.last().map(|(p, _)| p.clone());
+        self.claim(&cfg.id, "create sandbox")?;
+        // Owner and cgroup are on record before the cgroup exists: a
+        // daemon killed in between finds what to remove, and no other
+        // instance takes it for its own.
+        let dir = self.state_dir(&cfg.id);
+        let recorded = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(OWNER_FILE), &self.owner))
+            .and_then(|()| match &cgroup {
+                Some(c) => std::fs::write(dir.join(CGROUP_FILE), c),
+                None => Ok(()),
+            });
+        recorded.map_err(|source| RuntimeError::Shim {
+            sandbox: cfg.id.clone(),
+            action: format!("record the sandbox in {}", dir.display()),
+            source,
+        })?;
         if let Some(pod_cgroup) = &cgroup {
             let Some(cg) = self.cgroups.clone() else {
                 return Err(RuntimeError::Shim {
@@ -387,27 +442,18 @@ impl Runtime for NativeRuntime {
             cfg.hostname.clone(),
         );
         let id = cfg.id.clone();
-        let launched = tokio::task::spawn_blocking(move || {
-            let pid = shim::launch(&bin, &dir, &host)?;
-            if let Some(c) = &cgroup {
-                std::fs::write(dir.join(CGROUP_FILE), c).map_err(|source| shim::ShimError {
-                    action: "record cgroup".into(),
-                    source,
-                })?;
-            }
-            Ok::<_, shim::ShimError>(pid)
-        })
-        .await
-        .map_err(|e| RuntimeError::Shim {
-            sandbox: id.clone(),
-            action: "launch shim".into(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(|e| RuntimeError::Shim {
-            sandbox: id.clone(),
-            action: e.action.clone(),
-            source: e.source,
-        });
+        let launched = tokio::task::spawn_blocking(move || shim::launch(&bin, &dir, &host))
+            .await
+            .map_err(|e| RuntimeError::Shim {
+                sandbox: id.clone(),
+                action: "launch shim".into(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|e| RuntimeError::Shim {
+                sandbox: id.clone(),
+                action: e.action.clone(),
+                source: e.source,
+            });
         let pid = match launched {
             Ok(pid) => pid,
             Err(e) => {
@@ -427,6 +473,7 @@ impl Runtime for NativeRuntime {
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        self.claim(id, "remove sandbox")?;
         let dir = self.state_dir(id);
         // The pid file may outlive its shim and the pid be reused: only a
         // process that is this sandbox's shim is ever signalled.
@@ -495,10 +542,12 @@ impl Runtime for NativeRuntime {
         let Ok(entries) = std::fs::read_dir(&self.run_dir) else {
             return Ok(Vec::new());
         };
+        // Every sandbox of this instance, down to one whose shim never
+        // started; none of another's.
         Ok(entries
             .flatten()
-            .filter(|e| e.path().join(SOCKET_NAME).exists())
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|id| self.owner_of(id).as_deref() == Some(self.owner.as_str()))
             .collect())
     }
 
