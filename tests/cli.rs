@@ -503,15 +503,16 @@ fn hostile_manifests_are_refused_naming_the_limit() {
     }
 }
 
-/// `apply` of a Secret with a pod: refused whole, naming the object, and
-/// nothing is sent (no daemon is even asked: the socket here leads nowhere).
+/// `apply` of an invalid Secret with a pod: refused whole with the API
+/// server's field errors before anything is sent (no daemon is even
+/// asked: the socket here leads nowhere), exit 1.
 #[test]
-fn apply_refuses_objects_the_daemon_cannot_store_instead_of_dropping_them() {
+fn apply_refuses_invalid_objects_before_sending_anything() {
     let tmp = tempfile::tempdir().unwrap();
     let f = write(
         tmp.path(),
         "app.yaml",
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: s1}\nstringData: {k: v}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: i}]\n",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s1}\ntype: kubernetes.io/tls\nstringData: {tls.crt: c, ..bad: v}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: i}]\n",
     );
     let sock = tmp.path().join("none.sock");
     let o = run(&[
@@ -522,11 +523,12 @@ fn apply_refuses_objects_the_daemon_cannot_store_instead_of_dropping_them() {
         f.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("secret/s1: ConfigMap and Secret objects cannot be applied"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(stderr(&o).contains("nothing was applied"), "{}", stderr(&o));
+    for want in [
+        "data[..bad]: Invalid value: \"..bad\": must not start with '..'",
+        "data[tls.key]: Required value",
+    ] {
+        assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
+    }
+    assert!(!stderr(&o).contains("cannot connect"), "{}", stderr(&o));
     assert!(!stdout(&o).contains("created"), "{}", stdout(&o));
 }

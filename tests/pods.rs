@@ -1439,6 +1439,158 @@ spec:
     );
 }
 
+/// The daemon stores ConfigMaps and Secrets that `apply` sends (created,
+/// unchanged, configured, as kubectl prints), keeps them across a kill -9,
+/// and its pods follow them: a volume's files change in place (atomically,
+/// through `..data`), env keeps the value the container started with (as
+/// under a kubelet), a pod waiting for a missing ConfigMap starts when it
+/// comes, and a deleted one leaves the files with a FailedMount event.
+#[test]
+fn config_maps_and_secrets_are_stored_and_followed_by_the_daemon() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let mut d = node.daemon(&[]);
+    node.wait_api();
+    let file = node.tmp.path().join("app.yaml");
+    let manifest = |greeting: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg}}
+data: {{greeting: {greeting}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds}}
+stringData: {{password: s3cret}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: app}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {img}
+    command: [sh, -c, "trap 'exit 0' TERM QUIT; while true; do sleep 0.1; done"]
+    env: [{{name: GREETING, valueFrom: {{configMapKeyRef: {{name: cfg, key: greeting}}}}}}]
+    volumeMounts: [{{name: cfg, mountPath: /cfg}}, {{name: creds, mountPath: /creds}}]
+  volumes:
+  - {{name: cfg, configMap: {{name: cfg}}}}
+  - {{name: creds, secret: {{secretName: creds}}}}
+"#,
+            img = image()
+        )
+    };
+    let apply = |yaml: &str| {
+        std::fs::write(&file, yaml).unwrap();
+        let o = node.cli(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    assert_eq!(
+        apply(&manifest("hello")),
+        "configmap/cfg created\nsecret/creds created\npod/app created\n"
+    );
+    wait_pod(&node, "app", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let exec = |cmd: &str| text(&node.cli(&["exec", "app", "--", "sh", "-c", cmd]).stdout);
+    assert_eq!(
+        exec("cat /cfg/greeting /creds/password; echo \" $GREETING\""),
+        "hellos3cret hello\n"
+    );
+    assert_eq!(
+        apply(&manifest("hello")),
+        "configmap/cfg unchanged\nsecret/creds unchanged\npod/app unchanged\n"
+    );
+    // An update reaches the volume in place; env keeps its start value.
+    assert_eq!(
+        apply(&manifest("bye")),
+        "configmap/cfg configured\nsecret/creds unchanged\npod/app unchanged\n"
+    );
+    let begun = Instant::now();
+    while exec("cat /cfg/greeting") != "bye" {
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "the volume never followed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        exec("echo $GREETING; readlink /cfg/greeting"),
+        "hello\n..data/greeting\n"
+    );
+    let listed = text(&node.cli(&["get", "configmaps"]).stdout);
+    assert!(
+        listed.contains("cfg ") && listed.lines().count() == 2,
+        "{listed}"
+    );
+    let listed = text(&node.cli(&["get", "secrets"]).stdout);
+    assert!(
+        listed.contains("creds") && listed.contains("Opaque"),
+        "{listed}"
+    );
+    assert!(!listed.contains("s3cret"), "{listed}");
+    // Kept across a kill -9, by root alone.
+    d.kill().unwrap();
+    d.wait().unwrap();
+    let saved = node.root().join("state/objects/secrets/default_creds.json");
+    assert_eq!(mode_of(&saved) & 0o777, 0o600);
+    let d = node.daemon(&[]);
+    node.wait_api();
+    assert!(text(&node.cli(&["get", "configmaps"]).stdout).contains("cfg "));
+    // A pod that needs a ConfigMap not there yet waits, then starts.
+    let late = node.tmp.path().join("late.yaml");
+    std::fs::write(
+        &late,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: late}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: {}, command: [sleep, \"600\"], envFrom: [{{configMapRef: {{name: later}}}}]}}]\n",
+            image()
+        ),
+    )
+    .unwrap();
+    assert!(node
+        .cli(&["apply", "-f", late.to_str().unwrap()])
+        .status
+        .success());
+    wait_pod(&node, "late", "waiting for its ConfigMap", |p| {
+        status(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    std::fs::write(
+        &late,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {X: y}\n",
+    )
+    .unwrap();
+    assert!(node
+        .cli(&["apply", "-f", late.to_str().unwrap()])
+        .status
+        .success());
+    wait_pod(&node, "late", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    // A deleted ConfigMap leaves the files, and the pod says why.
+    let o = node.cli(&["delete", "configmap", "cfg"]);
+    assert_eq!(
+        text(&o.stdout),
+        "configmap \"cfg\" deleted\n",
+        "{}",
+        text(&o.stderr)
+    );
+    let begun = Instant::now();
+    while !text(&node.cli(&["describe", "pod", "app"]).stdout)
+        .contains("configmap \"cfg\" not found")
+    {
+        assert!(begun.elapsed() < Duration::from_secs(10), "no FailedMount");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(exec("cat /cfg/greeting"), "bye");
+    node.delete_and_stop(&["app", "late"], d);
+    node.assert_clean();
+}
+
 /// Every volume kind a pod can use here, seen from inside the container.
 #[test]
 fn volumes_config_maps_secrets_downward_api_and_memory_empty_dirs() {
@@ -1466,7 +1618,7 @@ spec:
   containers:
   - name: c
     image: IMAGE
-    command: [sh, -c, "cat /cfg/greeting /cfg/sub/other /creds/password /info/name /info/labels; echo; stat -c %a /creds/password; grep ' /mem ' /proc/mounts | cut -d' ' -f3,4; (echo hi > /cfg/x) 2>/dev/null || echo read-only; cat /one"]
+    command: [sh, -c, "cat /cfg/greeting /cfg/sub/other /creds/password /info/name /info/labels; echo; stat -L -c %a /creds/password; grep ' /mem ' /proc/mounts | cut -d' ' -f3,4; (echo hi > /cfg/x) 2>/dev/null || echo read-only; cat /one"]
     volumeMounts:
     - {name: cfg, mountPath: /cfg}
     - {name: creds, mountPath: /creds}

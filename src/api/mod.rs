@@ -5,6 +5,7 @@
 pub mod body;
 pub mod client;
 pub mod images;
+pub mod objects;
 pub mod server;
 
 use serde_json::json;

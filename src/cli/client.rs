@@ -891,24 +891,19 @@ pub fn apply(global: &GlobalArgs, files: &[String], strict: bool) -> anyhow::Res
             u8::try_from(prepared.exit_code()).unwrap_or(2),
         ));
     }
-    // Nothing is dropped silently: the daemon has no store for these yet,
-    // so the whole apply is refused before anything is sent.
-    let unsupported: Vec<String> = prepared
-        .config_maps
-        .iter()
-        .map(|c| ("configmap", &c.metadata))
-        .chain(prepared.secrets.iter().map(|s| ("secret", &s.metadata)))
-        .map(|(kind, m)| format!("{kind}/{}", m.name.clone().unwrap_or_default()))
-        .collect();
-    if !unsupported.is_empty() {
-        eprintln!(
-            "error: {}: ConfigMap and Secret objects cannot be applied to the daemon yet (it has no store for them); nothing was applied. Give them with their pods to `nodelet run`, or put the values in the pod spec",
-            unsupported.join(", ")
-        );
-        return Ok(ExitCode::from(1));
-    }
     let c = client(global)?;
     runtime()?.block_on(async {
+        // The objects first: pods that reference them find them at once.
+        for cm in prepared.config_maps {
+            if let Err(e) = apply_object(&c, cm).await {
+                return Ok(fail(&e));
+            }
+        }
+        for secret in prepared.secrets {
+            if let Err(e) = apply_object(&c, secret).await {
+                return Ok(fail(&e));
+            }
+        }
         for m in prepared.pods {
             let ns = m
                 .pod
@@ -947,6 +942,92 @@ pub fn apply(global: &GlobalArgs, files: &[String], strict: bool) -> anyhow::Res
                 Err(e) => return Ok(fail(&e)),
             }
         }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Creates a ConfigMap or Secret, or replaces it when it exists: prints
+/// `<kind>/<name> created|configured|unchanged` as kubectl does.
+async fn apply_object<T: crate::pod::objects::Stored>(
+    c: &crate::api::client::Client,
+    obj: T,
+) -> Result<(), crate::api::client::ClientError> {
+    let meta = obj.meta();
+    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().unwrap_or_default();
+    let shown = format!("{}/{name}", T::KIND.to_lowercase());
+    let body = serde_json::to_value(&obj).unwrap_or_default();
+    let collection = format!("/api/v1/namespaces/{ns}/{}", T::RESOURCE);
+    match c.call("POST", &collection, Some(body.clone())).await {
+        Ok(_) => println!("{shown} created"),
+        Err(crate::api::client::ClientError::Status { code: 409, .. }) => {
+            let path = format!("{collection}/{name}");
+            let version = |v: &serde_json::Value| v["metadata"]["resourceVersion"].clone();
+            let before = version(&c.get_json(&path).await?);
+            let put = c.call("PUT", &path, Some(body)).await?;
+            let after = version(&serde_json::from_slice(&put).unwrap_or_default());
+            if before == after {
+                println!("{shown} unchanged");
+            } else {
+                println!("{shown} configured");
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// `get configmaps|secrets`: one row each, keys counted, values never shown.
+pub fn get_objects<T: crate::pod::objects::Stored>(
+    global: &GlobalArgs,
+    ns: &str,
+) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    runtime()?.block_on(async {
+        let v = match c
+            .get_json(&format!("/api/v1/namespaces/{ns}/{}", T::RESOURCE))
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => return Ok(fail(&e)),
+        };
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        let secrets = T::KIND == "Secret";
+        if secrets {
+            println!("{:<32} {:<36} {:<6} AGE", "NAME", "TYPE", "DATA");
+        } else {
+            println!("{:<32} {:<6} AGE", "NAME", "DATA");
+        }
+        for o in items {
+            let count = |f: &str| o[f].as_object().map_or(0, serde_json::Map::len);
+            let keys = count("data") + count("binaryData");
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            let created = serde_json::from_value(o["metadata"]["creationTimestamp"].clone()).ok();
+            let age = age(created.as_ref());
+            if secrets {
+                let ty = o["type"].as_str().unwrap_or("Opaque");
+                println!("{name:<32} {ty:<36} {keys:<6} {age}");
+            } else {
+                println!("{name:<32} {keys:<6} {age}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `delete configmap|secret NAME`.
+pub fn delete_object<T: crate::pod::objects::Stored>(
+    global: &GlobalArgs,
+    name: &str,
+    ns: &str,
+) -> anyhow::Result<ExitCode> {
+    let c = client(global)?;
+    let path = format!("/api/v1/namespaces/{ns}/{}/{name}", T::RESOURCE);
+    runtime()?.block_on(async {
+        if let Err(e) = c.call("DELETE", &path, None).await {
+            return Ok(fail(&e));
+        }
+        println!("{} \"{name}\" deleted", T::KIND.to_lowercase());
         Ok(ExitCode::SUCCESS)
     })
 }

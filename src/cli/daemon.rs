@@ -15,7 +15,6 @@ use std::time::Duration;
 use super::run::{node_engine, NodeEngine};
 use super::GlobalArgs;
 use crate::daemon::{sd_notify, static_pods};
-use crate::pod::objects::Objects;
 use crate::pod::store;
 use crate::runtime::api::Runtime;
 
@@ -235,7 +234,7 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
     let rt = super::async_runtime()?;
     rt.block_on(async move {
         let state_dir = cfg.root_dir.join("state").join("pods");
-        let (engine, _root_lock) = node_engine(&cfg, Objects::default(), Some(state_dir.clone()))?;
+        let (engine, _root_lock) = node_engine(&cfg, None, Some(state_dir.clone()))?;
         engine.forget_deleted(true);
         let listener = crate::api::server::bind(&cfg.socket)?;
         let node = crate::pod::node::node_name(&cfg.node_name);

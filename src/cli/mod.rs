@@ -236,6 +236,18 @@ pub enum GetWhat {
     },
     /// Manifest sources and their errors.
     Sources,
+    /// List ConfigMaps (name, data keys, age).
+    #[command(alias = "configmap", alias = "cm")]
+    Configmaps {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// List Secrets (name, type, data keys, age; never their values).
+    #[command(alias = "secret")]
+    Secrets {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +273,18 @@ pub enum DeleteWhat {
         /// Wait until the pod has stopped.
         #[arg(long)]
         wait: bool,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    #[command(alias = "configmaps", alias = "cm")]
+    Configmap {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    #[command(alias = "secrets")]
+    Secret {
+        name: String,
         #[arg(short, long, default_value = "default")]
         namespace: String,
     },
@@ -420,6 +444,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             what: Some(GetWhat::Sources),
             ..
         } => client::get_sources(&cli.global),
+        Command::Get {
+            what: Some(GetWhat::Configmaps { namespace }),
+            ..
+        } => client::get_objects::<k8s_openapi::api::core::v1::ConfigMap>(&cli.global, &namespace),
+        Command::Get {
+            what: Some(GetWhat::Secrets { namespace }),
+            ..
+        } => client::get_objects::<k8s_openapi::api::core::v1::Secret>(&cli.global, &namespace),
         Command::Describe {
             what: DescribeWhat::Pod { name, namespace },
         } => client::describe_pod(&cli.global, &name, &namespace),
@@ -466,6 +498,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     namespace,
                 },
         } => client::delete_pod(&cli.global, &name, &namespace, grace_period, force, wait),
+        Command::Delete {
+            what: DeleteWhat::Configmap { name, namespace },
+        } => client::delete_object::<k8s_openapi::api::core::v1::ConfigMap>(
+            &cli.global,
+            &name,
+            &namespace,
+        ),
+        Command::Delete {
+            what: DeleteWhat::Secret { name, namespace },
+        } => client::delete_object::<k8s_openapi::api::core::v1::Secret>(
+            &cli.global,
+            &name,
+            &namespace,
+        ),
         Command::Image { command } => image::run(&cli.global, command),
         Command::Events { watch } => client::events(&cli.global, watch),
         Command::Version => client::version(&cli.global),

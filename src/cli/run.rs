@@ -45,7 +45,9 @@ pub fn node_api(engine: &Arc<NodeEngine>, cfg: &NodeletConfiguration) -> axum::R
         }),
         in_use: Box::new(move || crate::pod::images::in_use(&e.list(), &store)),
     };
-    crate::api::server::router(engine.clone()).merge(crate::api::images::router(Arc::new(api)))
+    crate::api::server::router(engine.clone())
+        .merge(crate::api::images::router(Arc::new(api)))
+        .merge(crate::api::objects::router(engine.objects().clone()))
 }
 
 /// The engine on this host: native runtime, the image store under the
@@ -53,11 +55,20 @@ pub fn node_api(engine: &Arc<NodeEngine>, cfg: &NodeletConfiguration) -> axum::R
 /// holds for as long as it runs the engine.
 pub fn node_engine(
     cfg: &NodeletConfiguration,
-    objects: Objects,
+    objects: Option<Objects>,
     state_dir: Option<std::path::PathBuf>,
 ) -> anyhow::Result<(Arc<NodeEngine>, crate::daemon::root_lock::RootLock)> {
     // First: a second process on this root must change nothing.
     let lock = crate::daemon::root_lock::acquire(&cfg.root_dir)?;
+    // None: the daemon's own store, under the root it now holds.
+    let objects = match objects {
+        Some(o) => o,
+        None => {
+            let dir = cfg.root_dir.join("state").join("objects");
+            Objects::open(&dir)
+                .with_context(|| format!("open object store in {}", dir.display()))?
+        }
+    };
     let store = ImageStore::open(&cfg.root_dir)
         .with_context(|| format!("open image store in {}", cfg.root_dir.display()))?;
     // The state root holds pod records, bundles and volumes: root only.
@@ -208,7 +219,7 @@ pub fn run(
     let rt = super::async_runtime()?;
     rt.block_on(async move {
         let objects = Objects::new(prepared.config_maps, prepared.secrets);
-        let (engine, _root_lock) = node_engine(&cfg, objects, None)?;
+        let (engine, _root_lock) = node_engine(&cfg, Some(objects), None)?;
         let listener = crate::api::server::bind(&cfg.socket)?;
         let api = crate::api::server::Server::start(listener, node_api(&engine, &cfg));
         let mut events = engine.events().subscribe();

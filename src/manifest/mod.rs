@@ -107,11 +107,36 @@ pub fn prepare(inputs: &[String], opts: PrepareOptions) -> Prepared {
                     out.pods.push(p);
                 }
             }
-            Object::ConfigMap(c) => out.config_maps.push(*c),
-            Object::Secret(s) => out.secrets.push(*s),
+            Object::ConfigMap(c) => {
+                let mut c = *c;
+                validate::objects::default_namespace(&mut c.metadata.namespace);
+                let errs = validate::objects::validate_config_map(&c);
+                if object_ok(&origin, &errs, &mut out.diagnostics) {
+                    out.config_maps.push(c);
+                }
+            }
+            Object::Secret(s) => {
+                let mut s = *s;
+                validate::objects::normalize_secret(&mut s);
+                let errs = validate::objects::validate_secret(&s);
+                if object_ok(&origin, &errs, &mut out.diagnostics) {
+                    out.secrets.push(s);
+                }
+            }
         }
     }
     out
+}
+
+/// Records `errs` of an object from `origin`; true when there are none.
+fn object_ok(origin: &Origin, errs: &field::ErrorList, diags: &mut Vec<Diagnostic>) -> bool {
+    diags.extend(errs.iter().map(|e| Diagnostic {
+        severity: Severity::Error,
+        origin: origin.to_string(),
+        message: e.to_string(),
+        unreadable: false,
+    }));
+    errs.is_empty()
 }
 
 fn load_diagnostic(e: &LoadError) -> Diagnostic {

@@ -551,6 +551,11 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         &self.deps.images
     }
 
+    /// The ConfigMaps and Secrets this node's pods may reference.
+    pub fn objects(&self) -> &super::objects::Objects {
+        &self.deps.objects
+    }
+
     pub fn runtime(&self) -> &Arc<R> {
         &self.deps.runtime
     }

@@ -1,7 +1,8 @@
 //! Pod volumes on the host: emptyDir (a directory, or tmpfs for
 //! `medium: Memory`), hostPath with every `type:` check, and configMap,
-//! secret and downwardAPI files from objects of the same manifest set.
-//! Laid out like kubelet's `<pod dir>/volumes/<plugin>/<name>`.
+//! secret and downwardAPI files from the node's objects, written as
+//! kubelet's AtomicWriter writes them so they can follow updates. Laid out
+//! like kubelet's `<pod dir>/volumes/<plugin>/<name>`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -65,6 +66,42 @@ pub fn setup(
         out.insert(v.name.clone(), prepared);
     }
     Ok(out)
+}
+
+/// Projects the configMap and secret volumes of `pod` again from
+/// `objects`, as a kubelet's sync remounts them: the names of the volumes
+/// whose files changed. A volume whose object is gone (and not optional)
+/// keeps its files and is reported.
+pub fn refresh(
+    pod: &Pod,
+    objects: &Objects,
+    dw: &Downward,
+    pod_dir: &Path,
+) -> (Vec<String>, Vec<VolumeError>) {
+    let (mut changed, mut errors) = (Vec::new(), Vec::new());
+    let projected = spec(pod)
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.config_map.is_some() || v.secret.is_some());
+    for v in projected {
+        let plugin = if v.secret.is_some() {
+            "secret"
+        } else {
+            "configmap"
+        };
+        let link = plugin_dir(pod_dir, plugin, &v.name).join(DATA_LINK);
+        let before = fs::read_link(&link).ok();
+        match setup_one(pod, v, objects, dw, pod_dir) {
+            Ok(_) if fs::read_link(&link).ok() != before => changed.push(v.name.clone()),
+            Ok(_) => {}
+            Err(message) => errors.push(VolumeError {
+                volume: v.name.clone(),
+                message,
+            }),
+        }
+    }
+    (changed, errors)
 }
 
 /// Mode of `<root>/pods/<uid>`.
@@ -224,33 +261,135 @@ fn key_items(
     Ok(out)
 }
 
+/// Where the current payload of an atomically written volume is.
+const DATA_LINK: &str = "..data";
+
+/// Writes `items` of `data` into `dir` as kubelet's `AtomicWriter` does
+/// (`k8s:pkg/volume/util/atomic_writer.go`): the files go into a new
+/// timestamped directory `..<time>`, the `..data` symlink is swapped to it
+/// with one rename, and each top-level entry is a symlink through
+/// `..data` — so a container reading the volume sees the old set or the
+/// new one, never a mix, and an update is one rename. Nothing is written
+/// when the payload is unchanged; true when it was written.
 fn write_files(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
     items: &[Item],
     default_mode: i32,
-) -> Result<(), String> {
-    fs::create_dir_all(dir).map_err(|e| io_msg("create", dir, &e))?;
+) -> Result<bool, String> {
+    let mut payload: BTreeMap<PathBuf, (Vec<u8>, u32)> = BTreeMap::new();
     for (key, rel, mode) in items {
         if Path::new(rel)
             .components()
             .any(|c| !matches!(c, Component::Normal(_)))
+            || rel.starts_with("..")
         {
             return Err(format!(
                 "invalid path {rel:?}: must be relative without '..'"
             ));
         }
-        let target = dir.join(rel);
+        let m = u32::try_from(mode.unwrap_or(default_mode)).unwrap_or(0o644) & 0o7777;
+        let bytes = data.get(key).cloned().unwrap_or_default();
+        payload.insert(PathBuf::from(rel), (bytes, m));
+    }
+    fs::create_dir_all(dir).map_err(|e| io_msg("create", dir, &e))?;
+    let current = dir.join(DATA_LINK);
+    if same_payload(&current, &payload) {
+        return Ok(false);
+    }
+    let stamp = time_dir_name();
+    let fresh = dir.join(&stamp);
+    for (rel, (bytes, mode)) in &payload {
+        let target = fresh.join(rel);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(|e| io_msg("create", parent, &e))?;
         }
-        let bytes = data.get(key).cloned().unwrap_or_default();
         fs::write(&target, bytes).map_err(|e| io_msg("write", &target, &e))?;
-        let m = u32::try_from(mode.unwrap_or(default_mode)).unwrap_or(0o644) & 0o7777;
-        fs::set_permissions(&target, fs::Permissions::from_mode(m))
+        fs::set_permissions(&target, fs::Permissions::from_mode(*mode))
             .map_err(|e| io_msg("chmod", &target, &e))?;
     }
-    Ok(())
+    let old = fs::read_link(&current).ok();
+    let tmp = dir.join("..data_tmp");
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp).map_err(|e| io_msg("link", &tmp, &e))?;
+    fs::rename(&tmp, &current).map_err(|e| io_msg("swap", &current, &e))?;
+    // The user-visible names: a symlink through `..data` for each
+    // top-level entry; whatever else is there (an old payload's names, a
+    // previous layout's plain files) goes.
+    let top: std::collections::BTreeSet<std::ffi::OsString> = payload
+        .keys()
+        .filter_map(|p| p.components().next())
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    for e in fs::read_dir(dir)
+        .map_err(|e| io_msg("read", dir, &e))?
+        .flatten()
+    {
+        let name = e.file_name();
+        let hidden = name.to_string_lossy().starts_with("..");
+        if hidden || top.contains(&name) {
+            continue;
+        }
+        let p = e.path();
+        let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+    }
+    for name in &top {
+        let link = dir.join(name);
+        let want = Path::new(DATA_LINK).join(name);
+        if fs::read_link(&link).is_ok_and(|l| l == want) {
+            continue;
+        }
+        let _ = fs::remove_dir_all(&link).or_else(|_| fs::remove_file(&link));
+        std::os::unix::fs::symlink(&want, &link).map_err(|e| io_msg("link", &link, &e))?;
+    }
+    if let Some(old) = old.filter(|o| o != Path::new(&stamp)) {
+        let _ = fs::remove_dir_all(dir.join(old));
+    }
+    Ok(true)
+}
+
+/// `..<YYYY_MM_DD_hh_mm_ss.nnnnnnnnn>`, as kubelet names a payload.
+fn time_dir_name() -> String {
+    let now = std::time::SystemTime::now();
+    let stamp = crate::time::rfc3339_nano(now);
+    // 2026-12-07T23:21:02.123456789Z → 2026_12_07_23_21_02.123456789
+    let mut out: String = stamp
+        .trim_end_matches('Z')
+        .chars()
+        .map(|c| if matches!(c, '-' | 'T' | ':') { '_' } else { c })
+        .collect();
+    out.insert_str(0, "..");
+    out
+}
+
+/// Whether the payload under `current` is `payload`, file for file.
+fn same_payload(current: &Path, payload: &BTreeMap<PathBuf, (Vec<u8>, u32)>) -> bool {
+    if !current.exists() {
+        return false;
+    }
+    let mut found = 0;
+    let mut same = true;
+    walk_files(current, Path::new(""), &mut |rel, path| {
+        found += 1;
+        let meta = fs::metadata(path).ok();
+        let now = (
+            fs::read(path).unwrap_or_default(),
+            meta.map_or(0, |m| m.permissions().mode() & 0o7777),
+        );
+        same &= payload.get(rel) == Some(&now);
+    });
+    same && found == payload.len()
+}
+
+fn walk_files(dir: &Path, rel: &Path, f: &mut dyn FnMut(&Path, &Path)) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let (path, rel) = (e.path(), rel.join(e.file_name()));
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_files(&path, &rel, f);
+        } else {
+            f(&rel, &path);
+        }
+    }
 }
 
 /// hostPath with kubelet's `type:` checks
@@ -510,5 +649,63 @@ mod tests {
         let optional =
             pod(serde_json::json!({"name": "v", "configMap": {"name": "nope", "optional": true}}));
         setup(&optional, &objects, &Downward::default(), tmp.path()).unwrap();
+    }
+
+    /// kubelet's AtomicWriter layout: top-level symlinks through `..data`
+    /// into a timestamped payload; an update swaps `..data`, drops keys
+    /// that went and the old payload; an unchanged object writes nothing;
+    /// a deleted one leaves the files.
+    #[test]
+    fn config_map_volumes_follow_their_object_atomically() {
+        let tmp = tempfile::tempdir().unwrap();
+        let objects = Objects::default();
+        let cm = |data: serde_json::Value| -> k8s_openapi::api::core::v1::ConfigMap {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "cfg"}, "data": data}))
+                .unwrap()
+        };
+        objects
+            .create(cm(serde_json::json!({"a": "1", "b": "2"})))
+            .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c"}],
+                     "volumes": [{"name": "v", "configMap": {"name": "cfg"}}]}}))
+        .unwrap();
+        let dw = Downward::default();
+        let vols = setup(&pod, &objects, &dw, tmp.path()).unwrap();
+        let dir = &vols["v"].path;
+        let data = dir.join(DATA_LINK);
+        assert_eq!(fs::read_link(dir.join("a")).unwrap(), Path::new("..data/a"));
+        assert_eq!(fs::read_to_string(dir.join("a")).unwrap(), "1");
+        let first = fs::read_link(&data).unwrap();
+        assert!(first.to_string_lossy().starts_with("..20"), "{first:?}");
+        // Nothing changed: nothing written.
+        assert_eq!(refresh(&pod, &objects, &dw, tmp.path()), (vec![], vec![]));
+        assert_eq!(fs::read_link(&data).unwrap(), first);
+        objects.replace(cm(serde_json::json!({"a": "3"}))).unwrap();
+        assert_eq!(
+            refresh(&pod, &objects, &dw, tmp.path()),
+            (vec!["v".to_string()], vec![])
+        );
+        assert_eq!(fs::read_to_string(dir.join("a")).unwrap(), "3");
+        assert!(
+            fs::symlink_metadata(dir.join("b")).is_err(),
+            "a key that went is gone"
+        );
+        assert!(!dir.join(&first).exists(), "the old payload is gone");
+        let names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        let _: k8s_openapi::api::core::v1::ConfigMap = objects.delete("default", "cfg").unwrap();
+        let (changed, errors) = refresh(&pod, &objects, &dw, tmp.path());
+        assert!(changed.is_empty());
+        assert_eq!(
+            errors[0].to_string(),
+            "MountVolume.SetUp failed for volume \"v\" : configmap \"cfg\" not found"
+        );
+        assert_eq!(fs::read_to_string(dir.join("a")).unwrap(), "3");
     }
 }

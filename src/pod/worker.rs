@@ -157,6 +157,8 @@ pub struct Worker<R: Runtime, I: ImageService> {
     /// Container states must be looked at before planning again (a
     /// notice, a timer, a command); probe results alone do not need it.
     dirty: bool,
+    /// Moves when a ConfigMap or Secret is written.
+    objects_changed: watch::Receiver<u64>,
 }
 
 /// A task that ends with its owner.
@@ -240,6 +242,7 @@ pub fn spawn<R: Runtime, I: ImageService>(
         version: watch::channel(0).0,
         commands: tx,
     });
+    let objects_changed = deps.objects.subscribe();
     let w = Worker {
         deps,
         uid: pod_ref.uid.clone(),
@@ -267,6 +270,7 @@ pub fn spawn<R: Runtime, I: ImageService>(
         watcher: None,
         netns: Mutex::new(None),
         dirty: true,
+        objects_changed,
     };
     let span = tracing::info_span!("pod", pod = %pod_ref.name, namespace = %pod_ref.namespace);
     let task = tokio::spawn(w.run().instrument(span));
@@ -589,6 +593,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     self.on_command(cmd).await;
                 }
                 Some(u) = self.probe_rx.recv() => self.on_probe(u).await,
+                Ok(()) = self.objects_changed.changed() => self.refresh_volumes(),
             }
             self.poll = if changed {
                 MIN_POLL
@@ -633,6 +638,30 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                     grace_seconds: None,
                 })
             }
+        }
+    }
+
+    /// A ConfigMap or Secret was written: the pod's volumes of them follow
+    /// (the containers see the new files through `..data`); one whose
+    /// object is gone keeps its files, and the pod says so.
+    fn refresh_volumes(&mut self) {
+        if self.st.sandbox != Sandbox::Ready
+            || self.volumes.is_none()
+            || self.st.terminating.is_some()
+        {
+            return;
+        }
+        let (changed, errors) = volumes::refresh(
+            &self.pod,
+            &self.deps.objects,
+            &self.deps.downward,
+            &self.pod_dir(),
+        );
+        for v in changed {
+            tracing::info!(volume = %v, "volume contents updated");
+        }
+        for e in errors {
+            self.event(EventType::Warning, "FailedMount", "", e.to_string());
         }
     }
 

@@ -31,7 +31,7 @@ pub struct ExitRecord {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("exit record {}: {action}", path.display())]
+#[error("{}: {action}", path.display())]
 pub struct RecordError {
     pub action: &'static str,
     pub path: PathBuf,

@@ -5,6 +5,7 @@
 
 mod container;
 pub mod names;
+pub mod objects;
 mod probe;
 mod volume;
 
