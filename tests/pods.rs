@@ -1591,6 +1591,127 @@ spec:
     node.assert_clean();
 }
 
+/// A process's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Three rounds of 100 pods applied, run and deleted under one daemon:
+/// after each, nothing of them is left (mounts, cgroups, shims, pod and
+/// log directories, records, daemon fds), and the daemon's memory stays
+/// flat (the last round's RSS within 20 % of the first's).
+#[test]
+fn three_rounds_of_a_hundred_pods_leave_nothing_behind() {
+    if !common::require_root() {
+        return;
+    }
+    let node = Node::new();
+    let d = node.daemon(&[]);
+    node.wait_api();
+    let file = node.tmp.path().join("many.yaml");
+    let manifest: String = (0..100)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: {}, command: [sleep, \"3600\"]}}]\n---\n",
+                image()
+            )
+        })
+        .collect();
+    std::fs::write(&file, manifest).unwrap();
+    let fds_before = fd_count(d.id());
+    let mut rss = Vec::new();
+    for round in 1..=3 {
+        let o = node.cli(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(o.status.success(), "round {round}: {}", text(&o.stderr));
+        let begun = Instant::now();
+        loop {
+            let v: Value =
+                serde_json::from_slice(&node.cli(&["get", "pods", "-o", "json"]).stdout).unwrap();
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            let running = items
+                .iter()
+                .filter(|p| p["status"]["phase"] == "Running")
+                .count();
+            if running == 100 {
+                break;
+            }
+            assert!(
+                begun.elapsed() < Duration::from_secs(180),
+                "round {round}: {running} of 100 running"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        for i in 0..100 {
+            let o = node.cli(&["delete", "pod", &format!("p{i}")]);
+            assert!(o.status.success(), "{}", text(&o.stderr));
+        }
+        let begun = Instant::now();
+        loop {
+            let v: Value =
+                serde_json::from_slice(&node.cli(&["get", "pods", "-o", "json"]).stdout).unwrap();
+            if v["items"].as_array().is_none_or(Vec::is_empty) {
+                break;
+            }
+            assert!(
+                begun.elapsed() < Duration::from_secs(120),
+                "round {round}: pods left"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Nothing of the round is left.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = node.tmp.path().display().to_string();
+        assert!(!mounts.contains(&root), "round {round}: mounts left");
+        assert!(
+            node.cgroups_left().is_empty(),
+            "round {round}: {:?}",
+            node.cgroups_left()
+        );
+        for dir in [
+            node.root().join("pods"),
+            node.root().join("state/pods"),
+            node.logs(),
+        ] {
+            assert!(
+                names_in(&dir).is_empty(),
+                "round {round}: {} holds {:?}",
+                dir.display(),
+                names_in(&dir)
+            );
+        }
+        let shims = processes()
+            .into_iter()
+            .filter(|(_, _, cmd)| cmd.contains(" shim ") && cmd.contains(&root))
+            .count();
+        assert_eq!(shims, 0, "round {round}: shims left");
+        let fds = fd_count(d.id());
+        assert!(
+            fds <= fds_before + 4,
+            "round {round}: {fds} fds, {fds_before} before"
+        );
+        rss.push(rss_kib(d.id()));
+        eprintln!(
+            "round {round}: daemon RSS {} KiB, {fds} fds",
+            rss[rss.len() - 1]
+        );
+    }
+    assert!(
+        rss[2] * 10 <= rss[0] * 12,
+        "daemon RSS grew: {rss:?} KiB after each round"
+    );
+    node.delete_and_stop(&[], d);
+    node.assert_clean();
+}
+
 /// Every volume kind a pod can use here, seen from inside the container.
 #[test]
 fn volumes_config_maps_secrets_downward_api_and_memory_empty_dirs() {
