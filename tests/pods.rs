@@ -4044,9 +4044,25 @@ fn next_random(state: &mut u64) -> u64 {
 /// kill keep their container IDs. Five trials, seeded delays.
 #[test]
 fn kill_9_storms_during_creation_leave_exactly_one_container_per_pod() {
-    if !common::require_root() {
-        return;
+    if common::require_root() {
+        kill_storm(false);
     }
+}
+
+/// The same storm with the state disk full from just after the apply until
+/// the kill: records that could not be saved leave containers the next
+/// daemon adopts (same container ids) rather than duplicates.
+#[test]
+fn kill_9_storms_with_the_state_disk_full_leave_exactly_one_container_per_pod() {
+    if common::require_root() {
+        kill_storm(true);
+    }
+}
+
+/// 50 pods applied, the daemon killed at a random moment (five seeded
+/// trials), restarted, re-applied: one container per pod, nothing at a
+/// start gate, running pods keep their container ids.
+fn kill_storm(full_disk: bool) {
     const PODS: usize = 50;
     let seed: u64 = std::env::var("NODELET_STORM_SEED")
         .ok()
@@ -4060,7 +4076,8 @@ fn kill_9_storms_during_creation_leave_exactly_one_container_per_pod() {
     let mut rng = seed;
     let delays: Vec<u64> = (0..5).map(|_| 100 + next_random(&mut rng) % 901).collect();
     eprintln!("kill storm: seed {seed} (NODELET_STORM_SEED), delays {delays:?} ms");
-    let base = 200_000 + u64::from(std::process::id()) * 100;
+    // Commands unique to this storm (the other may run beside it).
+    let base = 200_000 + u64::from(std::process::id()) * 100 + if full_disk { 50 } else { 0 };
     let mut manifest = String::new();
     for i in 0..PODS {
         manifest.push_str(&format!(
@@ -4098,10 +4115,19 @@ fn kill_9_storms_during_creation_leave_exactly_one_container_per_pod() {
             .collect()
     };
     let root = node.tmp.path().display().to_string();
+    let state = node.root().join("state");
+    let filler = state.join("filler");
     for (trial, delay) in delays.iter().enumerate() {
+        // The state disk: full from just after the apply to the kill.
+        let disk = full_disk.then(|| Tmpfs::mount(&state, "8m"));
         let mut d = node.daemon(&[]);
         node.wait_api();
         apply();
+        if full_disk {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            while f.write_all(&[0u8; 4096]).is_ok() {}
+        }
         std::thread::sleep(Duration::from_millis(*delay));
         let before = running_ids();
         nix::sys::signal::kill(
@@ -4110,6 +4136,7 @@ fn kill_9_storms_during_creation_leave_exactly_one_container_per_pod() {
         )
         .unwrap();
         d.wait().unwrap();
+        let _ = std::fs::remove_file(&filler);
         let mut d = node.daemon(&["--stop-pods-on-exit"]);
         node.wait_api();
         apply();
@@ -4158,9 +4185,11 @@ fn kill_9_storms_during_creation_leave_exactly_one_container_per_pod() {
         }
         sigterm(&d);
         d.wait().unwrap();
+        drop(disk);
         node.assert_clean();
         eprintln!(
-            "kill storm trial {trial}: killed {delay} ms after apply with {} of {PODS} running; {PODS} pods, 0 duplicates",
+            "kill storm trial {trial}{}: killed {delay} ms after apply with {} of {PODS} running; {PODS} pods, 0 duplicates",
+            if full_disk { " (state disk full)" } else { "" },
             before.len()
         );
     }

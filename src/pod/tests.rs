@@ -880,6 +880,84 @@ mod worker {
         assert_eq!(removed, 2);
     }
 
+    /// A container the previous daemon made and started but never got
+    /// into the record (its save failed: a full disk) is adopted from the
+    /// intent in its bundle when it is the newest instance: same id, no
+    /// second container; an unknown one older than the record's goes.
+    #[tokio::test]
+    async fn a_restart_adopts_the_newest_instance_a_stale_record_lacks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let rt = Arc::new(FakeRuntime::default());
+        let engine = |rt: &Arc<FakeRuntime>| Engine::new(deps(tmp.path(), rt, Some(state.clone())));
+        let first = engine(&rt);
+        let h = first
+            .add(pod(
+                "metadata: {name: p}\nspec:\n  containers: [{name: a, image: busybox:1}]\n",
+            ))
+            .unwrap();
+        let uid = h.pod_ref.uid.clone();
+        wait_for(&h, "a running", |h| state_of(h, "a") == "running").await;
+        let old = id_of(&h, "a");
+        drop(h);
+        drop(first);
+        // What the record missed: instance 0 exited, instance 1 created
+        // and started (its intent on disk); and a stray older one.
+        rt.exit(&uid, &old, 1);
+        let bundles = tmp.path().join("pods").join(&uid).join("containers/a");
+        for (id, restart) in [("newer", 1), ("older", 0)] {
+            let mut intent: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(bundles.join("0/instance.json")).unwrap())
+                    .unwrap();
+            intent["id"] = id.into();
+            intent["restart_count"] = restart.into();
+            let dir = bundles.join(format!("{restart}{id}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("instance.json"), intent.to_string()).unwrap();
+            rt.create_container(&crate::runtime::api::CreateContainer {
+                sandbox: uid.clone(),
+                id: id.into(),
+                bundle: dir.clone(),
+                log_dir: tmp.path().join("l"),
+                restart_count: restart,
+                termination_message_file: None,
+                fallback_to_logs: false,
+            })
+            .await
+            .unwrap();
+            rt.start_container(&uid, id).await.unwrap();
+        }
+        let starts_before = starts(&rt);
+        let (saved, _) = crate::pod::store::load_all(&state);
+        let second = engine(&rt);
+        let h = second
+            .add_restored(saved[0].pod.clone(), Some(saved[0].clone()))
+            .unwrap();
+        wait_for(&h, "the newer instance adopted", |h| {
+            find(h, "a").is_some_and(|c| c.container_id.as_deref() == Some("nodelet://newer"))
+        })
+        .await;
+        let c = find(&h, "a").unwrap();
+        assert_eq!(c.restart_count, 1);
+        assert_eq!(state_of(&h, "a"), "running");
+        assert_eq!(
+            c.last_state.and_then(|s| s.terminated).map(|t| t.exit_code),
+            Some(1)
+        );
+        let end = tokio::time::Instant::now() + Duration::from_secs(10);
+        while rt
+            .list_containers(&uid)
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.id == "older")
+        {
+            assert!(tokio::time::Instant::now() < end, "the older stray stayed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(starts(&rt), starts_before, "nothing was started again");
+    }
+
     #[tokio::test]
     async fn init_containers_run_one_at_a_time_then_the_apps() {
         let b = bed();

@@ -47,6 +47,10 @@ const SYNC_RETRY: Duration = Duration::from_secs(1);
 /// First and longest wait between attempts to save a pod record that failed.
 const SAVE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const SAVE_RETRY_MAX: Duration = Duration::from_secs(30);
+/// In a container instance's bundle directory: the instance as the
+/// worker is about to create it (JSON `Instance`).
+const INTENT_FILE: &str = "instance.json";
+
 /// How long a postStart hook may run.
 const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The kubelet's minimum grace once a container is being stopped.
@@ -411,11 +415,17 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             return;
         }
         if self.st.sandbox != Sandbox::Ready {
-            // The previous daemon died while creating the sandbox: what it
-            // got as far as (a shim, mounts, a container the record never
-            // saw) goes, and the pod starts over from a clean slate.
-            if self.deps.runtime.sandbox_info(&self.uid).await.is_some() || self.pod_dir().exists()
-            {
+            if self.deps.runtime.sandbox_info(&self.uid).await.is_some() {
+                // A live sandbox the record never saw Ready (its save
+                // failed, or the daemon died right after making it): it is
+                // whole — its shim answers only once made — so it is
+                // adopted with whatever runs in it (see below).
+                tracing::warn!("adopting a sandbox the pod record did not know yet");
+                self.st.sandbox = Sandbox::Ready;
+            } else if self.pod_dir().exists() {
+                // The previous daemon died while creating the sandbox:
+                // what it got as far as (mounts, a cgroup, a dead shim)
+                // goes, and the pod starts over from a clean slate.
                 tracing::warn!("removing a half-created sandbox");
                 if let Err(e) = self.deps.runtime.remove_sandbox(&self.uid).await {
                     tracing::error!(error = %crate::error_chain(&e), "half-created sandbox not removed");
@@ -467,11 +477,16 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
     /// runs, the record about what the pod has. A container the shim
     /// holds that the record does not know (the previous daemon created or
     /// started it, then died before its record was saved: a `kill -9`, a
-    /// full disk) is killed and removed, and the pod says so; the planner
-    /// then starts the instance the record lacks, once. So no container
-    /// ever has two instances, and nothing is left waiting at a start
-    /// gate. (kubelet removes containers it has no record of the same
-    /// way in its GC; its runtime's list is its truth.)
+    /// full disk) is adopted when its intent (written to its bundle before
+    /// the shim heard of it) shows it is the newest instance of one of
+    /// the pod's containers and it has started — running or exited, it is
+    /// what a kubelet would find in its runtime; anything else (a
+    /// container still at its start gate, one older than the record's) is
+    /// killed and removed, and the pod says so; the planner then creates
+    /// what is missing, once. So no container ever has two instances, and
+    /// nothing is left waiting at a start gate. (kubelet reads its
+    /// runtime's list the same way, and removes containers it has no
+    /// business with in its GC.)
     async fn remove_unrecorded(&mut self) {
         let held = match self.deps.runtime.list_containers(&self.uid).await {
             Ok(h) => h,
@@ -486,7 +501,39 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             .values()
             .flat_map(|c| c.instances.iter().map(|i| i.id.clone()))
             .collect();
+        let intents = self.intents();
         for c in held.into_iter().filter(|c| !known.contains(&c.id)) {
+            let started = c.status != crate::runtime::api::Status::Created;
+            if let Some((name, instance)) = intents.get(&c.id).filter(|_| started) {
+                let newest = self
+                    .st
+                    .container(name)
+                    .and_then(Cs::latest)
+                    .is_none_or(|l| l.restart_count < instance.restart_count);
+                if newest {
+                    tracing::warn!(container = %name, container_id = %c.id, "adopted a container the pod record did not know yet");
+                    // The instance it follows is settled first: observing
+                    // reads only the newest.
+                    let before = self
+                        .st
+                        .container(name)
+                        .and_then(Cs::latest)
+                        .map(|i| i.id.clone());
+                    if let Some(id) = before {
+                        if let Ok(s) = self.deps.runtime.container_state(&self.uid, &id).await {
+                            self.absorb(name, &s);
+                        }
+                    }
+                    let cs = self.st.container_mut(name);
+                    cs.push(instance.clone());
+                    cs.waiting = None;
+                    if find_container(&self.pod, name).is_some_and(|(k, _)| k == Kind::App) {
+                        self.st.initialized = true;
+                    }
+                    // Its state comes with the observation that follows.
+                    continue;
+                }
+            }
             let rt = self.deps.runtime.clone();
             if c.status == crate::runtime::api::Status::Running {
                 let _ = rt.signal_container(&self.uid, &c.id, libc::SIGKILL).await;
@@ -512,6 +559,33 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 ),
             );
         }
+    }
+
+    /// The intents in this pod's bundles: container id → (container name,
+    /// the instance as it was about to be created).
+    fn intents(&self) -> HashMap<String, (String, Instance)> {
+        let mut out = HashMap::new();
+        let containers = self.pod_dir().join("containers");
+        for name_dir in std::fs::read_dir(&containers)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = name_dir.file_name().to_string_lossy().into_owned();
+            for inst in std::fs::read_dir(name_dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let read = std::fs::read(inst.path().join(INTENT_FILE))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Instance>(&b).ok());
+                if let Some(i) = read {
+                    out.insert(i.id.clone(), (name.clone(), i));
+                }
+            }
+        }
+        out
     }
 
     async fn run(mut self) {
@@ -1250,27 +1324,6 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 return;
             }
         };
-        let req = CreateContainer {
-            sandbox: self.uid.clone(),
-            id: id.clone(),
-            bundle: bundle.clone(),
-            log_dir: self.container_log_dir(name),
-            restart_count,
-            termination_message_file: Some(termination_file),
-            fallback_to_logs: c.termination_message_policy.as_deref()
-                == Some("FallbackToLogsOnError"),
-        };
-        if let Err(e) = self.deps.runtime.create_container(&req).await {
-            let _ = std::fs::remove_dir_all(&bundle);
-            self.fail(name, kind, "CreateContainerError", crate::error_chain(&e));
-            return;
-        }
-        self.event(
-            EventType::Normal,
-            "Created",
-            &fp,
-            format!("Created container: {name}"),
-        );
         let stop_signal = image
             .config
             .config()
@@ -1292,6 +1345,36 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
             image_id: image.image_id.clone(),
             stop_signal,
         };
+        // The intent, on disk before the shim hears of it: a daemon that
+        // dies before the pod's record says so finds what it made (see
+        // `remove_unrecorded`).
+        let intent = serde_json::to_vec(&instance).unwrap_or_default();
+        if let Err(e) = crate::runtime::record::write_atomic(&bundle.join(INTENT_FILE), &intent) {
+            let _ = std::fs::remove_dir_all(&bundle);
+            self.fail(name, kind, "CreateContainerError", crate::error_chain(&e));
+            return;
+        }
+        let req = CreateContainer {
+            sandbox: self.uid.clone(),
+            id: id.clone(),
+            bundle: bundle.clone(),
+            log_dir: self.container_log_dir(name),
+            restart_count,
+            termination_message_file: Some(termination_file),
+            fallback_to_logs: c.termination_message_policy.as_deref()
+                == Some("FallbackToLogsOnError"),
+        };
+        if let Err(e) = self.deps.runtime.create_container(&req).await {
+            let _ = std::fs::remove_dir_all(&bundle);
+            self.fail(name, kind, "CreateContainerError", crate::error_chain(&e));
+            return;
+        }
+        self.event(
+            EventType::Normal,
+            "Created",
+            &fp,
+            format!("Created container: {name}"),
+        );
         self.retire_previous(name, &bundle).await;
         let cs = self.st.container_mut(name);
         cs.push(instance);
