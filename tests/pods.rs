@@ -4195,82 +4195,120 @@ fn kill_storm(full_disk: bool) {
     }
 }
 
-/// A pod record cut in half never kills its pod: after a restart the
-/// record is kept aside, the container runs on (same process), and the
-/// static pod's UID is refused with a message saying why, until the
-/// operator removes the damaged record.
+/// A pod record cut in half never kills its pod. A static pod is rebuilt
+/// from its file and what its shim runs (same process, same container
+/// id); an API pod, which only its record described, runs on untracked,
+/// shown by `get pods` (reason `UnreadableRecord`, named from what could
+/// be read) and an event, its name refused to new pods, until the
+/// operator removes the damaged record and the next daemon removes it.
 #[test]
 fn a_damaged_record_leaves_its_pod_running_and_reported() {
     if !common::require_root() {
         return;
     }
     let node = Node::new();
-    let sleep = format!("sleep {}", 300_000 + std::process::id());
+    let sleeps = [300_000 + std::process::id(), 400_000 + std::process::id()];
+    let sleep = |i: usize| format!("sleep {}", sleeps[i]);
+    let pod = |name: &str, i: usize| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: {}, command: [sleep, \"{}\"]}}]\n",
+            image(),
+            sleeps[i]
+        )
+    };
     std::fs::create_dir_all(node.tmp.path().join("static")).unwrap();
     node.config();
-    std::fs::write(
-        node.tmp.path().join("static/keep.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: keep}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: {}, command: [sleep, \"{}\"]}}]\n",
-            image(),
-            sleep.trim_start_matches("sleep ")
-        ),
-    )
-    .unwrap();
-    let mut d = node.daemon(&[]);
+    std::fs::write(node.tmp.path().join("static/keep.yaml"), pod("keep", 0)).unwrap();
+    let loose = node.tmp.path().join("loose.yaml");
+    std::fs::write(&loose, pod("loose", 1)).unwrap();
+    let d = node.daemon(&[]);
     node.wait_api();
-    wait_pod(&node, "keep-testnode", "Running", |p| {
+    assert!(node
+        .cli(&["apply", "-f", loose.to_str().unwrap()])
+        .status
+        .success());
+    let before: Vec<Value> = ["keep-testnode", "loose"]
+        .iter()
+        .map(|n| wait_pod(&node, n, "Running", |p| p["status"]["phase"] == "Running"))
+        .collect();
+    let pids: Vec<i32> = (0..2).map(|i| pid_of(&sleep(i)).expect("runs")).collect();
+    let mut d = d;
+    d.kill().unwrap();
+    d.wait().unwrap();
+    // Both records cut in half.
+    let state = node.root().join("state/pods");
+    let mut kept = Vec::new();
+    for p in &before {
+        let record = state.join(format!("{}.json", p["metadata"]["uid"].as_str().unwrap()));
+        let text = std::fs::read(&record).unwrap();
+        std::fs::write(&record, &text[..text.len() / 2]).unwrap();
+        kept.push(record.with_extension("json.unreadable"));
+    }
+
+    let d = node.daemon(&[]);
+    node.wait_api();
+    // The static pod: rebuilt, same container.
+    let keep = wait_pod(&node, "keep-testnode", "rebuilt and Running", |p| {
         p["status"]["phase"] == "Running"
     });
-    let pid = pid_of(&sleep).expect("the container runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    d.wait().unwrap();
-    let state = node.root().join("state/pods");
-    let record = std::fs::read_dir(&state)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .unwrap();
-    let text = std::fs::read(&record).unwrap();
-    std::fs::write(&record, &text[..text.len() / 2]).unwrap();
-
-    let mut d = node.daemon(&[]);
-    node.wait_api();
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(pid_of(&sleep), Some(pid), "the pod's container was killed");
-    let kept = record.with_extension("json.unreadable");
-    assert!(kept.exists(), "{} not kept", kept.display());
-    let sources = text_of(&node.cli(&["get", "sources"]));
-    assert!(sources.contains("left running untracked"), "{sources}");
+    assert_eq!(
+        container_id(&keep, "c"),
+        container_id(&before[0], "c"),
+        "{keep:#}"
+    );
+    assert_eq!(status(&keep, "c")["restartCount"], 0);
+    let described = text(&node.cli(&["describe", "pod", "keep-testnode"]).stdout);
+    assert!(described.contains("PodRecordUnreadable"), "{described}");
+    // The API pod: running on, untracked, reported.
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 0..2 {
+        assert_eq!(pid_of(&sleep(i)), Some(pids[i]), "a container was killed");
+        assert!(kept[i].exists(), "{} not kept", kept[i].display());
+    }
+    let listed = text(&node.cli(&["get", "pods"]).stdout);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("loose "))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains("UnreadableRecord"), "{listed}");
+    let events = text(&node.cli(&["events"]).stdout);
+    assert!(events.contains("PodRecordUnreadable"), "{events}");
+    let o = node.cli(&["apply", "-f", loose.to_str().unwrap()]);
+    assert!(!o.status.success(), "a second loose was made");
+    assert!(text_of(&o).contains("could not be read"), "{}", text_of(&o));
 
     // The operator's way out: the damaged record removed, the next daemon
-    // removes the untracked sandbox and makes the static pod again.
-    std::fs::remove_file(&kept).unwrap();
+    // removes the untracked sandbox; the pod can be made again.
+    std::fs::remove_file(&kept[1]).unwrap();
     sigterm(&d);
+    let mut d = d;
     d.wait().unwrap();
-    let mut d = node.daemon(&["--stop-pods-on-exit"]);
+    let d = node.daemon(&["--stop-pods-on-exit"]);
     node.wait_api();
-    wait_pod(&node, "keep-testnode", "Running", |p| {
+    let start = Instant::now();
+    while pid_of(&sleep(1)).is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the untracked pod stayed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!text(&node.cli(&["get", "pods"]).stdout).contains("loose"));
+    assert!(node
+        .cli(&["apply", "-f", loose.to_str().unwrap()])
+        .status
+        .success());
+    wait_pod(&node, "loose", "Running", |p| {
         p["status"]["phase"] == "Running"
     });
-    let again = pid_of(&sleep).expect("made again");
-    assert_ne!(again, pid);
     assert_eq!(
-        processes()
-            .iter()
-            .filter(|(_, _, c)| c.trim_end() == sleep)
-            .count(),
-        1
+        pid_of(&sleep(0)),
+        Some(pids[0]),
+        "the static pod's container was killed"
     );
     std::fs::remove_file(node.tmp.path().join("static/keep.yaml")).unwrap();
     wait_gone(&node, "keep-testnode", Duration::from_secs(30));
-    sigterm(&d);
-    d.wait().unwrap();
+    node.delete_and_stop(&["loose"], d);
     node.assert_clean();
 }
 

@@ -77,7 +77,7 @@ async fn list<R: Runtime, I: ImageService>(
 ) -> Response {
     if !w.watch {
         return Json(
-            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": e.list()}),
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": e.api_list()}),
         )
         .into_response();
     }
@@ -87,7 +87,7 @@ async fn list<R: Runtime, I: ImageService>(
             if !first || !seen.is_empty() {
                 tokio::time::sleep(FOLLOW_POLL).await;
             }
-            let pods = e.list();
+            let pods = e.api_list();
             let mut out = String::new();
             let mut now = std::collections::HashMap::new();
             for p in &pods {

@@ -133,6 +133,47 @@ fn reconcile(
     retry
 }
 
+/// Rebuilds a static pod whose record could not be read from its file and
+/// what runs: a worker restored with an empty state adopts the live
+/// sandbox and the started containers their intents name. True if added.
+fn rebuild(
+    engine: &NodeEngine,
+    pod: k8s_openapi::api::core::v1::Pod,
+    u: &crate::pod::store::Unreadable,
+) -> bool {
+    let state = crate::pod::state::PodState {
+        start_time: Some(std::time::SystemTime::now()),
+        ..Default::default()
+    };
+    let saved = crate::pod::store::Saved {
+        pod: pod.clone(),
+        state,
+        status: None,
+    };
+    match engine.add_restored(pod, Some(saved)) {
+        Ok(h) => {
+            tracing::warn!(pod = %h.pod_ref.name, "static pod rebuilt from its file after its record was unreadable");
+            engine.events().record(
+                &h.pod_ref,
+                crate::pod::events::EventType::Warning,
+                "PodRecordUnreadable",
+                "",
+                format!(
+                    "The pod's record could not be read ({}; kept at {}): rebuilt from its static file and the containers its sandbox runs",
+                    u.error,
+                    u.kept_at.display()
+                ),
+                std::time::SystemTime::now(),
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "static pod not rebuilt");
+            false
+        }
+    }
+}
+
 /// One round of image GC: the images no live pod uses, least recently
 /// used first, while the image filesystem is over the high threshold.
 fn collect_images(
@@ -240,33 +281,57 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
         let node = crate::pod::node::node_name(&cfg.node_name);
         // Re-adopt what the previous daemon saved; pods whose static file
         // went away meanwhile are stopped.
-        let desired_static: HashSet<String> = cfg
+        let desired_static: HashMap<String, k8s_openapi::api::core::v1::Pod> = cfg
             .static_pod_path
             .as_deref()
             .map(|d| static_pods::scan(d, &node))
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|e| e.result.ok().and_then(|p| p.metadata.uid))
+            .filter_map(|e| e.result.ok())
+            .map(|p| (p.metadata.uid.clone().unwrap_or_default(), p))
             .collect();
         let mut adopted = HashSet::new();
         let (saved_pods, unreadable) = store::load_all(&state_dir);
-        // An unreadable record never kills a pod: its sandbox, cgroup and
-        // directory are kept (counted as adopted below, so no GC takes
-        // them), and its UID is refused to new pods.
+        // An unreadable record never kills a pod. A static pod is rebuilt
+        // from its file (the same UID) and what its shim reports: its
+        // sandbox and started containers are adopted as they run. Any
+        // other is left running, untracked (counted as adopted below, so
+        // no GC takes it), shown by `get pods`, and its UID is refused.
         for u in unreadable {
             tracing::error!(
                 uid = %u.uid,
                 record = %u.kept_at.display(),
                 error = %u.error,
-                "pod record unreadable: its sandbox is left running untracked"
+                "pod record unreadable"
             );
             adopted.insert(u.uid.clone());
+            if let Some(pod) = desired_static.get(&u.uid) {
+                if rebuild(&engine, pod.clone(), &u) {
+                    continue;
+                }
+            }
+            if let Some((namespace, name)) = u.named.clone() {
+                let pod = crate::pod::events::PodRef {
+                    namespace,
+                    name,
+                    uid: u.uid.clone(),
+                };
+                engine.events().record(
+                    &pod,
+                    crate::pod::events::EventType::Warning,
+                    "PodRecordUnreadable",
+                    "",
+                    crate::pod::engine::unreadable_message(&u),
+                    std::time::SystemTime::now(),
+                );
+            }
             engine.keep_unreadable(u);
         }
         for saved in saved_pods {
             let pod = saved.pod.clone();
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let gone = crate::pod::config_source(&pod) == "file" && !desired_static.contains(&uid);
+            let gone =
+                crate::pod::config_source(&pod) == "file" && !desired_static.contains_key(&uid);
             let (ns, name) = (
                 pod.metadata.namespace.clone().unwrap_or_default(),
                 pod.metadata.name.clone().unwrap_or_default(),

@@ -219,18 +219,19 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
         if pod.metadata.uid.as_deref().unwrap_or_default().is_empty() {
             pod.metadata.uid = Some(new_uid());
         }
-        if let Some(u) = pod.metadata.uid.as_deref().and_then(|uid| {
-            self.unreadable
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(uid)
-                .cloned()
-        }) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let held = self
+            .unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .find(|u| u.uid == uid || u.named.as_ref() == Some(&(ns.clone(), name.clone())))
+            .cloned();
+        if let Some(u) = held {
             return Err(EngineError::Conflict(format!(
-                "pod UID {} has a sandbox left running untracked: its record could not be read ({}; kept at {}). Remove that file and restart the daemon to have the sandbox removed and the pod made again",
+                "pod UID {}: {}",
                 u.uid,
-                u.error,
-                u.kept_at.display()
+                unreadable_message(&u)
             )));
         }
         pod.metadata.namespace = Some(ns.clone());
@@ -309,6 +310,23 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
     /// Every pod with its status, by namespace and name.
     pub fn list(&self) -> Vec<Pod> {
         self.lock().values().map(|e| e.handle.pod()).collect()
+    }
+
+    /// What the API lists: every pod, and a line for each pod whose record
+    /// could not be read and that runs on untracked (phase `Unknown`,
+    /// reason `UnreadableRecord`, what is known of it), so no running pod
+    /// is ever out of sight.
+    pub fn api_list(&self) -> Vec<Pod> {
+        let mut pods = self.list();
+        let unreadable = self
+            .unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(unreadable_pod)
+            .collect::<Vec<_>>();
+        pods.extend(unreadable);
+        pods
     }
 
     pub fn set_sources(&self, list: Vec<SourceStatus>) {
@@ -574,4 +592,32 @@ impl<R: Runtime, I: ImageService> Engine<R, I> {
             }
         }
     }
+}
+
+/// The API's view of a pod known only by its unreadable record.
+fn unreadable_pod(u: &super::store::Unreadable) -> Pod {
+    let (ns, name) = u.named.clone().unwrap_or_else(|| {
+        let short: String = u.uid.chars().take(8).collect();
+        ("default".into(), format!("unreadable-{short}"))
+    });
+    let mut pod = Pod::default();
+    pod.metadata.namespace = Some(ns);
+    pod.metadata.name = Some(name);
+    pod.metadata.uid = Some(u.uid.clone());
+    pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Unknown".into()),
+        reason: Some("UnreadableRecord".into()),
+        message: Some(unreadable_message(u)),
+        ..Default::default()
+    });
+    pod
+}
+
+/// What is said of a pod whose record could not be read.
+pub fn unreadable_message(u: &super::store::Unreadable) -> String {
+    format!(
+        "its record could not be read ({}; kept at {}): its sandbox is left running, untracked. Remove that file and restart the daemon to have the sandbox removed and the pod made again",
+        u.error,
+        u.kept_at.display()
+    )
 }
