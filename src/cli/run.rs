@@ -48,6 +48,9 @@ pub fn node_api(engine: &Arc<NodeEngine>, cfg: &NodeletConfiguration) -> axum::R
     crate::api::server::router(engine.clone())
         .merge(crate::api::images::router(Arc::new(api)))
         .merge(crate::api::objects::router(engine.objects().clone()))
+        .layer(axum::middleware::from_fn(
+            crate::api::body::trim_after_large_bodies,
+        ))
 }
 
 /// The engine on this host: native runtime, the image store under the

@@ -176,6 +176,18 @@ pub fn loopback_up() -> io::Result<()> {
 /// closed pipe (`nodelet get pods | head`) ends quietly like other Unix
 /// tools instead of panicking. Never for the daemon, `run` or the shim,
 /// which write to sockets and must see EPIPE as an error.
+/// Hands memory the allocator holds free back to the kernel (glibc's
+/// `malloc_trim`, every arena): after a large transient allocation (a
+/// multi-megabyte request decoded and dropped) the daemon's resident size
+/// returns to what it uses instead of keeping each thread's peak.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists under
+    // its locks; it takes no pointers and is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn default_sigpipe() {
     // SAFETY: SIG_DFL installs no handler of ours; it is only called by
     // short-lived client commands before they open anything.
