@@ -74,7 +74,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Strict<T> {
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
             .await
             .map_err(|_| too_large())?;
-        decode(&bytes)
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            reject(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("the request body is not valid JSON: {e}"),
+            )
+        })?;
+        decode_strict(&value).map(Strict).map_err(|errs| {
+            reject(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &strict_message(&errs),
+            )
+        })
     }
 }
 
@@ -96,23 +109,6 @@ pub async fn trim_after_large_bodies(req: Request, next: axum::middleware::Next)
         crate::sys::release_free_memory();
     }
     resp
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Strict<T>, Response> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-        reject(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!("the request body is not valid JSON: {e}"),
-        )
-    })?;
-    decode_strict(&value).map(Strict).map_err(|errs| {
-        reject(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &strict_message(&errs),
-        )
-    })
 }
 
 #[cfg(test)]

@@ -916,9 +916,9 @@ pub fn apply(global: &GlobalArgs, files: &[String], strict: bool) -> anyhow::Res
             let create = format!("/api/v1/namespaces/{ns}/pods");
             match c.call("POST", &create, Some(body.clone())).await {
                 Ok(_) => println!("pod/{name} created"),
-                Err(crate::api::client::ClientError::Status { code: 409, reason, .. })
-                    if reason == "AlreadyExists" =>
-                {
+                Err(crate::api::client::ClientError::Status {
+                    code: 409, reason, ..
+                }) if reason == "AlreadyExists" => {
                     let current: Pod =
                         serde_json::from_value(c.get_json(&pod_path(&ns, &name)).await?)
                             .context("decode pod")?;
@@ -962,9 +962,9 @@ async fn apply_object<T: crate::pod::objects::Stored>(
     let collection = format!("/api/v1/namespaces/{ns}/{}", T::RESOURCE);
     match c.call("POST", &collection, Some(body.clone())).await {
         Ok(_) => println!("{shown} created"),
-        Err(crate::api::client::ClientError::Status { code: 409, reason, .. })
-            if reason == "AlreadyExists" =>
-        {
+        Err(crate::api::client::ClientError::Status {
+            code: 409, reason, ..
+        }) if reason == "AlreadyExists" => {
             let path = format!("{collection}/{name}");
             let version = |v: &serde_json::Value| v["metadata"]["resourceVersion"].clone();
             let before = version(&c.get_json(&path).await?);
