@@ -33,6 +33,139 @@ pub fn budget_for(len: usize) -> usize {
         .saturating_add(BUDGET_FLOOR)
 }
 
+/// Where `text` opens its flow collection past [`MAX_DEPTH`] levels
+/// (`[[[[…` or `{a: {a: …`), as (line, column), 1-based. The YAML parser
+/// scans a whole document before anything decodes it, and its scanner
+/// checks every open flow level on every token: a megabyte of `[` costs
+/// it minutes of CPU (quadratic) before the depth limit could be seen. So
+/// the text is measured first, in one pass: a bracket opens a collection
+/// where a value may start (after `:`, `-`, `,`, `?`, another bracket, or
+/// at the start of a line; anchors and tags skipped), not inside quotes,
+/// comments or block scalars (`|`, `>`).
+pub fn flow_depth_past_limit(text: &str) -> Option<(usize, usize)> {
+    let b = text.as_bytes();
+    let (mut depth, mut line, mut line_start) = (0usize, 1usize, 0usize);
+    // The last significant byte; a value may start after these.
+    let mut prev = b'\n';
+    // Inside a plain (unquoted) scalar: brackets there are text.
+    let mut plain = false;
+    // Inside a block scalar: lines indented deeper than this belong to it.
+    let mut block_indent: Option<usize> = None;
+    let indent_at = |start: usize| b[start..].iter().take_while(|&&c| c == b' ').count();
+    let line_end = |from: usize| {
+        b[from..]
+            .iter()
+            .position(|&x| x == b'\n')
+            .map_or(b.len(), |p| from + p)
+    };
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if i == line_start {
+            if let Some(parent) = block_indent {
+                let ind = indent_at(i);
+                let blank = matches!(b.get(i + ind), None | Some(b'\n' | b'\r'));
+                if blank || ind > parent {
+                    // A line of the block scalar: skipped to its newline.
+                    let end = line_end(i);
+                    if end > i {
+                        i = end;
+                        continue;
+                    }
+                } else {
+                    block_indent = None;
+                }
+            }
+        }
+        let after_space = i == 0 || matches!(b[i - 1], b' ' | b'\t' | b'\n');
+        if c == b'#' && after_space {
+            i = line_end(i);
+            continue;
+        }
+        if plain {
+            // A plain scalar ends at its line's end, at `: `, and in a
+            // flow collection at `,`, `]` or `}`.
+            let ends_here = match c {
+                b'\n' => true,
+                b':' => matches!(b.get(i + 1), None | Some(b' ' | b'\t' | b'\n' | b'\r')),
+                b',' | b']' | b'}' => depth > 0,
+                _ => false,
+            };
+            if !ends_here {
+                i += 1;
+                continue;
+            }
+            plain = false;
+        }
+        let starts_value = matches!(prev, b'\n' | b':' | b'-' | b',' | b'?' | b'[' | b'{');
+        match c {
+            b'\n' => {
+                line += 1;
+                line_start = i + 1;
+                prev = b'\n';
+            }
+            b' ' | b'\t' | b'\r' => {}
+            b'"' | b'\'' if starts_value => {
+                // To the closing quote (`\"` and `''` escapes inside).
+                let mut j = i + 1;
+                while j < b.len() {
+                    if b[j] == b'\n' {
+                        line += 1;
+                        line_start = j + 1;
+                    } else if c == b'"' && b[j] == b'\\' {
+                        j += 1;
+                    } else if b[j] == c {
+                        if c == b'\'' && b.get(j + 1) == Some(&b'\'') {
+                            j += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    j += 1;
+                }
+                i = j;
+                prev = c;
+            }
+            b'&' | b'!' if starts_value => {
+                // An anchor or tag before the value: the value is still to come.
+                while i + 1 < b.len()
+                    && !matches!(b[i + 1], b' ' | b'\t' | b'\n' | b',' | b']' | b'}')
+                {
+                    i += 1;
+                }
+            }
+            b'|' | b'>' if starts_value => {
+                block_indent = Some(indent_at(line_start));
+                prev = c;
+            }
+            b'[' | b'{' if starts_value => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some((line, i - line_start + 1));
+                }
+                prev = c;
+            }
+            b']' | b'}' | b',' | b':' | b'?' => {
+                if matches!(c, b']' | b'}') {
+                    depth = depth.saturating_sub(1);
+                }
+                prev = c;
+            }
+            b'-' if starts_value
+                && matches!(b.get(i + 1), None | Some(b' ' | b'\t' | b'\n' | b'\r')) =>
+            {
+                prev = c;
+            }
+            _ => {
+                plain = true;
+                prev = c;
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Whether messages carry the node's path: serde_norway prefixes its own
 /// errors with it, serde_json gives only a line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +410,33 @@ mod tests {
         assert!(e.starts_with("duplicate key \"kind\""), "{e}");
         let e = json(r#"{"metadata": {"labels": {"x": "1", "x": "2"}}}"#).unwrap_err();
         assert!(e.starts_with("metadata.labels: duplicate key \"x\""), "{e}");
+    }
+
+    #[test]
+    fn flow_nesting_is_measured_before_parsing() {
+        let deep = "spec: ".to_string() + &"[".repeat(200) + &"]".repeat(200);
+        assert_eq!(flow_depth_past_limit(&deep), Some((1, 107)));
+        let maps = "a: ".to_string() + &"{a: ".repeat(150);
+        assert!(flow_depth_past_limit(&maps).is_some());
+        let anchored = "a: ".to_string() + &"&x [".repeat(150);
+        assert!(
+            flow_depth_past_limit(&anchored).is_some(),
+            "anchors do not hide a level"
+        );
+        let brackets = "[".repeat(150);
+        for fine in [
+            format!("command: [sh, -c, \"echo {brackets}\"]\n"),
+            format!("command: [sh, -c, 'echo {brackets} ''x''']\n"),
+            format!("a: 1 # {brackets}\nb: 2\n"),
+            format!("script: |\n  {brackets}\n  {brackets}\n\n  x\nnext: [1, [2]]\n"),
+            format!("name: foo{brackets}\n"),
+            format!("a: {}{}\nb: [x]\n", "[".repeat(100), "]".repeat(100)),
+        ] {
+            assert_eq!(flow_depth_past_limit(&fine), None, "{fine}");
+        }
+        // After a block scalar ends, brackets count again.
+        let after = format!("s: >\n  {brackets}\nt: {}\n", "[".repeat(101));
+        assert_eq!(flow_depth_past_limit(&after), Some((3, 104)));
     }
 
     #[test]

@@ -302,6 +302,25 @@ fn parse_documents(
         }
         return (docs, Syntax::Json);
     }
+    if let Some((line, column)) = super::bounded::flow_depth_past_limit(text) {
+        // Refused before the YAML scanner, whose cost grows with the
+        // square of the depth, ever sees it.
+        let document = 1 + text
+            .lines()
+            .take(line.saturating_sub(1))
+            .filter(|l| l.starts_with("---"))
+            .count();
+        errors.push(LoadError::YamlSyntax {
+            origin: Origin::new(name, document),
+            line,
+            column,
+            message: format!(
+                "nested deeper than {} levels (limit on nesting)",
+                super::bounded::MAX_DEPTH
+            ),
+        });
+        return (docs, Syntax::Yaml);
+    }
     let budget = std::cell::Cell::new(super::bounded::budget_for(text.len()));
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         match super::bounded::value(doc, &budget, super::bounded::Paths::LeftToDecoder) {
