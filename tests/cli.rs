@@ -460,6 +460,12 @@ fn hostile_manifests_are_refused_naming_the_limit() {
             write(d, "deep.json", &format!("{{\"a\": {}1{}}}", "[".repeat(5000), "]".repeat(5000))),
             "nested deeper than 100 levels (limit on nesting)",
         ),
+        // Near the size limit: the YAML scanner alone would spend minutes
+        // on it (its cost grows with the square of the depth).
+        (
+            write(d, "deeper.yaml", &format!("a: {}1{}\n", "[".repeat(500_000), "]".repeat(500_000))),
+            "nested deeper than 100 levels (limit on nesting)",
+        ),
         (write(d, "bomb.yaml", &bomb), "limit on expanded size"),
         (
             write(
