@@ -811,69 +811,105 @@ mod worker {
         );
     }
 
-    /// After a daemon restart the shim's list is the truth: a container the
-    /// pod's record does not know (created by a daemon that died before
-    /// saving) is killed and removed, the recorded one is kept, and the
-    /// pod says so.
-    #[tokio::test]
-    async fn a_restart_removes_containers_the_record_does_not_know() {
-        let tmp = tempfile::tempdir().unwrap();
-        let state = tmp.path().join("state");
-        let rt = Arc::new(FakeRuntime::default());
-        let engine = |rt: &Arc<FakeRuntime>| Engine::new(deps(tmp.path(), rt, Some(state.clone())));
-        let first = engine(&rt);
-        let h = first
-            .add(pod(
-                "metadata: {name: p}\nspec:\n  containers: [{name: a, image: busybox:1}]\n",
-            ))
-            .unwrap();
-        let uid = h.pod_ref.uid.clone();
-        wait_for(&h, "a running", |h| state_of(h, "a") == "running").await;
-        let kept = id_of(&h, "a");
-        // What a daemon killed mid-start leaves: one container created and
-        // started, one created and waiting at its start gate, no record of either.
-        for ghost in ["ghost-running", "ghost-created"] {
-            rt.create_container(&crate::runtime::api::CreateContainer {
-                sandbox: uid.clone(),
-                id: ghost.into(),
-                bundle: tmp.path().join("b"),
-                log_dir: tmp.path().join("l"),
-                restart_count: 1,
-                termination_message_file: None,
-                fallback_to_logs: false,
-            })
-            .await
-            .unwrap();
+    /// Pod `p` (one container `a`) ran under a fake node that keeps
+    /// records, and that node's engine is gone: what a restarted daemon
+    /// finds. `id` is `a`'s running container.
+    struct Restart {
+        tmp: tempfile::TempDir,
+        rt: Arc<FakeRuntime>,
+        uid: String,
+        id: String,
+    }
+
+    impl Restart {
+        async fn new() -> Restart {
+            let tmp = tempfile::tempdir().unwrap();
+            let rt = Arc::new(FakeRuntime::default());
+            let first = Engine::new(deps(tmp.path(), &rt, Some(tmp.path().join("state"))));
+            let h = first
+                .add(pod(
+                    "metadata: {name: p}\nspec:\n  containers: [{name: a, image: busybox:1}]\n",
+                ))
+                .unwrap();
+            wait_for(&h, "a running", |h| state_of(h, "a") == "running").await;
+            let (uid, id) = (h.pod_ref.uid.clone(), id_of(&h, "a"));
+            Restart { tmp, rt, uid, id }
         }
-        rt.start_container(&uid, "ghost-running").await.unwrap();
-        drop(h);
-        drop(first);
-        let (saved, _) = crate::pod::store::load_all(&state);
-        assert_eq!(saved.len(), 1);
-        let second = engine(&rt);
-        let h = second
-            .add_restored(saved[0].pod.clone(), Some(saved[0].clone()))
-            .unwrap();
-        let end = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let ids: Vec<String> = rt
-                .list_containers(&uid)
+
+        /// A container on the runtime (started or not) that no record knows.
+        async fn plant(&self, id: &str, bundle: &std::path::Path, restart: u32, started: bool) {
+            self.rt
+                .create_container(&crate::runtime::api::CreateContainer {
+                    sandbox: self.uid.clone(),
+                    id: id.into(),
+                    bundle: bundle.to_path_buf(),
+                    log_dir: self.tmp.path().join("l"),
+                    restart_count: restart,
+                    termination_message_file: None,
+                    fallback_to_logs: false,
+                })
+                .await
+                .unwrap();
+            if started {
+                self.rt.start_container(&self.uid, id).await.unwrap();
+            }
+        }
+
+        /// A new engine handed the saved record, as a restarted daemon.
+        fn restart(
+            &self,
+        ) -> (
+            Arc<Engine<FakeRuntime, FakeImages>>,
+            Arc<super::super::worker::PodHandle>,
+        ) {
+            let state = self.tmp.path().join("state");
+            let (saved, _) = crate::pod::store::load_all(&state);
+            assert_eq!(saved.len(), 1);
+            let second = Engine::new(deps(self.tmp.path(), &self.rt, Some(state)));
+            let h = second
+                .add_restored(saved[0].pod.clone(), Some(saved[0].clone()))
+                .unwrap();
+            (second, h)
+        }
+
+        /// Waits until `gone` is off the runtime.
+        async fn wait_removed(&self, gone: &str) {
+            let end = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self
+                .rt
+                .list_containers(&self.uid)
                 .await
                 .unwrap()
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
-            if ids == [kept.clone()] {
-                break;
+                .iter()
+                .any(|c| c.id == gone)
+            {
+                assert!(tokio::time::Instant::now() < end, "{gone} stayed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(tokio::time::Instant::now() < end, "{ids:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(id_of(&h, "a"), kept);
+    }
+
+    /// After a daemon restart the shim's list is the truth: a container the
+    /// pod's record does not know (created by a daemon that died before
+    /// saving, no intent of it on disk) is killed and removed, the recorded
+    /// one is kept, and the pod says so.
+    #[tokio::test]
+    async fn a_restart_removes_containers_the_record_does_not_know() {
+        let r = Restart::new().await;
+        // What a daemon killed mid-start leaves: one container created and
+        // started, one created and waiting at its start gate, no record of either.
+        let b = r.tmp.path().join("b");
+        r.plant("ghost-running", &b, 1, true).await;
+        r.plant("ghost-created", &b, 1, false).await;
+        let (second, h) = r.restart();
+        for gone in ["ghost-running", "ghost-created"] {
+            r.wait_removed(gone).await;
+        }
+        assert_eq!(id_of(&h, "a"), r.id);
         assert_eq!(state_of(&h, "a"), "running");
         let removed = second
             .events()
-            .for_pod(&uid)
+            .for_pod(&r.uid)
             .iter()
             .filter(|e| e.reason == "Killing" && e.message.contains("does not know it"))
             .count();
@@ -886,25 +922,11 @@ mod worker {
     /// second container; an unknown one older than the record's goes.
     #[tokio::test]
     async fn a_restart_adopts_the_newest_instance_a_stale_record_lacks() {
-        let tmp = tempfile::tempdir().unwrap();
-        let state = tmp.path().join("state");
-        let rt = Arc::new(FakeRuntime::default());
-        let engine = |rt: &Arc<FakeRuntime>| Engine::new(deps(tmp.path(), rt, Some(state.clone())));
-        let first = engine(&rt);
-        let h = first
-            .add(pod(
-                "metadata: {name: p}\nspec:\n  containers: [{name: a, image: busybox:1}]\n",
-            ))
-            .unwrap();
-        let uid = h.pod_ref.uid.clone();
-        wait_for(&h, "a running", |h| state_of(h, "a") == "running").await;
-        let old = id_of(&h, "a");
-        drop(h);
-        drop(first);
+        let r = Restart::new().await;
         // What the record missed: instance 0 exited, instance 1 created
         // and started (its intent on disk); and a stray older one.
-        rt.exit(&uid, &old, 1);
-        let bundles = tmp.path().join("pods").join(&uid).join("containers/a");
+        r.rt.exit(&r.uid, &r.id, 1);
+        let bundles = r.tmp.path().join("pods").join(&r.uid).join("containers/a");
         for (id, restart) in [("newer", 1), ("older", 0)] {
             let mut intent: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(bundles.join("0/instance.json")).unwrap())
@@ -914,25 +936,10 @@ mod worker {
             let dir = bundles.join(format!("{restart}{id}"));
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("instance.json"), intent.to_string()).unwrap();
-            rt.create_container(&crate::runtime::api::CreateContainer {
-                sandbox: uid.clone(),
-                id: id.into(),
-                bundle: dir.clone(),
-                log_dir: tmp.path().join("l"),
-                restart_count: restart,
-                termination_message_file: None,
-                fallback_to_logs: false,
-            })
-            .await
-            .unwrap();
-            rt.start_container(&uid, id).await.unwrap();
+            r.plant(id, &dir, restart, true).await;
         }
-        let starts_before = starts(&rt);
-        let (saved, _) = crate::pod::store::load_all(&state);
-        let second = engine(&rt);
-        let h = second
-            .add_restored(saved[0].pod.clone(), Some(saved[0].clone()))
-            .unwrap();
+        let starts_before = starts(&r.rt);
+        let (_second, h) = r.restart();
         wait_for(&h, "the newer instance adopted", |h| {
             find(h, "a").is_some_and(|c| c.container_id.as_deref() == Some("nodelet://newer"))
         })
@@ -944,18 +951,8 @@ mod worker {
             c.last_state.and_then(|s| s.terminated).map(|t| t.exit_code),
             Some(1)
         );
-        let end = tokio::time::Instant::now() + Duration::from_secs(10);
-        while rt
-            .list_containers(&uid)
-            .await
-            .unwrap()
-            .iter()
-            .any(|c| c.id == "older")
-        {
-            assert!(tokio::time::Instant::now() < end, "the older stray stayed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(starts(&rt), starts_before, "nothing was started again");
+        r.wait_removed("older").await;
+        assert_eq!(starts(&r.rt), starts_before, "nothing was started again");
     }
 
     #[tokio::test]
