@@ -115,6 +115,7 @@ struct Kubelet {
     runtime_errors: Family<Labels, Counter>,
     runtime_duration: Family<Labels, Histogram>,
     image_pull: Family<Labels, Histogram>,
+    http_fallbacks: Counter,
 }
 
 /// kubelet's `metrics.DefBuckets`-like latency buckets, 5 ms … 10 s.
@@ -136,6 +137,7 @@ fn kubelet() -> &'static Kubelet {
         runtime_ops: Family::default(),
         runtime_errors: Family::default(),
         runtime_duration: Family::new_with_constructor(latency),
+        http_fallbacks: Counter::default(),
         // kubelet: 0.5 s … 20 min.
         image_pull: Family::new_with_constructor(|| {
             Histogram::new([
@@ -144,6 +146,12 @@ fn kubelet() -> &'static Kubelet {
             ])
         }),
     })
+}
+
+/// An HTTPS lifecycle hook that succeeded only over plain HTTP
+/// (`kubelet_lifecycle_handler_http_fallbacks_total`).
+pub fn record_lifecycle_http_fallback() {
+    kubelet().http_fallbacks.inc();
 }
 
 /// A pod started: from first seeing it to every container running.
@@ -273,6 +281,11 @@ fn register_kubelet(reg: &mut Registry, counts: &Counts) {
         "kubelet_image_pull_duration_seconds",
         "Duration in seconds to pull an image",
         k.image_pull.clone(),
+    );
+    reg.register(
+        "kubelet_lifecycle_handler_http_fallbacks",
+        "The number of times lifecycle handlers successfully fell back to http from https",
+        k.http_fallbacks.clone(),
     );
 }
 

@@ -1106,6 +1106,11 @@ spec:
         condition(p, "Ready") == "True"
     });
     assert_eq!(status(&p, "app")["restartCount"], 0, "{p:#}");
+    let metrics = text(&node.cli(&["get", "--raw", "/metrics"]).stdout);
+    assert!(
+        metrics.contains("\nkubelet_lifecycle_handler_http_fallbacks_total 1\n"),
+        "{metrics}"
+    );
     let o = node.cli(&["delete", "pod", "hooked", "--wait"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = outcome(child.wait_with_output().unwrap());

@@ -445,7 +445,10 @@ pub async fn run_hook<R: Runtime>(
     if let Some(g) = &h.http_get {
         return match action::http_hook(t, g, timeout).await {
             action::HookHttp::Answered => Ok(HookRan::Done),
-            action::HookHttp::FellBack { authority } => Ok(HookRan::FellBackToHttp(authority)),
+            action::HookHttp::FellBack { authority } => {
+                crate::metrics::record_lifecycle_http_fallback();
+                Ok(HookRan::FellBackToHttp(authority))
+            }
             action::HookHttp::Failed(m) => Err(format!(
                 "HTTP lifecycle hook ({}) for Container {container:?} in Pod {pod:?} failed - error: {m}",
                 g.path.clone().unwrap_or_default()
