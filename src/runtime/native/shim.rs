@@ -1207,12 +1207,25 @@ fn send(mut s: &UnixStream, resp: &Response) {
 /// until they exec, so `/proc/<pid>/exe` of anything that enters a
 /// container is a memfd no one can write (`F_SEAL_WRITE`), never the
 /// binary on the host. Made once per process, on the first shim start;
-/// its pages are shared by every shim.
+/// its pages are shared by every shim. Sandboxes start in parallel: the
+/// first caller makes the copy while the others wait for it (each making
+/// its own, as a bare `OnceLock` would let them, held one binary's size of
+/// memory per concurrent start — 100 pods applied at once under a debug
+/// build peaked at 5.6 GiB of shared memory).
 fn sealed_copy(nodelet: &Path) -> Result<PathBuf, ShimError> {
-    static SEALED: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
-    if let Some(fd) = SEALED.get() {
-        return Ok(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    static SEALED: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None);
+    let mut sealed = SEALED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if sealed.is_none() {
+        *sealed = Some(seal(nodelet)?);
     }
+    let fd = sealed.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+    Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
+}
+
+/// A memfd holding a copy of `nodelet`, sealed against any change.
+fn seal(nodelet: &Path) -> Result<OwnedFd, ShimError> {
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
     use nix::sys::memfd::{memfd_create, MFdFlags};
     let fd = memfd_create(
@@ -1223,7 +1236,7 @@ fn sealed_copy(nodelet: &Path) -> Result<PathBuf, ShimError> {
     let mut src = std::fs::File::open(nodelet).map_err(err("open the nodelet binary"))?;
     let mut dst = std::fs::File::from(fd);
     std::io::copy(&mut src, &mut dst).map_err(err("copy the nodelet binary"))?;
-    let fd = std::os::fd::OwnedFd::from(dst);
+    let fd = OwnedFd::from(dst);
     fcntl(
         &fd,
         FcntlArg::F_ADD_SEALS(
@@ -1234,8 +1247,7 @@ fn sealed_copy(nodelet: &Path) -> Result<PathBuf, ShimError> {
         ),
     )
     .map_err(err("seal the binary copy"))?;
-    let fd = SEALED.get_or_init(|| fd);
-    Ok(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
+    Ok(fd)
 }
 
 /// Starts `nodelet shim` for a pod, detached, and waits until it serves.
