@@ -74,11 +74,7 @@ impl Node {
 
     fn with_config(extra: &str) -> Node {
         Node {
-            // Named so `make clean-test` finds what a crashed run left.
-            tmp: tempfile::Builder::new()
-                .prefix("nodelet-test-")
-                .tempdir()
-                .unwrap(),
+            tmp: common::test_dir(),
             extra_config: extra.to_string(),
             beside: None,
         }

@@ -19,7 +19,7 @@ struct Bundle {
 }
 
 fn bundle(args: &[&str], edit: impl FnOnce(&mut ContainerConfig, &Path)) -> Bundle {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::test_dir();
     let dir = tmp.path().join("bundle");
     for d in ["upper", "work"] {
         fs::create_dir_all(dir.join(d)).unwrap();
@@ -108,7 +108,7 @@ fn only_the_planned_mounts_are_visible() {
     if !common::require_root() {
         return;
     }
-    let host_dir = tempfile::tempdir().unwrap();
+    let host_dir = common::test_dir();
     fs::write(host_dir.path().join("f"), "shared").unwrap();
     let src = host_dir.path().to_path_buf();
     let b = bundle(
@@ -287,8 +287,8 @@ fn a_bind_mount_over_a_symlink_stays_inside_the_rootfs() {
         return;
     }
     // CVE-2021-30465 shape: the image points a mount destination at a host path.
-    let outside = tempfile::tempdir().unwrap();
-    let src = tempfile::tempdir().unwrap();
+    let outside = common::test_dir();
+    let src = common::test_dir();
     fs::write(src.path().join("payload"), "x").unwrap();
     let (outside_path, src_path) = (outside.path().to_path_buf(), src.path().to_path_buf());
     let b = bundle(&["sh", "-c", "ls /evil/x"], move |c, _| {

@@ -22,7 +22,7 @@ struct Pod {
 
 impl Pod {
     fn new(name: &str) -> Pod {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::test_dir();
         let state = tmp.path().join("state");
         let pid = shim::launch(Path::new(env!("CARGO_BIN_EXE_nodelet")), &state, name).unwrap();
         Pod { tmp, state, pid }
@@ -517,7 +517,7 @@ mod native_runtime {
         if !common::require_root() {
             return;
         }
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::test_dir();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
         new_sandbox(&rt, "uid-1", "web").await;
@@ -570,7 +570,7 @@ mod native_runtime {
         if !common::require_root() {
             return;
         }
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::test_dir();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
         new_sandbox(&rt, "uid-2", "p").await;
@@ -605,7 +605,7 @@ mod native_runtime {
         if !common::require_root() {
             return;
         }
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::test_dir();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
         sleeping_app(&rt, tmp.path(), "uid-3").await;
@@ -647,7 +647,7 @@ mod native_runtime {
         if !common::require_root() {
             return;
         }
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::test_dir();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
         sleeping_app(&rt, tmp.path(), "uid-5").await;
@@ -790,7 +790,7 @@ mod native_runtime {
         if !common::require_root() {
             return;
         }
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::test_dir();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
         new_sandbox(&rt, "uid-6", "p").await;
@@ -966,7 +966,7 @@ mod native_runtime {
         if !common::require_root() {
             return;
         }
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::test_dir();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
         new_sandbox(&rt, "uid-7", "p").await;
@@ -1022,7 +1022,7 @@ mod native_runtime {
         if !common::require_root() {
             return;
         }
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::test_dir();
         let run_dir = tmp.path().join("run");
         let rt = runtime(&run_dir);
         new_sandbox(&rt, "uid-8", "p").await;
@@ -1085,7 +1085,7 @@ mod native_runtime {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unknown_sandboxes_are_reported_not_found() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::test_dir();
         let rt = runtime(&tmp.path().join("run"));
         assert!(matches!(
             rt.container_state("nope", "x").await,
@@ -1560,7 +1560,7 @@ async fn pod_containers_see_the_pods_hosts_hostname_and_resolv_conf() {
     if !common::require_root() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::test_dir();
     let rt = nodelet::runtime::native::client::NativeRuntime::new(
         &tmp.path().join("run"),
         Path::new(env!("CARGO_BIN_EXE_nodelet")),

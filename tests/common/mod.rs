@@ -6,6 +6,15 @@ pub mod registry;
 pub mod tarball;
 pub mod testbed;
 
+/// A temporary directory named so `make clean-test` finds what a crashed
+/// run left under it (`/tmp/nodelet-test-*`).
+pub fn test_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("nodelet-test-")
+        .tempdir()
+        .unwrap()
+}
+
 /// Integration tests run real mounts, devices and registries: they need root.
 /// Without it they fail, unless NODELET_SKIP_ROOT_TESTS=1 asks to skip.
 pub fn require_root() -> bool {
