@@ -133,45 +133,71 @@ fn reconcile(
     retry
 }
 
-/// Rebuilds a static pod whose record could not be read from its file and
-/// what runs: a worker restored with an empty state adopts the live
-/// sandbox and the started containers their intents name. True if added.
-fn rebuild(
+/// Pods whose record could not be read never die of it. A static pod is
+/// rebuilt from its file (the same UID) and what its shim reports: a
+/// worker restored with an empty state adopts the live sandbox and the
+/// started containers their intents name. Any other is left running,
+/// untracked (counted in `adopted`, so no GC takes it), shown by
+/// `get pods`, and its UID and name are refused.
+fn keep_unreadable_pods(
     engine: &NodeEngine,
-    pod: k8s_openapi::api::core::v1::Pod,
-    u: &crate::pod::store::Unreadable,
-) -> bool {
-    let state = crate::pod::state::PodState {
-        start_time: Some(std::time::SystemTime::now()),
-        ..Default::default()
-    };
-    let saved = crate::pod::store::Saved {
-        pod: pod.clone(),
-        state,
-        status: None,
-    };
-    match engine.add_restored(pod, Some(saved)) {
-        Ok(h) => {
-            tracing::warn!(pod = %h.pod_ref.name, "static pod rebuilt from its file after its record was unreadable");
-            engine.events().record(
-                &h.pod_ref,
-                crate::pod::events::EventType::Warning,
-                "PodRecordUnreadable",
-                "",
-                format!(
-                    "The pod's record could not be read ({}; kept at {}): rebuilt from its static file and the containers its sandbox runs",
-                    u.error,
-                    u.kept_at.display()
-                ),
-                std::time::SystemTime::now(),
-            );
-            true
+    unreadable: Vec<crate::pod::store::Unreadable>,
+    static_pods: &HashMap<String, k8s_openapi::api::core::v1::Pod>,
+    adopted: &mut HashSet<String>,
+) {
+    for u in unreadable {
+        tracing::error!(
+            uid = %u.uid,
+            record = %u.kept_at.display(),
+            error = %u.error,
+            "pod record unreadable"
+        );
+        adopted.insert(u.uid.clone());
+        if let Some(pod) = static_pods.get(&u.uid) {
+            let saved = crate::pod::store::Saved {
+                pod: pod.clone(),
+                state: crate::pod::state::PodState {
+                    start_time: Some(std::time::SystemTime::now()),
+                    ..Default::default()
+                },
+                status: None,
+            };
+            match engine.add_restored(pod.clone(), Some(saved)) {
+                Ok(h) => {
+                    tracing::warn!(pod = %h.pod_ref.name, "static pod rebuilt from its file");
+                    let why = format!(
+                        "The pod's record could not be read ({}; kept at {}): rebuilt from its static file and the containers its sandbox runs",
+                        u.error,
+                        u.kept_at.display()
+                    );
+                    record_unreadable(engine, &h.pod_ref, why);
+                    continue;
+                }
+                Err(e) => tracing::error!(error = %e, "static pod not rebuilt"),
+            }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "static pod not rebuilt");
-            false
+        if let Some((namespace, name)) = u.named.clone() {
+            let pod = crate::pod::events::PodRef {
+                namespace,
+                name,
+                uid: u.uid.clone(),
+            };
+            record_unreadable(engine, &pod, crate::pod::engine::unreadable_message(&u));
         }
+        engine.keep_unreadable(u);
     }
+}
+
+/// The pod's `PodRecordUnreadable` Warning event.
+fn record_unreadable(engine: &NodeEngine, pod: &crate::pod::events::PodRef, message: String) {
+    engine.events().record(
+        pod,
+        crate::pod::events::EventType::Warning,
+        "PodRecordUnreadable",
+        "",
+        message,
+        std::time::SystemTime::now(),
+    );
 }
 
 /// One round of image GC: the images no live pod uses, least recently
@@ -292,41 +318,7 @@ pub fn run(global: &GlobalArgs, stop_pods_on_exit: bool) -> anyhow::Result<ExitC
             .collect();
         let mut adopted = HashSet::new();
         let (saved_pods, unreadable) = store::load_all(&state_dir);
-        // An unreadable record never kills a pod. A static pod is rebuilt
-        // from its file (the same UID) and what its shim reports: its
-        // sandbox and started containers are adopted as they run. Any
-        // other is left running, untracked (counted as adopted below, so
-        // no GC takes it), shown by `get pods`, and its UID is refused.
-        for u in unreadable {
-            tracing::error!(
-                uid = %u.uid,
-                record = %u.kept_at.display(),
-                error = %u.error,
-                "pod record unreadable"
-            );
-            adopted.insert(u.uid.clone());
-            if let Some(pod) = desired_static.get(&u.uid) {
-                if rebuild(&engine, pod.clone(), &u) {
-                    continue;
-                }
-            }
-            if let Some((namespace, name)) = u.named.clone() {
-                let pod = crate::pod::events::PodRef {
-                    namespace,
-                    name,
-                    uid: u.uid.clone(),
-                };
-                engine.events().record(
-                    &pod,
-                    crate::pod::events::EventType::Warning,
-                    "PodRecordUnreadable",
-                    "",
-                    crate::pod::engine::unreadable_message(&u),
-                    std::time::SystemTime::now(),
-                );
-            }
-            engine.keep_unreadable(u);
-        }
+        keep_unreadable_pods(&engine, unreadable, &desired_static, &mut adopted);
         for saved in saved_pods {
             let pod = saved.pod.clone();
             let uid = pod.metadata.uid.clone().unwrap_or_default();

@@ -370,20 +370,17 @@ impl Objects {
     pub fn delete<T: Stored>(&self, ns: &str, name: &str) -> Result<T, ObjectError> {
         let key = (ns.to_string(), name.to_string());
         let mut tables = self.write();
-        if !T::table(&tables).contains_key(&key) {
+        let Some(gone) = T::table(&tables).get(&key).cloned() else {
             return Err(ObjectError::NotFound {
                 resource: T::RESOURCE,
                 name: key.1,
             });
-        }
+        };
         self.save::<T>(&key, None)?;
-        let gone = T::table_mut(&mut tables).remove(&key);
+        T::table_mut(&mut tables).remove(&key);
         drop(tables);
         self.published(self.next_version());
-        gone.ok_or(ObjectError::NotFound {
-            resource: T::RESOURCE,
-            name: name.to_string(),
-        })
+        Ok(gone)
     }
 
     /// A ConfigMap's data: `data` as bytes plus `binaryData`.

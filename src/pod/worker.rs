@@ -449,7 +449,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
                 &self.pod_dir(),
             )
             .ok();
-            self.remove_unrecorded().await;
+            self.settle_unrecorded().await;
             // A postStart cut short by the restart is not run again (nor
             // is it by a kubelet): the container counts as started.
             for cs in self.st.containers.values_mut() {
@@ -487,7 +487,7 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
     /// nothing is left waiting at a start gate. (kubelet reads its
     /// runtime's list the same way, and removes containers it has no
     /// business with in its GC.)
-    async fn remove_unrecorded(&mut self) {
+    async fn settle_unrecorded(&mut self) {
         let held = match self.deps.runtime.list_containers(&self.uid).await {
             Ok(h) => h,
             Err(e) => {
@@ -505,21 +505,19 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         for c in held.into_iter().filter(|c| !known.contains(&c.id)) {
             let started = c.status != crate::runtime::api::Status::Created;
             if let Some((name, instance)) = intents.get(&c.id).filter(|_| started) {
-                let newest = self
+                let latest = self
                     .st
                     .container(name)
                     .and_then(Cs::latest)
-                    .is_none_or(|l| l.restart_count < instance.restart_count);
-                if newest {
+                    .map(|l| (l.id.clone(), l.restart_count));
+                if latest
+                    .as_ref()
+                    .is_none_or(|(_, restart)| *restart < instance.restart_count)
+                {
                     tracing::warn!(container = %name, container_id = %c.id, "adopted a container the pod record did not know yet");
                     // The instance it follows is settled first: observing
                     // reads only the newest.
-                    let before = self
-                        .st
-                        .container(name)
-                        .and_then(Cs::latest)
-                        .map(|i| i.id.clone());
-                    if let Some(id) = before {
+                    if let Some((id, _)) = latest {
                         if let Ok(s) = self.deps.runtime.container_state(&self.uid, &id).await {
                             self.absorb(name, &s);
                         }
@@ -1347,11 +1345,15 @@ impl<R: Runtime, I: ImageService> Worker<R, I> {
         };
         // The intent, on disk before the shim hears of it: a daemon that
         // dies before the pod's record says so finds what it made (see
-        // `remove_unrecorded`).
+        // `settle_unrecorded`). A plain write, no fsync on the start path:
+        // it guards against the daemon dying, and a power loss takes the
+        // shim and its containers with it; a torn file reads as no intent.
+        let intent_file = bundle.join(INTENT_FILE);
         let intent = serde_json::to_vec(&instance).unwrap_or_default();
-        if let Err(e) = crate::runtime::record::write_atomic(&bundle.join(INTENT_FILE), &intent) {
+        if let Err(e) = std::fs::write(&intent_file, intent) {
             let _ = std::fs::remove_dir_all(&bundle);
-            self.fail(name, kind, "CreateContainerError", crate::error_chain(&e));
+            let msg = format!("write {}: {e}", intent_file.display());
+            self.fail(name, kind, "CreateContainerError", msg);
             return;
         }
         let req = CreateContainer {
